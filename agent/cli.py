@@ -1,0 +1,44 @@
+"""The ``lookout`` command line: ``run``, ``check-config`` and ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.config import ConfigError, add_arguments, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookout",
+        description="Container metrics (cAdvisor-compatible /metrics) and container log shipping.",
+    )
+    parser.add_argument("--version", action="version", version=f"lookout {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the agent")
+    add_arguments(run)
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    add_arguments(check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        config = load_config(args, unknown=unknown)
+    except ConfigError as exc:
+        print(f"lookout: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"lookout: configuration ok (listen {config.listen_host}:{config.listen_port}, "
+              f"host root {config.host_root}, {len(config.routes)} route(s))")
+        return 0
+    from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
+
+    return run_agent(config)

@@ -1,0 +1,203 @@
+"""The one normalized data model shared by collectors and exporters (standard library only).
+
+Collectors produce these objects, exporters consume them, and neither imports the other.
+Every stats part is optional: ``None`` means "this host or cgroup cannot feed it", which
+exporters render as *no series*, never as a fake zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Runtime(StrEnum):
+    DOCKER = "docker"
+    CONTAINERD = "containerd"
+    CRIO = "crio"
+    PODMAN = "podman"
+    RAW = "raw"
+
+
+@dataclass(slots=True)
+class ContainerInfo:
+    """Identity and metadata of one container (or raw cgroup).
+
+    ``cgroup`` is cAdvisor's container name and the value of the ``id`` label:
+    the cgroup path relative to the hierarchy root, ``/`` for the root cgroup.
+    """
+
+    cgroup: str
+    runtime: Runtime = Runtime.RAW
+    container_id: str = ""
+    name: str = ""
+    image: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    pod: str = ""
+    namespace: str = ""
+    container: str = ""
+    # Docker health: 1 healthy, 0 starting/unhealthy, -1 no health check (cAdvisor's encoding).
+    health: int = -1
+    started_at: float | None = None
+    created_at: float | None = None
+    # False when the container shares another container's network namespace (Docker
+    # ``container:<x>`` mode, non-sandbox Kubernetes containers): no network series, as cAdvisor.
+    owns_network: bool = True
+    # Docker's writable layer directory, for filesystem usage; empty when unknown.
+    rw_layer: str = ""
+    pid: int = 0
+    log_path: str = ""
+    running: bool = True
+
+
+@dataclass(slots=True)
+class CpuStats:
+    usage_ns: int = 0
+    per_cpu_ns: list[int] | None = None
+    user_ns: int = 0
+    system_ns: int = 0
+    periods: int = 0
+    throttled_periods: int = 0
+    throttled_ns: int = 0
+    burst_periods: int = 0
+    burst_ns: int = 0
+
+
+@dataclass(slots=True)
+class MemoryStats:
+    usage: int = 0
+    max_usage: int = 0
+    working_set: int = 0
+    cache: int = 0
+    rss: int = 0
+    mapped_file: int = 0
+    swap: int = 0
+    kernel: int = 0
+    failcnt: int = 0
+    pgfault: int = 0
+    pgmajfault: int = 0
+    active_file: int = 0
+    inactive_file: int = 0
+    events_high: int = 0
+    events_max: int = 0
+    file_dirty: int = 0
+    file_writeback: int = 0
+    pgscan: int = 0
+    pgsteal: int = 0
+    refault_file: int = 0
+    refault_anon: int = 0
+
+
+@dataclass(slots=True)
+class Spec:
+    """Resource limits. Unlimited memory values are already normalized to 0, as cAdvisor exports them."""
+
+    has_cpu: bool = False
+    cpu_period: int = 0
+    cpu_quota: int = 0  # 0 = no quota
+    cpu_shares: int = 0
+    has_memory: bool = False
+    memory_limit: int = 0
+    memory_swap_limit: int = 0
+    memory_reservation: int = 0
+
+
+@dataclass(slots=True)
+class BlkioDevice:
+    major: int
+    minor: int
+    device: str  # "/dev/sda", or "" when the device node is unknown
+    # op -> value, ops as the kernel names them: Read, Write, Sync, Async, Discard, Total
+    service_bytes: dict[str, int] = field(default_factory=dict)
+    serviced: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InterfaceStats:
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+@dataclass(slots=True)
+class FilesystemStats:
+    device: str
+    usage: int
+    limit: int
+    inodes_total: int
+    inodes_free: int
+
+
+@dataclass(slots=True)
+class PressureStats:
+    """PSI ``total=`` counters in microseconds (cgroup v2 only)."""
+
+    cpu_some: int = 0
+    cpu_full: int = 0
+    memory_some: int = 0
+    memory_full: int = 0
+    io_some: int = 0
+    io_full: int = 0
+
+
+@dataclass(slots=True)
+class ProcessStats:
+    processes: int = 0
+    threads: int = 0
+    threads_max: int = 0
+    file_descriptors: int | None = None
+    sockets: int | None = None
+    ulimit_nofile: int | None = None
+
+
+@dataclass(slots=True)
+class ContainerStats:
+    timestamp: float
+    cpu: CpuStats | None = None
+    memory: MemoryStats | None = None
+    spec: Spec = field(default_factory=Spec)
+    blkio: list[BlkioDevice] | None = None
+    network: list[InterfaceStats] | None = None
+    filesystems: list[FilesystemStats] | None = None
+    pressure: PressureStats | None = None
+    processes: ProcessStats | None = None
+    oom_kills: int | None = None
+
+
+@dataclass(slots=True)
+class MachineInfo:
+    cpu_cores: int = 0
+    cpu_physical_cores: int = 0
+    cpu_sockets: int = 0
+    memory_bytes: int = 0
+    swap_bytes: int = 0
+    boot_id: str = ""
+    machine_id: str = ""
+    system_uuid: str = ""
+    kernel_version: str = ""
+    os_version: str = ""
+
+
+@dataclass(slots=True)
+class ContainerSample:
+    info: ContainerInfo
+    stats: ContainerStats
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One housekeeping cycle's result: what /metrics and /api/v1/containers serve until the next one."""
+
+    timestamp: float
+    containers: list[ContainerSample]
+    machine: MachineInfo
+    docker_version: str = "Unknown"
+    scrape_error: bool = False
+    machine_error: bool = False

@@ -1,0 +1,91 @@
+"""The daemon: asyncio tasks for housekeeping, filesystem usage, Docker metadata and the HTTP server.
+
+Start-up faults of the environment (no Docker, no cgroups yet) are logged and retried; only bad
+configuration stops the agent (exit 2, in the CLI). SIGTERM and SIGINT shut down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from aiohttp import web
+
+from agent.config import Config
+from agent.logconfig import configure_logging
+from agent.wiring import Agent, build
+from exporters.prometheus.http import make_app
+
+log = structlog.get_logger("lookout")
+
+MIN_WAKE_SPACING = 0.5
+
+
+async def housekeeping(agent: Agent, wake: asyncio.Event) -> None:
+    interval = agent.config.housekeeping_interval
+    while True:
+        wake.clear()
+        try:
+            await asyncio.to_thread(agent.cycle)
+        except Exception:  # a bug must not stop metrics; it is logged with its traceback
+            log.exception("housekeeping_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=interval)
+            await asyncio.sleep(MIN_WAKE_SPACING)  # debounce bursts of Docker events
+
+
+async def fs_usage_loop(agent: Agent) -> None:
+    if agent.fs_usage is None:
+        return
+    while agent.collector is None:
+        await asyncio.sleep(1.0)  # the first housekeeping cycle builds the collector
+    while True:
+        collector = agent.collector
+        if collector is not None:
+            try:
+                await asyncio.to_thread(agent.fs_usage.measure, collector.docker_containers())
+            except Exception:
+                log.exception("fs_usage_failed")
+        await asyncio.sleep(agent.config.fs_usage_interval)
+
+
+async def serve(config: Config) -> None:
+    agent = build(config)
+    wake = asyncio.Event()
+    agent.docker._on_change = wake.set
+    runner = web.AppRunner(make_app(agent.exposition), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=str(exc))
+        await runner.cleanup()
+        raise SystemExit(1) from exc
+    log.info("started", listen=f"{config.listen_host}:{config.listen_port}", host_root=str(config.host_root),
+             docker_socket=config.docker_socket or None, interval=config.housekeeping_interval)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(housekeeping(agent, wake), name="housekeeping"),
+        asyncio.create_task(agent.docker.run(), name="docker"),
+        asyncio.create_task(fs_usage_loop(agent), name="fs_usage"),
+    ]
+    await stop.wait()
+    log.info("stopping")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run_agent(config: Config) -> int:
+    configure_logging(config.log_level, config.log_format)
+    asyncio.run(serve(config))
+    return 0

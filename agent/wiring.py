@@ -1,0 +1,89 @@
+"""Builds the agent's parts from a ``Config``: the only module that imports collectors and exporters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import structlog
+
+from agent import __version__
+from agent.config import Config
+from agent.model import Snapshot
+from agent.telemetry import Telemetry
+from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
+from collectors.cgroups.reader import Wanted, make_reader
+from collectors.cri import CriMetadata
+from collectors.docker import DockerMetadata
+from collectors.host import HostFilesystems
+from collectors.manager import CollectOptions, Collector, FsUsage
+from exporters.prometheus.http import Exposition
+from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
+
+log = structlog.get_logger("lookout.wiring")
+
+
+@dataclass
+class Agent:
+    config: Config
+    docker: DockerMetadata
+    collector: Collector | None
+    renderer: Renderer
+    exposition: Exposition
+    telemetry: Telemetry
+    fs_usage: FsUsage | None
+
+    def build_collector(self) -> Collector | None:
+        """(Re)try finding the cgroup hierarchies; None while there are none."""
+        if self.collector is None:
+            self.collector = make_collector(self.config, self.docker, self.fs_usage)
+        return self.collector
+
+    def cycle(self) -> Snapshot | None:
+        """One housekeeping cycle in a worker thread: collect, render, publish."""
+        collector = self.build_collector()
+        if collector is None:
+            return None
+        with self.telemetry.collection_duration.time():
+            snapshot = collector.collect()
+            with self.telemetry.render_duration.time():
+                text = self.renderer.render(snapshot)
+            self.exposition.publish(snapshot, text, lambda snap: self.renderer.render(snap, openmetrics=True))
+        return snapshot
+
+    def containers_by_runtime(self) -> Counter[str]:
+        snap = self.exposition.snapshot
+        return Counter(str(s.info.runtime) for s in snap.containers) if snap else Counter()
+
+
+def wanted(config: Config) -> Wanted:
+    on = config.metric_enabled
+    return Wanted(cpu=on("cpu"), percpu=on("percpu"), memory=on("memory"), disk_io=on("diskIO"),
+                  pressure=on("pressure"), process=on("process"), oom=on("oom_event"))
+
+
+def make_collector(config: Config, docker: DockerMetadata, fs_usage: FsUsage | None) -> Collector | None:
+    try:
+        layout: CgroupLayout = discover_layout(config.host_root)
+    except NoCgroupsError as exc:
+        log.error("cgroups_not_found", error=str(exc))
+        return None
+    log.info("cgroups_found", version=layout.version, roots=layout.hierarchy_roots())
+    reader = make_reader(layout, config.host_root, wanted(config))
+    options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
+                             process=config.metric_enabled("process"))
+    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage)
+
+
+def build(config: Config) -> Agent:
+    telemetry = Telemetry()
+    docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
+    fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)
+                if config.metric_enabled("disk") else None)
+    policy = LabelPolicy(config.store_container_labels, frozenset(config.container_labels_allowlist))
+    renderer = Renderer(enabled_families(config.disabled_metrics), policy, config.metrics_timestamps,
+                        version=__version__)
+    agent = Agent(config, docker, None, renderer, Exposition(telemetry.registry), telemetry, fs_usage)
+    telemetry.watch(lambda: agent.collector.errors if agent.collector else Counter(),
+                    agent.containers_by_runtime)
+    return agent

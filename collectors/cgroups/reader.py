@@ -1,0 +1,346 @@
+"""Stats readers: one interface, a v1 and a v2 implementation, chosen once from the layout.
+
+``read(cgroup)`` returns ``(stats, pids)`` for a cgroup path such as ``/docker/<id>``, or
+``None`` when the cgroup vanished. A single missing or unreadable file leaves its part empty
+(``None``) instead of failing the container: containers come and go mid-read all the time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.model import BlkioDevice, ContainerStats, CpuStats, MemoryStats, PressureStats, ProcessStats
+from collectors.cgroups import parsers as p
+from collectors.cgroups.mounts import CgroupLayout
+
+_CHUNK = 16384
+
+
+def read_file(path: str) -> bytes | None:
+    """The whole file, or None if it is missing or unreadable (vanished cgroup, absent controller)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) == _CHUNK:
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """Which metric kinds to read; the rest is never touched."""
+
+    cpu: bool = True
+    percpu: bool = True
+    memory: bool = True
+    disk_io: bool = True
+    pressure: bool = True
+    process: bool = True
+    oom: bool = True
+
+
+class DeviceNames:
+    """major:minor to ``/dev/<name>`` via ``<host-root>/sys/dev/block``, cached."""
+
+    def __init__(self, host_root: Path) -> None:
+        self._base = str(host_root / "sys/dev/block")
+        self._cache: dict[tuple[int, int], str] = {}
+
+    def name(self, major: int, minor: int) -> str:
+        key = (major, minor)
+        name = self._cache.get(key)
+        if name is None:
+            try:
+                name = "/dev/" + os.path.basename(os.readlink(f"{self._base}/{major}:{minor}"))
+            except OSError:
+                name = ""
+            self._cache[key] = name
+        return name
+
+
+def _blkio(service_bytes: dict[tuple[int, int], dict[str, int]],
+           serviced: dict[tuple[int, int], dict[str, int]], devices: DeviceNames) -> list[BlkioDevice]:
+    out = []
+    for key in sorted(service_bytes.keys() | serviced.keys()):
+        out.append(BlkioDevice(key[0], key[1], devices.name(*key),
+                               service_bytes.get(key, {}), serviced.get(key, {})))
+    return out
+
+
+class V1Reader:
+    """cgroup v1: one directory per controller; comounted controllers share a directory."""
+
+    version = 1
+
+    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted) -> None:
+        v1 = layout.v1
+        self.cpu = v1.get("cpu", "")
+        self.cpuacct = v1.get("cpuacct", "")
+        self.memory = v1.get("memory", "")
+        self.blkio = v1.get("blkio", "")
+        self.pids = v1.get("pids", "")
+        self.procs_root = self.cpu or self.cpuacct or self.memory
+        self.devices = devices
+        self.wanted = wanted
+        self.ns_per_tick = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+
+    def read(self, cgroup: str) -> tuple[ContainerStats, list[int]] | None:
+        sub = "" if cgroup == "/" else cgroup
+        w = self.wanted
+        stats = ContainerStats(timestamp=time.time())
+        alive = False
+        spec = stats.spec
+
+        if self.cpu:
+            d = self.cpu + sub
+            shares = read_file(d + "/cpu.shares")
+            if shares is not None:
+                alive = spec.has_cpu = True
+                spec.cpu_shares = int(shares)
+                quota = read_file(d + "/cpu.cfs_quota_us")
+                period = read_file(d + "/cpu.cfs_period_us")
+                spec.cpu_period = int(period) if period else 0
+                q = int(quota) if quota else -1
+                spec.cpu_quota = q if q > 0 else 0
+        if w.cpu and self.cpuacct:
+            d = self.cpuacct + sub
+            usage = read_file(d + "/cpuacct.usage")
+            if usage is not None:
+                alive = True
+                cpu = CpuStats(usage_ns=int(usage))
+                if w.percpu:
+                    percpu = read_file(d + "/cpuacct.usage_percpu")
+                    if percpu:
+                        cpu.per_cpu_ns = p.parse_percpu(percpu)
+                acct = read_file(d + "/cpuacct.stat")
+                if acct:
+                    ticks = p.parse_flat(acct)
+                    cpu.user_ns = ticks.get("user", 0) * self.ns_per_tick
+                    cpu.system_ns = ticks.get("system", 0) * self.ns_per_tick
+                cpu_stat = read_file(self.cpu + sub + "/cpu.stat") if self.cpu else None
+                if cpu_stat:
+                    s = p.parse_flat(cpu_stat)
+                    cpu.periods = s.get("nr_periods", 0)
+                    cpu.throttled_periods = s.get("nr_throttled", 0)
+                    cpu.throttled_ns = s.get("throttled_time", 0)
+                    cpu.burst_periods = s.get("nr_bursts", 0)
+                    cpu.burst_ns = s.get("burst_time", 0)
+                stats.cpu = cpu
+
+        if self.memory:
+            d = self.memory + sub
+            limit = read_file(d + "/memory.limit_in_bytes")
+            if limit is not None:
+                alive = spec.has_memory = True
+                spec.memory_limit = p.memory_limit(int(limit))
+                memsw = read_file(d + "/memory.memsw.limit_in_bytes")
+                spec.memory_swap_limit = p.memory_limit(int(memsw)) if memsw else 0
+                soft = read_file(d + "/memory.soft_limit_in_bytes")
+                spec.memory_reservation = p.memory_limit(int(soft)) if soft else 0
+            if w.memory:
+                usage = read_file(d + "/memory.usage_in_bytes")
+                stat = read_file(d + "/memory.stat")
+                if usage is not None and stat is not None:
+                    stats.memory = self._memory(d, int(usage), p.parse_flat(stat))
+            if w.oom:
+                oom = read_file(d + "/memory.oom_control")
+                if oom:
+                    stats.oom_kills = p.parse_flat(oom).get("oom_kill", 0)
+
+        if w.disk_io and self.blkio:
+            d = self.blkio + sub
+            sb = read_file(d + "/blkio.throttle.io_service_bytes_recursive")
+            if sb is None:
+                sb = read_file(d + "/blkio.throttle.io_service_bytes")
+                sv = read_file(d + "/blkio.throttle.io_serviced")
+            else:
+                sv = read_file(d + "/blkio.throttle.io_serviced_recursive")
+            if sb is not None:
+                stats.blkio = _blkio(p.parse_blkio(sb), p.parse_blkio(sv or b""), self.devices)
+
+        procs = read_file(self.procs_root + sub + "/cgroup.procs") if self.procs_root else None
+        pids = p.parse_pids(procs) if procs else []
+        if not alive and procs is None:
+            return None
+        if w.process:
+            proc = ProcessStats(processes=len(pids))
+            if self.pids and cgroup != "/":
+                current = read_file(self.pids + sub + "/pids.current")
+                maximum = read_file(self.pids + sub + "/pids.max")
+                proc.threads = int(current) if current else 0
+                proc.threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+            stats.processes = proc
+        return stats, pids
+
+    @staticmethod
+    def _memory(d: str, usage: int, s: dict[str, int]) -> MemoryStats:
+        # Hierarchical totals (total_*) as cAdvisor with use_hierarchy=1, the only mode on current kernels.
+        def g(key: str) -> int:
+            v = s.get("total_" + key)
+            return s.get(key, 0) if v is None else v
+
+        max_usage = read_file(d + "/memory.max_usage_in_bytes")
+        failcnt = read_file(d + "/memory.failcnt")
+        kmem = read_file(d + "/memory.kmem.usage_in_bytes")
+        inactive_file = g("inactive_file")
+        return MemoryStats(
+            usage=usage,
+            max_usage=int(max_usage) if max_usage else 0,
+            working_set=max(usage - inactive_file, 0),
+            cache=g("cache"),
+            rss=g("rss"),
+            mapped_file=g("mapped_file"),
+            swap=g("swap"),
+            kernel=int(kmem) if kmem else 0,
+            failcnt=int(failcnt) if failcnt else 0,
+            pgfault=s.get("pgfault", 0),
+            pgmajfault=s.get("pgmajfault", 0),
+            active_file=g("active_file"),
+            inactive_file=inactive_file,
+            file_dirty=g("dirty"),
+            file_writeback=g("writeback"),
+            refault_file=g("workingset_refault_file"),
+            refault_anon=g("workingset_refault_anon"),
+        )
+
+
+class V2Reader:
+    """cgroup v2: one unified directory per cgroup."""
+
+    version = 2
+
+    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted) -> None:
+        self.root = layout.unified
+        self.devices = devices
+        self.wanted = wanted
+
+    def read(self, cgroup: str) -> tuple[ContainerStats, list[int]] | None:
+        is_root = cgroup == "/"
+        d = self.root + ("" if is_root else cgroup)
+        w = self.wanted
+        stats = ContainerStats(timestamp=time.time())
+        spec = stats.spec
+
+        procs = read_file(d + "/cgroup.procs")
+        if procs is None:
+            return None  # every v2 cgroup has cgroup.procs: the cgroup is gone
+        pids = p.parse_pids(procs)
+
+        cpu_max = read_file(d + "/cpu.max")
+        weight = read_file(d + "/cpu.weight")
+        if cpu_max is not None or weight is not None:
+            spec.has_cpu = True
+            if cpu_max:
+                spec.cpu_quota, spec.cpu_period = p.parse_cpu_max(cpu_max)
+            spec.cpu_shares = p.weight_to_shares(int(weight)) if weight else 0
+        if w.cpu:
+            cpu_stat = read_file(d + "/cpu.stat")
+            if cpu_stat:
+                s = p.parse_flat(cpu_stat)
+                stats.cpu = CpuStats(
+                    usage_ns=s.get("usage_usec", 0) * 1000,
+                    user_ns=s.get("user_usec", 0) * 1000,
+                    system_ns=s.get("system_usec", 0) * 1000,
+                    periods=s.get("nr_periods", 0),
+                    throttled_periods=s.get("nr_throttled", 0),
+                    throttled_ns=s.get("throttled_usec", 0) * 1000,
+                    burst_periods=s.get("nr_bursts", 0),
+                    burst_ns=s.get("burst_usec", 0) * 1000,
+                )
+
+        mem_max = read_file(d + "/memory.max")
+        if mem_max is not None:
+            spec.has_memory = True
+            spec.memory_limit = p.memory_limit(p.parse_int(mem_max))
+            swap_max = read_file(d + "/memory.swap.max")
+            spec.memory_swap_limit = p.memory_limit(p.parse_int(swap_max)) if swap_max else 0
+            mem_min = read_file(d + "/memory.min")
+            spec.memory_reservation = p.memory_limit(p.parse_int(mem_min)) if mem_min else 0
+        events = None
+        if w.memory or w.oom:
+            raw_events = read_file(d + "/memory.events")
+            events = p.parse_flat(raw_events) if raw_events else None
+        if w.memory:
+            stat = read_file(d + "/memory.stat")
+            if stat is not None:
+                stats.memory = self._memory(d, is_root, p.parse_flat(stat), events)
+        if w.oom and events is not None:
+            stats.oom_kills = events.get("oom_kill", 0)
+
+        if w.disk_io:
+            io = read_file(d + "/io.stat")
+            if io is not None:
+                parsed = p.parse_io_stat(io)
+                sb = {k: {"Read": v.get("rbytes", 0), "Write": v.get("wbytes", 0)} for k, v in parsed.items()}
+                sv = {k: {"Read": v.get("rios", 0), "Write": v.get("wios", 0)} for k, v in parsed.items()}
+                stats.blkio = _blkio(sb, sv, self.devices)
+
+        if w.pressure:
+            psi = [read_file(f"{d}/{res}.pressure") for res in ("cpu", "memory", "io")]
+            if any(x is not None for x in psi):
+                cpu_p, mem_p, io_p = (p.parse_psi(x) if x else (0, 0) for x in psi)
+                stats.pressure = PressureStats(cpu_p[0], cpu_p[1], mem_p[0], mem_p[1], io_p[0], io_p[1])
+
+        if w.process:
+            proc = ProcessStats(processes=len(pids))
+            current = read_file(d + "/pids.current")
+            if current is not None:
+                proc.threads = int(current)
+            else:
+                threads = read_file(d + "/cgroup.threads")
+                proc.threads = len(threads.split()) if threads else len(pids)
+            maximum = read_file(d + "/pids.max")
+            proc.threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+            stats.processes = proc
+        return stats, pids
+
+    @staticmethod
+    def _memory(d: str, is_root: bool, s: dict[str, int], events: dict[str, int] | None) -> MemoryStats:
+        current = None if is_root else read_file(d + "/memory.current")
+        # The v2 root has no memory.current; cAdvisor uses anon + file from its memory.stat.
+        usage = int(current) if current else s.get("anon", 0) + s.get("file", 0)
+        peak = read_file(d + "/memory.peak")
+        swap = read_file(d + "/memory.swap.current")
+        inactive_file = s.get("inactive_file", 0)
+        events = events or {}
+        return MemoryStats(
+            usage=usage,
+            max_usage=int(peak) if peak else 0,
+            working_set=max(usage - inactive_file, 0),
+            cache=s.get("file", 0),
+            rss=s.get("anon", 0),
+            mapped_file=s.get("file_mapped", 0),
+            swap=int(swap) if swap else 0,
+            kernel=s.get("kernel", 0),
+            failcnt=0,
+            pgfault=s.get("pgfault", 0),
+            pgmajfault=s.get("pgmajfault", 0),
+            active_file=s.get("active_file", 0),
+            inactive_file=inactive_file,
+            events_high=events.get("high", 0),
+            events_max=events.get("max", 0),
+            file_dirty=s.get("file_dirty", 0),
+            file_writeback=s.get("file_writeback", 0),
+            pgscan=s.get("pgscan", 0),
+            pgsteal=s.get("pgsteal", 0),
+            refault_file=s.get("workingset_refault_file", s.get("workingset_refault", 0)),
+            refault_anon=s.get("workingset_refault_anon", 0),
+        )
+
+
+def make_reader(layout: CgroupLayout, host_root: Path, wanted: Wanted) -> V1Reader | V2Reader:
+    devices = DeviceNames(host_root)
+    return V1Reader(layout, devices, wanted) if layout.version == 1 else V2Reader(layout, devices, wanted)

@@ -1,0 +1,165 @@
+"""Host-level facts from procfs and sysfs under ``--host-root``: machine info, network, processes, filesystems."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from agent.model import FilesystemStats, InterfaceStats, MachineInfo, ProcessStats
+from collectors.cgroups.parsers import parse_net_dev, parse_nofile_soft
+from collectors.cgroups.reader import read_file
+
+# Filesystems that hold no user data, never reported for the root cgroup.
+_PSEUDO_FS = frozenset({"tmpfs", "devtmpfs", "overlay", "squashfs", "nsfs", "proc", "sysfs", "cgroup",
+                        "cgroup2", "autofs", "fuse.lxcfs"})
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def read_machine_info(host_root: Path) -> MachineInfo:
+    info = MachineInfo()
+    cpuinfo = _text(host_root / "proc/cpuinfo")
+    processors, sockets, cores = 0, set(), set()
+    physical = "0"
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor":
+            processors += 1
+        elif key == "physical id":
+            physical = value
+            sockets.add(value)
+        elif key == "core id":
+            cores.add((physical, value))
+    info.cpu_cores = processors or os.cpu_count() or 0
+    info.cpu_sockets = len(sockets) or 1
+    info.cpu_physical_cores = len(cores) or info.cpu_cores
+    for line in _text(host_root / "proc/meminfo").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "SwapTotal"):
+            amount = int(value.split()[0]) * 1024
+            if key == "MemTotal":
+                info.memory_bytes = amount
+            else:
+                info.swap_bytes = amount
+    info.boot_id = _text(host_root / "proc/sys/kernel/random/boot_id")
+    info.machine_id = _text(host_root / "etc/machine-id") or _text(host_root / "var/lib/dbus/machine-id")
+    info.system_uuid = _text(host_root / "sys/class/dmi/id/product_uuid")
+    info.kernel_version = _text(host_root / "proc/sys/kernel/osrelease") or platform.release()
+    for line in _text(host_root / "etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            info.os_version = line.partition("=")[2].strip('"')
+    return info
+
+
+class HostReader:
+    """Per-process procfs reads: a container's network namespace, descriptors and limits."""
+
+    def __init__(self, host_root: Path) -> None:
+        self.proc = str(host_root / "proc")
+
+    def network(self, pid: int) -> list[InterfaceStats] | None:
+        data = read_file(f"{self.proc}/{pid}/net/dev")
+        return parse_net_dev(data) if data is not None else None
+
+    def add_process_stats(self, proc: ProcessStats, pids: list[int]) -> None:
+        """File descriptors and sockets summed over the pids, and the first pid's nofile soft limit."""
+        fds = sockets = 0
+        for pid in pids:
+            base = f"{self.proc}/{pid}/fd"
+            try:
+                names = os.listdir(base)
+            except OSError:
+                continue  # exited
+            fds += len(names)
+            for name in names:
+                try:
+                    if os.readlink(f"{base}/{name}").startswith("socket:"):
+                        sockets += 1
+                except OSError:
+                    continue
+        proc.file_descriptors = fds
+        proc.sockets = sockets
+        if pids:
+            limits = read_file(f"{self.proc}/{pids[0]}/limits")
+            proc.ulimit_nofile = parse_nofile_soft(limits) if limits else None
+
+
+class HostFilesystems:
+    """statvfs of every block-device filesystem of the host (the root cgroup's container_fs_*)."""
+
+    def __init__(self, host_root: Path) -> None:
+        self.host_root = host_root
+
+    def mounts(self) -> list[tuple[str, str]]:
+        """(device, host-root-prefixed mount point), first mount of each device."""
+        data = read_file(str(self.host_root / "proc/1/mounts")) or read_file("/proc/self/mounts") or b""
+        seen: dict[str, str] = {}
+        for line in data.decode(errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) < 3 or fields[2] in _PSEUDO_FS or not fields[0].startswith("/dev/"):
+                continue
+            mountpoint = fields[1].replace("\\040", " ")
+            seen.setdefault(fields[0], str(self.host_root / mountpoint.lstrip("/")))
+        return list(seen.items())
+
+    def stats(self) -> list[FilesystemStats]:
+        out = []
+        for device, path in self.mounts():
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            out.append(FilesystemStats(device, (st.f_blocks - st.f_bfree) * st.f_frsize,
+                                       st.f_blocks * st.f_frsize, st.f_files, st.f_ffree))
+        return out
+
+    def device_of(self, path: Path) -> tuple[str, int]:
+        """The device holding ``path`` and its capacity in bytes (longest matching mount point)."""
+        best, best_len = "", -1
+        target = str(path)
+        for device, mountpoint in self.mounts():
+            prefix = mountpoint.rstrip("/") + "/"
+            if (target + "/").startswith(prefix) and len(prefix) > best_len:
+                best, best_len = device, len(prefix)
+        try:
+            st = os.statvfs(path)
+            capacity = st.f_blocks * st.f_frsize
+        except OSError:
+            capacity = 0
+        return best, capacity
+
+
+def disk_usage(paths: list[str]) -> tuple[int, int]:
+    """(bytes, inodes) used under ``paths``, like ``du``: allocated blocks, hard links counted once."""
+    total = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    stack = [p for p in paths if p]
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(current)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                total += st.st_blocks * 512
+                inodes += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total, inodes

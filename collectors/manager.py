@@ -1,0 +1,209 @@
+"""One housekeeping cycle: discover cgroups, attach metadata, read stats, return a ``Snapshot``.
+
+Runs in a worker thread. Errors are counted per collector (``errors``) and never escape: a
+vanished container simply drops out of the snapshot, a missing controller leaves parts empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import structlog
+
+from agent.model import (
+    ContainerInfo,
+    ContainerSample,
+    FilesystemStats,
+    MachineInfo,
+    Runtime,
+    Snapshot,
+)
+from collectors.cgroups.mounts import CgroupLayout
+from collectors.cgroups.reader import V1Reader, V2Reader
+from collectors.cri import CriMetadata
+from collectors.discovery import CgroupRef, classify, walk
+from collectors.docker import DockerMetadata
+from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
+
+log = structlog.get_logger("lookout.collector")
+
+MACHINE_INFO_INTERVAL = 300.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CollectOptions:
+    network: bool = True
+    disk: bool = True
+    process: bool = True
+
+
+class FsUsage:
+    """Writable-layer usage per Docker container, measured on its own slow interval and thread.
+
+    ``get`` never blocks: collection serves the last measurement while a walk is running.
+    """
+
+    def __init__(self, host_fs: HostFilesystems, docker_root: Path) -> None:
+        self.host_fs = host_fs
+        self.docker_root = docker_root
+        self._usage: dict[str, tuple[int, int]] = {}
+        self._device: tuple[str, int] = ("", 0)
+        self._lock = threading.Lock()
+
+    def measure(self, containers: list[ContainerInfo]) -> None:
+        device = self.host_fs.device_of(self.docker_root)
+        fresh = {}
+        for info in containers:
+            paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
+            fresh[info.container_id] = disk_usage(paths)
+        with self._lock:
+            self._usage, self._device = fresh, device
+
+    def get(self, container_id: str) -> FilesystemStats | None:
+        with self._lock:
+            usage = self._usage.get(container_id)
+            device, capacity = self._device
+        if usage is None:
+            return None
+        # cAdvisor's Docker quirk kept for compatibility: inodes_total is the layer's inodes *used*.
+        return FilesystemStats(device, usage[0], capacity, usage[1], 0)
+
+
+class Collector:
+    def __init__(self, host_root: Path, layout: CgroupLayout, reader: V1Reader | V2Reader,
+                 docker: DockerMetadata, cri: CriMetadata, options: CollectOptions,
+                 fs_usage: FsUsage | None) -> None:
+        self.host_root = host_root
+        self.layout = layout
+        self.reader = reader
+        self.docker = docker
+        self.cri = cri
+        self.options = options
+        self.host = HostReader(host_root)
+        self.host_fs = HostFilesystems(host_root)
+        self.fs_usage = fs_usage
+        self.errors: Counter[str] = Counter()
+        self.last_duration = 0.0
+        self._infos: dict[str, tuple[object, ContainerInfo]] = {}
+        self._created: dict[str, float] = {}
+        self._machine = MachineInfo()
+        self._machine_at = 0.0
+        self._machine_error = False
+        self._roots = layout.hierarchy_roots()
+
+    def machine(self) -> MachineInfo:
+        now = time.monotonic()
+        if now - self._machine_at > MACHINE_INFO_INTERVAL or not self._machine.cpu_cores:
+            try:
+                self._machine = read_machine_info(self.host_root)
+                self._machine_error = False
+            except (OSError, ValueError) as exc:
+                self.errors["machine"] += 1
+                self._machine_error = True
+                log.warning("machine_info_failed", error=str(exc))
+            self._machine_at = now
+        return self._machine
+
+    def docker_containers(self) -> list[ContainerInfo]:
+        return [c for c in self.docker.containers.values() if c.running]
+
+    def collect(self) -> Snapshot:
+        started = time.perf_counter()
+        scrape_error = False
+        try:
+            self.docker.refresh_from_disk()
+        except Exception as exc:  # never let metadata stop metrics
+            self.errors["docker"] += 1
+            log.warning("docker_metadata_failed", error=str(exc))
+        try:
+            self.cri.refresh()
+        except Exception as exc:
+            self.errors["cri"] += 1
+            log.warning("cri_metadata_failed", error=str(exc))
+
+        cgroups = walk(self._roots)
+        if not cgroups - {"/"} and not os.path.isdir(self._roots[0]):
+            scrape_error = True
+            self.errors["cgroups"] += 1
+        samples: list[ContainerSample] = []
+        live_ids: set[str] = set()
+        for cgroup in sorted(cgroups):
+            ref = classify(cgroup)
+            if ref is None:
+                continue
+            try:
+                result = self.reader.read(cgroup)
+            except (OSError, ValueError) as exc:
+                self.errors["cgroup_stats"] += 1
+                log.debug("cgroup_read_failed", cgroup=cgroup, error=str(exc))
+                continue
+            if result is None:
+                continue  # vanished between the walk and the read
+            stats, pids = result
+            info = self._info(ref)
+            if ref.container_id:
+                live_ids.add(ref.container_id)
+            if self.options.network and info.owns_network and (cgroup == "/" or info.runtime != Runtime.RAW):
+                pid = 1 if cgroup == "/" else (pids[0] if pids else 0)
+                if pid:
+                    stats.network = self.host.network(pid)
+            if self.options.process and stats.processes is not None and cgroup != "/":
+                self.host.add_process_stats(stats.processes, pids)
+            if self.options.disk:
+                if cgroup == "/":
+                    stats.filesystems = self.host_fs.stats()
+                elif self.fs_usage is not None and info.runtime is Runtime.DOCKER and info.container_id:
+                    fs = self.fs_usage.get(info.container_id)
+                    stats.filesystems = [fs] if fs else None
+            samples.append(ContainerSample(info, stats))
+
+        self.cri.forget(live_ids)
+        for gone in self._infos.keys() - cgroups:
+            del self._infos[gone]
+            self._created.pop(gone, None)
+        machine = self.machine()
+        self.last_duration = time.perf_counter() - started
+        return Snapshot(time.time(), samples, machine, self.docker.version, scrape_error, self._machine_error)
+
+    def _info(self, ref: CgroupRef) -> ContainerInfo:
+        """Metadata for a cgroup, rebuilt only when its source object changes."""
+        source: ContainerInfo | None = None
+        if ref.container_id:
+            source = self.docker.get(ref.container_id)
+            if source is None and ref.runtime is not Runtime.DOCKER:
+                source = self.cri.get(ref)
+        cached = self._infos.get(ref.cgroup)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        if source is not None:
+            info = dataclasses.replace(source, cgroup=ref.cgroup)
+        else:
+            info = ContainerInfo(cgroup=ref.cgroup, runtime=ref.runtime, container_id=ref.container_id,
+                                 owns_network=ref.cgroup == "/")
+            if ref.pod_uid:
+                info.namespace, info.pod = self.cri.pod_of(ref.pod_uid)
+        if info.created_at is None:
+            info.created_at = self._cgroup_created(ref.cgroup)
+        if info.started_at is None:
+            info.started_at = info.created_at
+        self._infos[ref.cgroup] = (source, info)
+        return info
+
+    def _cgroup_created(self, cgroup: str) -> float | None:
+        created = self._created.get(cgroup)
+        if created is None:
+            sub = "" if cgroup == "/" else cgroup
+            times = []
+            for root in self._roots:
+                try:
+                    times.append(os.stat(root + sub).st_mtime)
+                except OSError:
+                    continue
+            created = min(times) if times else 0.0
+            self._created[cgroup] = created
+        return created or None

@@ -1,0 +1,120 @@
+"""HTTP surface: /metrics (text or OpenMetrics by Accept, gzip when asked), /healthz, /, /api/v1/containers.
+
+The latest rendered snapshot is held by ``Exposition``; a scrape copies cached bytes (compressed
+once per snapshot and format) and appends the agent's own small self-metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_exposition
+from prometheus_client.openmetrics import exposition as om_exposition
+
+from agent.model import Snapshot
+
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OM_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+class Exposition:
+    """The latest snapshot and its rendered forms, swapped in whole by the housekeeping task."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.snapshot: Snapshot | None = None
+        self._text: dict[bool, bytes] = {}
+        self._gzip: dict[bool, bytes] = {}
+        self._render_om: object = None
+        self._lock = threading.Lock()
+
+    def publish(self, snapshot: Snapshot, text: str, render_om: object) -> None:
+        with self._lock:
+            self.snapshot = snapshot
+            self._text = {False: text.encode()}
+            self._gzip = {}
+            self._render_om = render_om
+
+    def body(self, openmetrics: bool, compress: bool) -> bytes:
+        """Container metrics (cached) + self metrics; gzip members concatenate into one valid stream."""
+        with self._lock:
+            cached = self._text.get(openmetrics)
+            if cached is None and self._render_om is not None and self.snapshot is not None:
+                cached = self._render_om(self.snapshot).encode()  # type: ignore[operator]
+                self._text[openmetrics] = cached
+            cached = cached or b""
+            zipped = b""
+            if compress:
+                zipped = self._gzip.get(openmetrics) or b""
+                if not zipped:
+                    zipped = self._gzip[openmetrics] = gzip.compress(cached, compresslevel=1)
+        if openmetrics:
+            own = om_exposition.generate_latest(self.registry)  # ends with "# EOF\n"
+        else:
+            own = text_exposition.generate_latest(self.registry)
+        return zipped + gzip.compress(own, compresslevel=1) if compress else cached + own
+
+
+EXPOSITION = web.AppKey("exposition", Exposition)
+
+LANDING = """<!doctype html>
+<html><head><title>Lookout</title></head>
+<body><h1>Lookout</h1><p>Container metrics and log shipping agent, version {version}.</p>
+<ul>
+<li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics (cAdvisor names and labels)</li>
+<li><a href="/api/v1/containers">/api/v1/containers</a> &mdash; containers with metadata and latest stats</li>
+<li><a href="/healthz">/healthz</a> &mdash; health check</li>
+</ul></body></html>
+"""
+
+
+def _wants_openmetrics(accept: str) -> bool:
+    return "application/openmetrics-text" in accept
+
+
+async def metrics(request: web.Request) -> web.Response:
+    exposition = request.app[EXPOSITION]
+    openmetrics = _wants_openmetrics(request.headers.get("Accept", ""))
+    compress = "gzip" in request.headers.get("Accept-Encoding", "")
+    body = await asyncio.to_thread(exposition.body, openmetrics, compress)
+    headers = {"Content-Type": OM_TYPE if openmetrics else TEXT_TYPE}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def landing(request: web.Request) -> web.Response:
+    from agent import __version__
+
+    return web.Response(text=LANDING.format(version=__version__), content_type="text/html")
+
+
+def _containers_json(snapshot: Snapshot | None) -> bytes:
+    if snapshot is None:
+        return b'{"timestamp":null,"containers":[]}'
+    containers = [{"info": s.info, "stats": s.stats} for s in snapshot.containers]
+    return orjson.dumps({"timestamp": snapshot.timestamp, "machine": snapshot.machine, "containers": containers})
+
+
+async def containers(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(_containers_json, request.app[EXPOSITION].snapshot)
+    return web.Response(body=body, content_type="application/json")
+
+
+def make_app(exposition: Exposition) -> web.Application:
+    app = web.Application()
+    app[EXPOSITION] = exposition
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", landing)
+    app.router.add_get("/api/v1/containers", containers)
+    return app
