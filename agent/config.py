@@ -41,6 +41,9 @@ ROUTE_SCHEMES = frozenset(
     }
 )
 
+# Schemes this version ships; the others are accepted by name but refused with a clear message.
+IMPLEMENTED_ROUTE_SCHEMES = frozenset({"file", "stdout"})
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -67,6 +70,22 @@ def parse_duration(text: str) -> float:
     if pos != len(text) or pos == 0:
         raise ValueError(f"malformed duration {text!r} (use e.g. 10s, 500ms, 1m30s)")
     return total
+
+
+_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Byte sizes: ``1048576``, ``64KiB``, ``1MiB``, ``10MB``."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"malformed size {text!r} (use e.g. 65536, 64KiB, 1MiB)")
+    value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    if value < 1024:
+        raise ValueError(f"{text!r} is too small (at least 1KiB)")
+    return value
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -120,6 +139,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     routes: tuple[str, ...] = ()
+    read_from: str = "head"
+    max_line_bytes: int = 1 << 20
     config_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -173,6 +194,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FORMAT"),
     Option("route", "where to ship container logs (repeatable), e.g. file:///var/log/out.ndjson",
            str, "repeat", metavar="URI"),
+    Option("read-from", "at the very first start, read existing log files from the head or the tail "
+           "(default head); files that appear later are always read from the head", str, metavar="head|tail"),
+    Option("max-line-bytes", "longest log record; longer ones are cut there and marked truncated "
+           "(default 1MiB)", str, metavar="BYTES"),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 
@@ -241,7 +266,19 @@ def _check_route(uri: str) -> str | None:
     if not scheme:
         return f"--route: {redact_uri(uri)!r} has no scheme (e.g. file:///path, syslog+tcp://host:514)"
     if scheme not in ROUTE_SCHEMES:
-        return f"--route: unknown scheme {scheme!r} in {redact_uri(uri)!r} (known: {', '.join(sorted(ROUTE_SCHEMES))})"
+        return (f"--route: unknown scheme {scheme!r} in {redact_uri(uri)!r} "
+                f"(known: {', '.join(sorted(ROUTE_SCHEMES))})")
+    if scheme not in IMPLEMENTED_ROUTE_SCHEMES:
+        return (f"--route: {scheme}:// routes are not available in this version yet ({redact_uri(uri)!r}); "
+                f"available: {', '.join(sorted(IMPLEMENTED_ROUTE_SCHEMES))}")
+    from agent.routes import RouteError, parse_route  # routes imports config: resolve lazily
+
+    try:
+        route = parse_route(uri)
+    except RouteError as exc:
+        return f"--route: {redact_uri(uri)!r}: {exc}"
+    if scheme == "file" and not route.path:
+        return f"--route: {redact_uri(uri)!r} needs a path (file:///var/log/lookout.ndjson)"
     return None
 
 
@@ -323,6 +360,15 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     routes = values.get("route", ())
     problems += [p for p in map(_check_route, routes) if p]
     kwargs["routes"] = routes
+    read_from = str(values.get("read-from", "head")).lower()
+    if read_from not in ("head", "tail"):
+        problems.append(f"--read-from: use head or tail, not {read_from!r}")
+    kwargs["read_from"] = read_from
+    if "max-line-bytes" in values:
+        try:
+            kwargs["max_line_bytes"] = parse_size(str(values["max-line-bytes"]))
+        except ValueError as exc:
+            problems.append(f"--max-line-bytes: {exc}")
 
     config = Config(**kwargs)
     if check_state_dir and not any(p.startswith("--state-dir") for p in problems):

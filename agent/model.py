@@ -49,6 +49,8 @@ class ContainerInfo:
     pid: int = 0
     log_path: str = ""
     running: bool = True
+    # False for containers labelled lookout.logs=false or with env LOGSPOUT=ignore: never shipped.
+    ship_logs: bool = True
 
 
 @dataclass(slots=True)
@@ -201,3 +203,36 @@ class Snapshot:
     docker_version: str = "Unknown"
     scrape_error: bool = False
     machine_error: bool = False
+
+
+class LogRecord:
+    """One log line as the container wrote it, joined from the runtime's partial chunks.
+
+    A plain ``__slots__`` class, not a dataclass: millions are built per minute on the hot path.
+    ``time`` is the runtime's RFC 3339 timestamp normalized to UTC (``...Z``, up to ns digits);
+    ``offset`` is the byte offset of the record's first line in ``source.path``.
+    """
+
+    __slots__ = ("message", "offset", "source", "stream", "time", "truncated")
+
+    def __init__(self, time: str, stream: str, message: str, offset: int, source: LogSource,
+                 truncated: bool = False) -> None:
+        self.time = time
+        self.stream = stream
+        self.message = message
+        self.offset = offset
+        self.source = source
+        self.truncated = truncated
+
+    def __repr__(self) -> str:
+        return f"LogRecord({self.time!r}, {self.stream!r}, {self.message!r}, offset={self.offset})"
+
+
+@dataclass(slots=True)
+class LogSource:
+    """The file a batch of records came from, with its container's metadata and a stable identity."""
+
+    path: str
+    file_key: str  # "<dev>:<inode>:<fingerprint>", stable across renames
+    container: ContainerInfo
+    host: str = ""

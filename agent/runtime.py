@@ -76,11 +76,16 @@ async def serve(config: Config) -> None:
         asyncio.create_task(agent.docker.run(), name="docker"),
         asyncio.create_task(fs_usage_loop(agent), name="fs_usage"),
     ]
+    if agent.logs is not None:
+        tasks += agent.logs.tasks()
+        log.info("log_routes", routes=[r.label for r in agent.logs.runners])
     await stop.wait()
     log.info("stopping")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if agent.logs is not None:
+        await agent.logs.close()  # acknowledged offsets are written; unacknowledged batches are re-read
     await runner.cleanup()
     log.info("stopped")
 

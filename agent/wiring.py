@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+import orjson
 import structlog
 
 from agent import __version__
 from agent.config import Config
-from agent.model import Snapshot
+from agent.model import ContainerInfo, Runtime, Snapshot
+from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner
+from agent.routes import parse_route
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
 from collectors.cri import CriMetadata
-from collectors.docker import DockerMetadata
+from collectors.docker import DockerMetadata, info_from_inspect
 from collectors.host import HostFilesystems
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.sources import SourceSpec, scan
 from collectors.manager import CollectOptions, Collector, FsUsage
+from exporters.logs.file import FileSink, StdoutSink
 from exporters.prometheus.http import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 
@@ -32,6 +40,7 @@ class Agent:
     exposition: Exposition
     telemetry: Telemetry
     fs_usage: FsUsage | None
+    logs: LogPipeline | None = None
 
     def build_collector(self) -> Collector | None:
         """(Re)try finding the cgroup hierarchies; None while there are none."""
@@ -75,6 +84,73 @@ def make_collector(config: Config, docker: DockerMetadata, fs_usage: FsUsage | N
     return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage)
 
 
+def host_name(config: Config) -> str:
+    if config.host_root != Path("/"):
+        try:
+            name = (config.host_root / "etc/hostname").read_text().strip()
+            if name:
+                return name
+        except OSError:
+            pass
+    return socket.gethostname()
+
+
+class LogMetadata:
+    """Container metadata for a log source: the Docker API cache, else config.v2.json, else the CRI path."""
+
+    def __init__(self, docker: DockerMetadata, env_prefixes: tuple[str, ...]) -> None:
+        self.docker = docker
+        self.env_prefixes = env_prefixes
+        self._disk: dict[str, ContainerInfo] = {}
+
+    def __call__(self, spec: SourceSpec) -> ContainerInfo | None:
+        if spec.format == "json-file":
+            info = self.docker.get(spec.container_id)
+            if info is not None:
+                return info
+            cached = self._disk.get(spec.container_id)
+            if cached is None:
+                base = Path(spec.directory)
+                try:
+                    doc = orjson.loads((base / "config.v2.json").read_bytes())
+                    host = orjson.loads((base / "hostconfig.json").read_bytes())
+                except (OSError, orjson.JSONDecodeError):
+                    return None
+                cached = info_from_inspect(doc, self.env_prefixes, network_mode=host.get("NetworkMode", ""))
+                if len(self._disk) > 10_000:
+                    self._disk.clear()
+                self._disk[spec.container_id] = cached
+            return cached
+        labels = {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
+                  "io.kubernetes.pod.uid": spec.pod_uid, "io.kubernetes.container.name": spec.container}
+        return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, name=spec.container, labels=labels,
+                             pod=spec.pod, namespace=spec.namespace, container=spec.container)
+
+
+def make_sink(route_uri: str) -> FileSink:
+    route = parse_route(route_uri)
+    if route.scheme == "file":
+        return FileSink(route.path)
+    if route.scheme == "stdout":
+        return StdoutSink()
+    raise ValueError(f"route scheme {route.scheme!r} is not available")
+
+
+def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:
+    if not config.routes:
+        return None
+    store = CheckpointStore(config.state_dir)
+    metrics = LogMetrics(telemetry.registry)
+    options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
+                         host=host_name(config))
+    lookup = LogMetadata(docker, config.env_metadata_allowlist)
+    runners = [RouteRunner(parse_route(uri), make_sink(uri), store, metrics, options, lookup,
+                           fresh_start=not store.existed) for uri in config.routes]
+    pods_root = config.host_path("/var/log/pods")
+    return LogPipeline(runners, store, lambda: scan(config.docker_root, pods_root),
+                       [str(config.docker_root / "containers"), str(pods_root)])
+
+
 def build(config: Config) -> Agent:
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
@@ -83,7 +159,8 @@ def build(config: Config) -> Agent:
     policy = LabelPolicy(config.store_container_labels, frozenset(config.container_labels_allowlist))
     renderer = Renderer(enabled_families(config.disabled_metrics), policy, config.metrics_timestamps,
                         version=__version__)
-    agent = Agent(config, docker, None, renderer, Exposition(telemetry.registry), telemetry, fs_usage)
+    agent = Agent(config, docker, None, renderer, Exposition(telemetry.registry), telemetry, fs_usage,
+                  make_logs(config, docker, telemetry))
     telemetry.watch(lambda: agent.collector.errors if agent.collector else Counter(),
                     agent.containers_by_runtime)
     return agent

@@ -66,6 +66,10 @@ def info_from_inspect(data: dict[str, Any], env_prefixes: Sequence[str], rw_laye
     if network_mode is None:
         network_mode = (data.get("HostConfig") or {}).get("NetworkMode", "")
     health = (state.get("Health") or {}).get("Status")
+    ship_logs = str(labels.get("lookout.logs", "true")).lower() not in ("false", "0", "no") and not any(
+        item.partition("=")[0] == "LOGSPOUT" and item.partition("=")[2].lower() == "ignore"
+        for item in config.get("Env") or ()
+    )
     container = labels.get("io.kubernetes.container.name", "")
     # Kubernetes via Docker: only the sandbox ("POD") owns the pod's network namespace.
     owns_network = not (network_mode or "").startswith("container:") and (
@@ -90,6 +94,7 @@ def info_from_inspect(data: dict[str, Any], env_prefixes: Sequence[str], rw_laye
         pid=int(state.get("Pid") or 0),
         log_path=data.get("LogPath") or "",
         running=bool(state.get("Running")),
+        ship_logs=ship_logs,
     )
 
 

@@ -1,0 +1,466 @@
+"""The log pipeline: per-route readers with their own cursors, bounded queues, retries and acknowledgements.
+
+Each route reads the log files on its own (the page cache makes the second read cheap), so a
+route that is down never holds up the others, and its cursor is simply its checkpoint. A route
+has one reader task and one sender task joined by a small bounded queue: when the sender is
+slow or its receiver is down the queue fills, the reader stops reading, and the file on disk is
+the buffer. A checkpoint moves only after the sink acknowledged the batch (at-least-once).
+
+File handling per log source (one container): rotated files are read oldest first; a renamed
+or deleted file stays open until read to its end, then the next file is followed; a file that
+shrinks (copytruncate) is read again from 0; identity is (device, inode, first-line CRC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agent.model import ContainerInfo, LogRecord, LogSource
+from agent.routes import Route
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.decoders import CriDecoder, JsonFileDecoder
+from collectors.logs.files import READ_CHUNK, Tail
+from collectors.logs.sources import SourceSpec, watch
+
+log = structlog.get_logger("lookout.pipeline")
+
+QUEUE_BATCHES = 4
+BATCH_BYTES = 1 << 20
+BATCH_RECORDS = 10_000
+METADATA_WAIT = 5.0  # how long a new Docker container's lines wait for its name before shipping without
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 30.0
+
+
+class Sink(Protocol):
+    def encode(self, records: Sequence[LogRecord]) -> bytes: ...
+
+    async def send(self, payload: bytes, count: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class LogOptions:
+    read_from: str = "head"
+    max_line_bytes: int = 1 << 20
+    host: str = ""
+    poll_interval: float = 0.25
+    batch_bytes: int = BATCH_BYTES
+    batch_records: int = BATCH_RECORDS
+
+
+class LogMetrics:
+    """The log self-metrics on /metrics (names fixed by the log collection issue)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.records_read = Counter("lookout_log_records_read", "Log records decoded, per route reader.",
+                                    ["route"], registry=r)
+        self.bytes_read = Counter("lookout_log_bytes_read", "Log file bytes read, per route reader.",
+                                  ["route"], registry=r)
+        self.parse_errors = Counter("lookout_log_parse_errors", "Log lines that could not be decoded and were "
+                                    "skipped (counted and logged with file and offset).", ["route"], registry=r)
+        self.truncated = Counter("lookout_log_lines_truncated", "Log records cut at --max-line-bytes.",
+                                 ["route"], registry=r)
+        self.files_watched = Gauge("lookout_log_files_watched", "Log files open for reading, per route.",
+                                   ["route"], registry=r)
+        self.lag_bytes = Gauge("lookout_log_lag_bytes", "Bytes in watched log files not yet acknowledged by "
+                               "the route (file size minus acknowledged offset).", ["route"], registry=r)
+        self.sent = Counter("lookout_route_records_sent", "Records the route's receiver acknowledged.",
+                            ["route"], registry=r)
+        self.dropped = Counter("lookout_route_records_dropped", "Records not sent on purpose or by failure, by "
+                               "reason.", ["route", "reason"], registry=r)
+        self.queue_depth = Gauge("lookout_route_queue_depth", "Batches read and waiting for the route's sender.",
+                                 ["route"], registry=r)
+        self.retries = Counter("lookout_route_retries", "Batch sends retried after a failure.", ["route"],
+                               registry=r)
+        self.up = Gauge("lookout_route_up", "1 while the route's last send succeeded, 0 while it is failing.",
+                        ["route"], registry=r)
+        self.batch_latency = Histogram("lookout_route_batch_duration_seconds", "Time to deliver one batch, "
+                                       "retries included.", ["route"],
+                                       buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
+
+
+@dataclass
+class Batch:
+    records: list[LogRecord] = field(default_factory=list)
+    # file key -> (path, offset, source id, tail): the offsets to acknowledge once sent
+    acks: dict[str, tuple[str, int, str, Tail]] = field(default_factory=dict)
+    payload: bytes = b""
+    size: int = 0
+
+
+class SourceState:
+    """One container's log files for one route, in reading order."""
+
+    def __init__(self, spec: SourceSpec, max_line_bytes: int) -> None:
+        self.spec = spec
+        self.decoder: JsonFileDecoder | CriDecoder = (
+            JsonFileDecoder(max_line_bytes) if spec.format == "json-file" else CriDecoder(max_line_bytes))
+        self.tails: list[Tail] = []
+        self.sources: dict[str, LogSource] = {}  # file key -> LogSource
+        self.done: dict[str, int] = {}  # finished file key -> inode
+        self.dir_mtime = -1.0
+        self.initial = False  # present at the very first start: --read-from applies
+        self.info: ContainerInfo | None = None
+        self.first_seen = time.monotonic()
+        self.gone = False
+        self.skip = False  # filtered out by the route, or opted out with lookout.logs=false
+
+    def close(self) -> None:
+        for tail in self.tails:
+            tail.close()
+        self.tails.clear()
+
+
+class LogPipeline:
+    """All routes: periodic and inotify-driven source discovery, checkpoint flushing, one runner per route."""
+
+    RESCAN_INTERVAL = 5.0
+    FLUSH_INTERVAL = 1.0
+
+    def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
+                 scan: Callable[[], dict[str, SourceSpec]], watch_paths: list[str]) -> None:
+        self.runners = runners
+        self.store = store
+        self.scan = scan
+        self.watch_paths = watch_paths
+        self._rescan = asyncio.Event()
+
+    def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._rescan.set)
+        return wake
+
+    async def discover(self) -> None:
+        loop = asyncio.get_running_loop()
+        observer = await asyncio.to_thread(watch, [Path(p) for p in self.watch_paths],
+                                           self._wake_threadsafe(loop))
+        try:
+            while True:
+                self._rescan.clear()
+                specs = await asyncio.to_thread(self.scan)
+                for runner in self.runners:
+                    await asyncio.to_thread(runner.update_sources, specs)
+                    await asyncio.to_thread(runner.collect_garbage)
+                    runner.wake.set()
+                try:
+                    await asyncio.wait_for(self._rescan.wait(), timeout=self.RESCAN_INTERVAL)
+                    await asyncio.sleep(0.05)  # let a burst of inotify events settle
+                except TimeoutError:
+                    pass
+        finally:
+            if observer is not None:
+                observer.stop()
+
+    async def flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_INTERVAL)
+            try:
+                await asyncio.to_thread(self.store.flush)
+            except OSError as exc:
+                log.error("checkpoint_write_failed", path=str(self.store.path), error=str(exc))
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        out = [asyncio.create_task(self.discover(), name="log-discovery"),
+               asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
+        for runner in self.runners:
+            out.append(asyncio.create_task(runner.reader(), name=f"reader {runner.label}"))
+            out.append(asyncio.create_task(runner.sender(), name=f"sender {runner.label}"))
+        return out
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.sink.close()
+        await asyncio.to_thread(self.store.flush)
+
+
+class RouteRunner:
+    def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
+                 options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
+                 fresh_start: bool) -> None:
+        self.route = route
+        self.sink = sink
+        self.store = store
+        self.metrics = metrics
+        self.options = options
+        self.lookup = lookup
+        self.label = route.redacted
+        self.states: dict[str, SourceState] = {}
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(QUEUE_BATCHES)
+        # Files present at the very first start (no checkpoints at all) honour --read-from.
+        self._initial = fresh_start
+        self._order: list[str] = []
+        self._rr = 0
+        self._failing = False
+        self.wake = asyncio.Event()
+        metrics.up.labels(self.label).set(1)
+
+    # --- discovery (reader thread) ---
+
+    def update_sources(self, specs: dict[str, SourceSpec]) -> None:
+        for sid, spec in specs.items():
+            if sid not in self.states:
+                state = self.states[sid] = SourceState(spec, self.options.max_line_bytes)
+                state.initial = self._initial
+        self._initial = False
+        for sid, state in self.states.items():
+            state.gone = sid not in specs
+        self._order = sorted(self.states)
+        if specs:  # an empty scan may be a transient error: never forget checkpoints on it
+            keep = {t.key for st in self.states.values() for t in st.tails}
+            self.store.retain_sources(self.route.id, set(self.states), keep)
+
+    def _resolve(self, state: SourceState) -> bool:
+        """Attach metadata and apply the route filter; False while a new container's name is unknown."""
+        info = self.lookup(state.spec)
+        if info is None:
+            if state.spec.format == "json-file" and time.monotonic() - state.first_seen < METADATA_WAIT:
+                return False
+            info = ContainerInfo(cgroup="", container_id=state.spec.container_id)
+        if info is not state.info:
+            state.info = info
+            state.skip = not self.route.filter.match(info)
+            state.sources.clear()
+        return True
+
+    def _source(self, state: SourceState, tail: Tail) -> LogSource:
+        src = state.sources.get(tail.key)
+        if src is None:
+            assert state.info is not None
+            src = state.sources[tail.key] = LogSource(tail.path, tail.key, state.info, self.options.host)
+        return src
+
+    def _refresh_files(self, state: SourceState, force: bool = False) -> None:
+        """Open files of the source not yet known (new, or after rotation), in reading order."""
+        try:
+            mtime = os.stat(state.spec.directory).st_mtime
+        except OSError:
+            mtime = -2.0
+        if mtime == state.dir_mtime and not force:
+            return
+        state.dir_mtime = mtime
+        open_keys = {t.key for t in state.tails}
+        open_inos = {t.ino for t in state.tails}
+        present: set[str] = set()
+        files = state.spec.files()
+        initial, state.initial = state.initial, False
+        for path in files:
+            try:
+                ino = os.stat(path).st_ino
+            except OSError:
+                continue
+            if ino in open_inos:
+                present.update(t.key for t in state.tails if t.ino == ino)
+                continue
+            tail = Tail.open(path)
+            if tail is None:
+                state.dir_mtime = -1.0  # no complete first line yet: look again next time
+                continue
+            present.add(tail.key)
+            if tail.key in open_keys or tail.key in state.done:
+                tail.close()
+                continue
+            acked = self.store.offset(self.route.id, tail.key)
+            if acked is not None:
+                tail.offset = acked
+            elif initial and self.options.read_from == "tail":
+                tail.offset = tail.size
+            if acked is not None and acked >= tail.size and path != files[-1]:
+                state.done[tail.key] = tail.ino  # a rotated file already fully delivered
+                tail.close()
+                continue
+            state.tails.append(tail)
+            open_keys.add(tail.key)
+            open_inos.add(tail.ino)
+        # Forget finished files that are gone from disk (their checkpoints too).
+        for key in list(state.done):
+            if key not in present:
+                del state.done[key]
+                self.store.forget(self.route.id, key)
+
+    # --- reading (reader thread) ---
+
+    def fill(self, batch: Batch) -> None:
+        """Read from the sources round-robin into ``batch`` until it is full or nothing is left to read."""
+        order = self._order
+        if not order:
+            return
+        n = len(order)
+        idle = 0
+        while idle < n and batch.size < self.options.batch_bytes and len(batch.records) < self.options.batch_records:
+            sid = order[self._rr % n]
+            self._rr += 1
+            state = self.states.get(sid)
+            if state is None or not self._read_source(state, batch):
+                idle += 1
+            else:
+                idle = 0
+
+    def _read_source(self, state: SourceState, batch: Batch) -> bool:
+        """One read from the source's active file; True if it produced anything."""
+        if not self._resolve(state):
+            return False
+        if state.skip:
+            return False
+        if not state.tails:
+            self._refresh_files(state)
+            if not state.tails:
+                return False
+        else:
+            self._refresh_files(state)
+        tail = state.tails[0]
+        try:
+            data, start, skipped = tail.read(READ_CHUNK)
+        except OSError as exc:
+            log.warning("log_read_failed", route=self.label, file=tail.path, error=str(exc))
+            self._finish(state, tail, batch)
+            return True
+        if skipped:
+            self.metrics.parse_errors.labels(self.label).inc()
+            log.warning("log_line_too_long_skipped", route=self.label, file=tail.path, offset=start,
+                        bytes=skipped)
+            self._ack(batch, state, tail)
+            return True
+        if not data:
+            # End of this file. Move on only when a newer file exists or the path now names another file;
+            # read once more after that check so a write racing the rename is not lost.
+            if len(state.tails) > 1 or tail.replaced():
+                data, start, _ = tail.read(READ_CHUNK)
+                if not data:
+                    self._finish(state, tail, batch)
+                    if len(state.tails) == 0:
+                        self._refresh_files(state, force=True)
+                    return True
+            else:
+                return False
+        self._decode(state, tail, data, start, batch)
+        return True
+
+    def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
+        decoder = state.decoder
+        decoder.file = tail.key
+        out = decoder.decode(data, start)
+        metrics, label = self.metrics, self.label
+        metrics.bytes_read.labels(label).inc(len(data))
+        if out.errors:
+            metrics.parse_errors.labels(label).inc(len(out.errors))
+            for offset, reason in out.errors[:5]:
+                log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
+        if out.truncated:
+            metrics.truncated.labels(label).inc(out.truncated)
+        source = self._source(state, tail)
+        streams = self.route.filter.streams
+        records = batch.records
+        before = len(records)
+        for t, stream, message, offset, truncated in out.records:
+            if streams and stream not in streams:
+                continue
+            records.append(LogRecord(t, stream, message, offset, source, truncated))
+        kept = len(records) - before
+        metrics.records_read.labels(label).inc(len(out.records))
+        if kept < len(out.records):
+            metrics.dropped.labels(label, "filtered").inc(len(out.records) - kept)
+        batch.size += len(data)
+        self._ack(batch, state, tail)
+
+    def _ack(self, batch: Batch, state: SourceState, tail: Tail) -> None:
+        offset = state.decoder.safe_offset(tail.offset, tail.key)
+        batch.acks[tail.key] = (tail.path, offset, state.spec.source_id, tail)
+
+    def _finish(self, state: SourceState, tail: Tail, batch: Batch) -> None:
+        """A file read to its end and replaced: close it; the next file in order becomes active."""
+        self._ack(batch, state, tail)
+        tail.close()
+        state.tails.remove(tail)
+        state.done[tail.key] = tail.ino
+        state.sources.pop(tail.key, None)
+
+    def collect_garbage(self) -> None:
+        """Drop sources whose directory is gone and whose open files are drained."""
+        for sid in [sid for sid, st in self.states.items() if st.gone]:
+            state = self.states[sid]
+            if all(t.unread() == 0 for t in state.tails):
+                state.close()
+                del self.states[sid]
+        self._order = sorted(self.states)
+
+    def update_gauges(self) -> None:
+        lag = files = 0
+        for state in self.states.values():
+            for tail in state.tails:
+                files += 1
+                acked = self.store.offset(self.route.id, tail.key)
+                lag += max(tail.size - (acked if acked is not None else 0), 0)
+        self.metrics.files_watched.labels(self.label).set(files)
+        self.metrics.lag_bytes.labels(self.label).set(lag)
+        self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+
+    def read_batch(self) -> Batch:
+        batch = Batch()
+        self.fill(batch)
+        if batch.records:
+            batch.payload = self.sink.encode(batch.records)
+        self.update_gauges()
+        return batch
+
+    # --- tasks (event loop) ---
+
+    async def reader(self) -> None:
+        while True:
+            batch = await asyncio.to_thread(self.read_batch)
+            if batch.acks:
+                await self.queue.put(batch)  # blocks while the sender is behind: backpressure
+                self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+            if not batch.records:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.options.poll_interval)
+
+    async def sender(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            if batch.records:
+                await self._deliver(batch)
+            for key, (path, offset, sid, _tail) in batch.acks.items():
+                self.store.ack(self.route.id, key, path, offset, sid)
+            self.queue.task_done()
+            self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+
+    async def _deliver(self, batch: Batch) -> None:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                await self.sink.send(batch.payload, len(batch.records))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.metrics.retries.labels(self.label).inc()
+                self.metrics.up.labels(self.label).set(0)
+                if not self._failing:
+                    log.warning("route_send_failed", route=self.label, error=str(exc) or type(exc).__name__,
+                                records=len(batch.records))
+                    self._failing = True
+                delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # full jitter
+                await asyncio.sleep(delay)
+        if self._failing:
+            log.info("route_recovered", route=self.label, attempts=attempt + 1)
+            self._failing = False
+        self.metrics.up.labels(self.label).set(1)
+        self.metrics.sent.labels(self.label).inc(len(batch.records))
+        self.metrics.batch_latency.labels(self.label).observe(time.monotonic() - started)

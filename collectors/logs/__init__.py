@@ -1,0 +1,1 @@
+"""Container log collection: paths provider, file identity, checkpoints, tailing and decoding."""

@@ -1,0 +1,182 @@
+"""Decoders for Docker json-file and CRI log lines, with partial-line joining and the line size cap.
+
+Pure and batch-oriented: ``decode(chunk, base_offset)`` takes a run of complete ``\\n``-terminated
+lines and returns the finished records. A record split over several lines (Docker's 16 KiB
+partials without a trailing newline; CRI ``P`` tags up to the ``F`` line) is held per stream
+until its last part arrives; ``safe_offset`` tells how far a checkpoint may advance without
+losing a held part. Bad lines are counted and reported with their offset, never fatal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+
+
+class _Pending:
+    __slots__ = ("file", "offset", "parts", "size", "time", "truncated")
+
+    def __init__(self, time: str, offset: int, file: str) -> None:
+        self.time = time
+        self.offset = offset
+        self.file = file
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding fits in ``limit`` bytes."""
+    return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def to_utc(stamp: str) -> str:
+    """RFC 3339 with any offset to UTC ``Z``, keeping every fraction digit (CRI writes local time)."""
+    if stamp.endswith("Z"):
+        return stamp
+    main, sign, offset = stamp[:-6], stamp[-6], stamp[-5:]
+    if sign not in "+-" or offset[2] != ":":
+        return stamp
+    base, dot, frac = main.partition(".")
+    try:
+        moment = datetime.fromisoformat(base).replace(tzinfo=UTC)
+        delta = timedelta(hours=int(offset[:2]), minutes=int(offset[3:]))
+    except ValueError:
+        return stamp
+    moment = moment - delta if sign == "+" else moment + delta
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (dot + frac if dot else "") + "Z"
+
+
+class Decoded:
+    """What one ``decode`` call produced: (time, stream, message, offset, truncated) tuples and errors."""
+
+    __slots__ = ("errors", "records", "truncated")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, str, int, bool]] = []
+        self.errors: list[tuple[int, str]] = []
+        self.truncated = 0
+
+
+class _Joiner:
+    """Per-stream partial joining and the ``max_line_bytes`` cap, shared by both formats."""
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.pending: dict[str, _Pending] = {}
+        # Identity of the file being decoded, so held parts know which file's checkpoint they pin.
+        self.file = ""
+
+    def safe_offset(self, end_offset: int, file: str = "") -> int:
+        """Where ``file``'s checkpoint may point: before the first part of any record still being joined."""
+        offsets = [p.offset for p in self.pending.values() if p.file == file]
+        return min(offsets) if offsets else end_offset
+
+    def _part(self, out: Decoded, time: str, stream: str, text: str, offset: int, last: bool) -> None:
+        pending = self.pending.get(stream)
+        limit = self.max_line_bytes
+        if pending is None:
+            if last:
+                size = len(text)
+                if size * 4 > limit and _utf8_len(text) > limit:
+                    out.records.append((time, stream, _cut_utf8(text, limit), offset, True))
+                    out.truncated += 1
+                else:
+                    out.records.append((time, stream, text, offset, False))
+                return
+            pending = self.pending[stream] = _Pending(time, offset, self.file)
+        if not pending.truncated:
+            size = _utf8_len(text)
+            if pending.size + size > limit:
+                pending.parts.append(_cut_utf8(text, limit - pending.size))
+                pending.size = limit
+                pending.truncated = True  # the rest of this line is skipped
+            else:
+                pending.parts.append(text)
+                pending.size += size
+        if last:
+            del self.pending[stream]
+            out.records.append((pending.time, stream, "".join(pending.parts), pending.offset, pending.truncated))
+            if pending.truncated:
+                out.truncated += 1
+
+
+class JsonFileDecoder(_Joiner):
+    """Docker json-file: ``{"log": "...\\n", "stream": "stdout", "time": "..."}`` per line."""
+
+    def decode(self, chunk: bytes, base_offset: int) -> Decoded:
+        out = Decoded()
+        lines = chunk.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        try:
+            docs = orjson.loads(b"[" + b",".join(lines) + b"]")
+            if len(docs) != len(lines):
+                raise ValueError("line count")
+        except (orjson.JSONDecodeError, ValueError):
+            docs = None
+        offset = base_offset
+        part = self._part
+        for i, line in enumerate(lines):
+            if docs is not None:
+                doc = docs[i]
+            else:
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    out.errors.append((offset, f"invalid JSON: {exc}" if line.strip() else "empty line"))
+                    offset += len(line) + 1
+                    continue
+            if not isinstance(doc, dict):
+                out.errors.append((offset, "not a JSON object"))
+                offset += len(line) + 1
+                continue
+            text = doc.get("log")
+            stream = doc.get("stream")
+            time = doc.get("time")
+            if text is None:
+                text = ""  # Docker omits an empty "log"
+            if not isinstance(text, str) or not isinstance(stream, str) or not isinstance(time, str):
+                out.errors.append((offset, "missing log, stream or time"))
+                offset += len(line) + 1
+                continue
+            if text.endswith("\n"):
+                part(out, time, stream, text[:-1], offset, True)
+            else:
+                part(out, time, stream, text, offset, False)
+            offset += len(line) + 1
+        return out
+
+
+class CriDecoder(_Joiner):
+    """CRI: ``<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <content>`` per line."""
+
+    def decode(self, chunk: bytes, base_offset: int) -> Decoded:
+        out = Decoded()
+        lines = chunk.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        offset = base_offset
+        part = self._part
+        for line in lines:
+            fields = line.split(b" ", 3)
+            if len(fields) < 3 or fields[1] not in (b"stdout", b"stderr"):
+                out.errors.append((offset, "not a CRI log line" if line.strip() else "empty line"))
+                offset += len(line) + 1
+                continue
+            tag = fields[2].split(b":", 1)[0]
+            content = fields[3] if len(fields) == 4 else b""
+            if content.endswith(b"\r"):
+                content = content[:-1]
+            time = to_utc(fields[0].decode("ascii", "replace"))
+            text = content.decode("utf-8", "replace")
+            part(out, time, fields[1].decode(), text, offset, tag != b"P")
+            offset += len(line) + 1
+        return out

@@ -1,0 +1,111 @@
+"""File identity and forward reading of one log file.
+
+Identity is (device, inode) plus a CRC of the file's first line (at most 256 bytes), computed
+once that line is complete: a reused inode with different content is a different file, and the
+key never changes as the file grows or is renamed by rotation. ``Tail`` reads large chunks with
+``pread`` and returns only complete lines; an unterminated last line is left for later.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+FINGERPRINT_MAX = 256
+READ_CHUNK = 1 << 20
+
+
+def fingerprint(fd: int) -> str | None:
+    """CRC32 of the first line (capped at 256 bytes); None until that line is complete."""
+    head = os.pread(fd, FINGERPRINT_MAX, 0)
+    end = head.find(b"\n")
+    if end < 0:
+        if len(head) < FINGERPRINT_MAX:
+            return None
+        end = FINGERPRINT_MAX
+    return f"{zlib.crc32(head[:end]):08x}"
+
+
+def file_key(st: os.stat_result, fp: str) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{fp}"
+
+
+class Tail:
+    """One open log file; ``offset`` is where the next read starts."""
+
+    __slots__ = ("fd", "ino", "key", "offset", "path", "size")
+
+    def __init__(self, path: str, fd: int, key: str, ino: int, offset: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.key = key
+        self.ino = ino
+        self.offset = offset
+        self.size = 0
+
+    @classmethod
+    def open(cls, path: str) -> Tail | None:
+        """Open ``path`` and identify it; None if it is gone or has no complete first line yet."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            fp = fingerprint(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if fp is None:
+            os.close(fd)
+            return None
+        tail = cls(path, fd, file_key(st, fp), st.st_ino, 0)
+        tail.size = st.st_size
+        return tail
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read(self, limit: int = READ_CHUNK) -> tuple[bytes, int, int]:
+        """(complete lines, their start offset, bytes skipped as an over-long line)."""
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        if st.st_size < self.offset:
+            self.offset = 0  # copytruncate: the file was truncated in place; start over
+        data = os.pread(self.fd, limit, self.offset)
+        if not data:
+            return b"", self.offset, 0
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) < limit:
+                return b"", self.offset, 0  # the last line is still being written
+            return self._skip_long_line(limit)
+        start = self.offset
+        self.offset += end + 1
+        return data[: end + 1], start, 0
+
+    def _skip_long_line(self, limit: int) -> tuple[bytes, int, int]:
+        """A physical line longer than the read buffer: skip it up to its newline (counted by the caller)."""
+        pos = self.offset + limit
+        while True:
+            data = os.pread(self.fd, limit, pos)
+            if not data:
+                return b"", self.offset, 0  # no newline yet: wait for the writer to finish it
+            idx = data.find(b"\n")
+            if idx >= 0:
+                skipped = pos + idx + 1 - self.offset
+                self.offset = pos + idx + 1
+                return b"", self.offset, skipped
+            pos += len(data)
+
+    def replaced(self) -> bool:
+        """True when ``path`` no longer names this file (renamed by rotation, or deleted)."""
+        try:
+            return os.stat(self.path).st_ino != self.ino
+        except OSError:
+            return True
+
+    def unread(self) -> int:
+        return max(self.size - self.offset, 0)

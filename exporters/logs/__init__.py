@@ -1,0 +1,1 @@
+"""Log routes: pure encoders and transports (file, stdout; syslog and HTTP follow)."""

@@ -1,0 +1,59 @@
+"""``file:///path`` and ``stdout://`` routes: NDJSON appended and flushed, one write per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from agent.model import LogRecord
+from exporters.logs.ndjson import NdjsonEncoder
+
+
+class FileSink:
+    """Appends each batch with one ``write`` (O_APPEND); a batch is acknowledged once written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.encoder = NdjsonEncoder()
+        self._fd = -1
+
+    def encode(self, records: Sequence[LogRecord]) -> bytes:
+        return self.encoder.encode(records)
+
+    def _write(self, payload: bytes) -> None:
+        if self._fd < 0:
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        view = memoryview(payload)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            os.close(self._fd)  # reopen next time (e.g. the file was removed or the disk filled)
+            self._fd = -1
+            raise
+
+    async def send(self, payload: bytes, count: int) -> None:
+        await asyncio.to_thread(self._write, payload)
+
+    async def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class StdoutSink(FileSink):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def _write(self, payload: bytes) -> None:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+
+    async def close(self) -> None:
+        return None
