@@ -26,7 +26,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agent.model import ContainerInfo, LogRecord, LogSource
+from agent.model import ContainerInfo, LogSource, Segment
 from agent.routes import Route
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.decoders import CriDecoder, JsonFileDecoder
@@ -44,7 +44,7 @@ BACKOFF_CAP = 30.0
 
 
 class Sink(Protocol):
-    def encode(self, records: Sequence[LogRecord]) -> bytes: ...
+    def encode(self, segments: Sequence[Segment]) -> bytes: ...
 
     async def send(self, payload: bytes, count: int) -> None: ...
 
@@ -95,7 +95,8 @@ class LogMetrics:
 
 @dataclass
 class Batch:
-    records: list[LogRecord] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    count: int = 0
     # file key -> (path, offset, source id, tail): the offsets to acknowledge once sent
     acks: dict[str, tuple[str, int, str, Tail]] = field(default_factory=dict)
     payload: bytes = b""
@@ -300,7 +301,7 @@ class RouteRunner:
             return
         n = len(order)
         idle = 0
-        while idle < n and batch.size < self.options.batch_bytes and len(batch.records) < self.options.batch_records:
+        while idle < n and batch.size < self.options.batch_bytes and batch.count < self.options.batch_records:
             sid = order[self._rr % n]
             self._rr += 1
             state = self.states.get(sid)
@@ -361,18 +362,17 @@ class RouteRunner:
                 log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
         if out.truncated:
             metrics.truncated.labels(label).inc(out.truncated)
-        source = self._source(state, tail)
+        records = out.records
+        metrics.records_read.labels(label).inc(len(records))
         streams = self.route.filter.streams
-        records = batch.records
-        before = len(records)
-        for t, stream, message, offset, truncated in out.records:
-            if streams and stream not in streams:
-                continue
-            records.append(LogRecord(t, stream, message, offset, source, truncated))
-        kept = len(records) - before
-        metrics.records_read.labels(label).inc(len(out.records))
-        if kept < len(out.records):
-            metrics.dropped.labels(label, "filtered").inc(len(out.records) - kept)
+        if streams:
+            kept = [r for r in records if r[1] in streams]
+            if len(kept) < len(records):
+                metrics.dropped.labels(label, "filtered").inc(len(records) - len(kept))
+            records = kept
+        if records:
+            batch.segments.append(Segment(self._source(state, tail), records))
+            batch.count += len(records)
         batch.size += len(data)
         self._ack(batch, state, tail)
 
@@ -411,8 +411,8 @@ class RouteRunner:
     def read_batch(self) -> Batch:
         batch = Batch()
         self.fill(batch)
-        if batch.records:
-            batch.payload = self.sink.encode(batch.records)
+        if batch.count:
+            batch.payload = self.sink.encode(batch.segments)
         self.update_gauges()
         return batch
 
@@ -424,7 +424,7 @@ class RouteRunner:
             if batch.acks:
                 await self.queue.put(batch)  # blocks while the sender is behind: backpressure
                 self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
-            if not batch.records:
+            if not batch.count:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.options.poll_interval)
@@ -432,7 +432,7 @@ class RouteRunner:
     async def sender(self) -> None:
         while True:
             batch = await self.queue.get()
-            if batch.records:
+            if batch.count:
                 await self._deliver(batch)
             for key, (path, offset, sid, _tail) in batch.acks.items():
                 self.store.ack(self.route.id, key, path, offset, sid)
@@ -444,7 +444,7 @@ class RouteRunner:
         attempt = 0
         while True:
             try:
-                await self.sink.send(batch.payload, len(batch.records))
+                await self.sink.send(batch.payload, batch.count)
                 break
             except asyncio.CancelledError:
                 raise
@@ -454,7 +454,7 @@ class RouteRunner:
                 self.metrics.up.labels(self.label).set(0)
                 if not self._failing:
                     log.warning("route_send_failed", route=self.label, error=str(exc) or type(exc).__name__,
-                                records=len(batch.records))
+                                records=batch.count)
                     self._failing = True
                 delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # full jitter
                 await asyncio.sleep(delay)
@@ -462,5 +462,6 @@ class RouteRunner:
             log.info("route_recovered", route=self.label, attempts=attempt + 1)
             self._failing = False
         self.metrics.up.labels(self.label).set(1)
-        self.metrics.sent.labels(self.label).inc(len(batch.records))
+        self.metrics.sent.labels(self.label).inc(batch.count)
+        batch.segments = []  # the records are delivered: free them before the acks
         self.metrics.batch_latency.labels(self.label).observe(time.monotonic() - started)

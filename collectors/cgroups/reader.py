@@ -136,8 +136,7 @@ class V1Reader:
                     cpu.periods = s.get("nr_periods", 0)
                     cpu.throttled_periods = s.get("nr_throttled", 0)
                     cpu.throttled_ns = s.get("throttled_time", 0)
-                    cpu.burst_periods = s.get("nr_bursts", 0)
-                    cpu.burst_ns = s.get("burst_time", 0)
+                    # nr_bursts/burst_time (kernel >= 5.14) are not read on v1: cAdvisor reports 0 there.
                 stats.cpu = cpu
 
         if self.memory:
@@ -210,10 +209,8 @@ class V1Reader:
             pgmajfault=s.get("pgmajfault", 0),
             active_file=g("active_file"),
             inactive_file=inactive_file,
-            file_dirty=g("dirty"),
-            file_writeback=g("writeback"),
-            refault_file=g("workingset_refault_file"),
-            refault_anon=g("workingset_refault_anon"),
+            # The v2-only families (file_dirty, file_writeback, pgscan, pgsteal, workingset_refault_*)
+            # stay 0 on v1, as cAdvisor reports them (cadvisor.md 1.3, "left at zero on cgroup v1").
         )
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+_STREAMS = frozenset({"stdout", "stderr"})
 
 
 class _Pending:
@@ -117,41 +118,44 @@ class JsonFileDecoder(_Joiner):
         if lines and not lines[-1]:
             lines.pop()
         try:
+            # One orjson call for the whole chunk; a bad line anywhere falls back to line by line.
             docs = orjson.loads(b"[" + b",".join(lines) + b"]")
             if len(docs) != len(lines):
-                raise ValueError("line count")
-        except (orjson.JSONDecodeError, ValueError):
+                docs = None
+        except orjson.JSONDecodeError:
             docs = None
+        records = out.records
+        append = records.append
+        pending = self.pending
+        fast_chars = self.max_line_bytes // 4  # below this many characters no UTF-8 text can exceed the cap
         offset = base_offset
-        part = self._part
         for i, line in enumerate(lines):
+            start = offset
+            offset += len(line) + 1
             if docs is not None:
                 doc = docs[i]
             else:
                 try:
                     doc = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    out.errors.append((offset, f"invalid JSON: {exc}" if line.strip() else "empty line"))
-                    offset += len(line) + 1
+                    out.errors.append((start, f"invalid JSON: {exc}" if line.strip() else "empty line"))
                     continue
-            if not isinstance(doc, dict):
-                out.errors.append((offset, "not a JSON object"))
-                offset += len(line) + 1
+            if type(doc) is not dict:
+                out.errors.append((start, "not a JSON object"))
                 continue
-            text = doc.get("log")
+            text = doc.get("log", "")  # Docker omits an empty "log"
             stream = doc.get("stream")
             time = doc.get("time")
-            if text is None:
-                text = ""  # Docker omits an empty "log"
-            if not isinstance(text, str) or not isinstance(stream, str) or not isinstance(time, str):
-                out.errors.append((offset, "missing log, stream or time"))
-                offset += len(line) + 1
+            if type(text) is not str or type(time) is not str or stream not in _STREAMS:
+                out.errors.append((start, "missing or invalid log, stream or time"))
                 continue
-            if text.endswith("\n"):
-                part(out, time, stream, text[:-1], offset, True)
+            if text[-1:] == "\n":
+                if stream not in pending and len(text) <= fast_chars:
+                    append((time, stream, text[:-1], start, False))
+                else:
+                    self._part(out, time, stream, text[:-1], start, True)
             else:
-                part(out, time, stream, text, offset, False)
-            offset += len(line) + 1
+                self._part(out, time, stream, text, start, False)
         return out
 
 

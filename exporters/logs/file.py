@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent.model import LogRecord
+from agent.model import Segment
 from exporters.logs.ndjson import NdjsonEncoder
 
 
@@ -19,8 +19,8 @@ class FileSink:
         self.encoder = NdjsonEncoder()
         self._fd = -1
 
-    def encode(self, records: Sequence[LogRecord]) -> bytes:
-        return self.encoder.encode(records)
+    def encode(self, segments: Sequence[Segment]) -> bytes:
+        return self.encoder.encode(segments)
 
     def _write(self, payload: bytes) -> None:
         if self._fd < 0:

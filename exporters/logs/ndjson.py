@@ -13,12 +13,13 @@ from collections.abc import Sequence
 
 import orjson
 
-from agent.model import LogRecord, LogSource
+from agent.model import LogRecord, LogSource, Segment
 
 
-def record_dict(record: LogRecord) -> dict[str, object]:
+def record_dict(source: LogSource, record: LogRecord) -> dict[str, object]:
     """The normalized record as a dict (tests, and sinks that add fields)."""
-    return orjson.loads(encode([record]))
+    out: dict[str, object] = orjson.loads(NdjsonEncoder().encode([Segment(source, [record])]))
+    return out
 
 
 def source_fragment(source: LogSource) -> bytes:
@@ -38,32 +39,37 @@ def source_fragment(source: LogSource) -> bytes:
     return orjson.dumps(meta)[1:-1]
 
 
+def _json_str(text: str) -> bytes:
+    """A JSON string body; runtime timestamps and stream names are plain ASCII and need no escaping."""
+    if text.isascii() and '"' not in text and "\\" not in text and text.isprintable():
+        return text.encode()
+    return orjson.dumps(text)[1:-1]
+
+
 class NdjsonEncoder:
+    """One template per source: only the time, stream, message and offset are formatted per record."""
+
     def __init__(self) -> None:
-        self._fragments: dict[int, tuple[LogSource, bytes]] = {}
+        self._templates: dict[int, tuple[LogSource, bytes, bytes]] = {}
 
-    def fragment(self, source: LogSource) -> bytes:
-        cached = self._fragments.get(id(source))
+    def _template(self, source: LogSource) -> tuple[bytes, bytes]:
+        cached = self._templates.get(id(source))
         if cached is None or cached[0] is not source:
-            if len(self._fragments) > 4096:
-                self._fragments.clear()
-            cached = self._fragments[id(source)] = (source, source_fragment(source))
-        return cached[1]
+            if len(self._templates) > 4096:
+                self._templates.clear()
+            frag = source_fragment(source).replace(b"%", b"%%")
+            plain = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d}\n'
+            cut = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d,"truncated":true}\n'
+            cached = self._templates[id(source)] = (source, plain, cut)
+        return cached[1], cached[2]
 
-    def encode(self, records: Sequence[LogRecord]) -> bytes:
+    def encode(self, segments: Sequence[Segment]) -> bytes:
         dumps = orjson.dumps
-        out = []
-        frag_source: LogSource | None = None
-        frag = b""
-        for r in records:
-            if r.source is not frag_source:
-                frag_source = r.source
-                frag = self.fragment(r.source)
-            head = {"time": r.time, "stream": r.stream, "message": r.message}
-            tail = {"offset": r.offset, "truncated": True} if r.truncated else {"offset": r.offset}
-            out.append(dumps(head)[:-1] + b"," + frag + b"," + dumps(tail)[1:] + b"\n")
+        out: list[bytes] = []
+        for seg in segments:
+            plain, cut = self._template(seg.source)
+            out.extend(
+                (cut if truncated else plain) % (_json_str(time), _json_str(stream), dumps(message), offset)
+                for time, stream, message, offset, truncated in seg.records
+            )
         return b"".join(out)
-
-
-def encode(records: Sequence[LogRecord]) -> bytes:
-    return NdjsonEncoder().encode(records)
