@@ -45,6 +45,8 @@ def parse_percpu(data: bytes) -> list[int]:
 def parse_cpu_max(data: bytes) -> tuple[int, int]:
     """v2 cpu.max ``$MAX $PERIOD``: (quota µs or 0 for ``max``, period µs)."""
     parts = data.split()
+    if not parts:
+        raise ValueError("empty cpu.max")
     quota = 0 if parts[0] == b"max" else int(parts[0])
     period = int(parts[1]) if len(parts) > 1 else 100000
     return quota, period
@@ -89,7 +91,7 @@ def parse_io_stat(data: bytes) -> dict[tuple[int, int], dict[str, int]]:
             key, _, value = field.partition(b"=")
             try:
                 values[key.decode()] = int(value) if b"." not in value else int(float(value))
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: int(float("1e999"))
                 continue
         try:
             out[(int(major), int(minor))] = values
@@ -104,9 +106,10 @@ def parse_psi(data: bytes) -> tuple[int, int]:
     for line in data.splitlines():
         kind, _, rest = line.partition(b" ")
         idx = rest.rfind(b"total=")
-        if idx < 0:
+        total = rest[idx + 6 :].split()
+        if idx < 0 or not total:
             continue
-        value = int(rest[idx + 6 :].split()[0])
+        value = int(total[0])
         if kind == b"some":
             some = value
         elif kind == b"full":
@@ -127,13 +130,16 @@ def parse_net_dev(data: bytes) -> list[InterfaceStats]:
         f = rest.split()
         if len(f) != 16:
             continue
-        out.append(
-            InterfaceStats(
-                name.decode(errors="replace"),
-                int(f[0]), int(f[1]), int(f[2]), int(f[3]),
-                int(f[8]), int(f[9]), int(f[10]), int(f[11]),
+        try:  # read outside the per-container error guard: a bad line must not fail the snapshot
+            out.append(
+                InterfaceStats(
+                    name.decode(errors="replace"),
+                    int(f[0]), int(f[1]), int(f[2]), int(f[3]),
+                    int(f[8]), int(f[9]), int(f[10]), int(f[11]),
+                )
             )
-        )
+        except ValueError:
+            continue
     return out
 
 
@@ -146,8 +152,11 @@ def parse_nofile_soft(data: bytes) -> int | None:
     """/proc/<pid>/limits: soft ``Max open files``, ``unlimited`` as -1 (cAdvisor's convention)."""
     for line in data.splitlines():
         if line.startswith(b"Max open files"):
-            soft = line[len(b"Max open files") :].split()[0]
-            return -1 if soft == b"unlimited" else int(soft)
+            # Read outside the per-container error guard: malformed means unknown, never an error.
+            soft = line[len(b"Max open files") :].split()[:1]
+            if soft == [b"unlimited"]:
+                return -1
+            return int(soft[0]) if soft and soft[0].isdigit() else None
     return None
 
 

@@ -235,6 +235,11 @@ class V2Reader:
         if procs is None:
             return None  # every v2 cgroup has cgroup.procs: the cgroup is gone
         pids = p.parse_pids(procs)
+        if not pids and not is_root:
+            # Podman's libpod-<id>.scope keeps its processes in a nested "container" cgroup (a v2
+            # inner node holds none): its pids give the container's network namespace and fds.
+            nested = read_file(d + "/container/cgroup.procs")
+            pids = p.parse_pids(nested) if nested else pids
 
         cpu_max = read_file(d + "/cpu.max")
         weight = read_file(d + "/cpu.weight")
@@ -321,7 +326,7 @@ class V2Reader:
             rss=s.get("anon", 0),
             mapped_file=s.get("file_mapped", 0),
             swap=int(swap) if swap else 0,
-            kernel=s.get("kernel", 0),
+            kernel=0,  # not populated on v2 by cAdvisor (its fs2 reader has no kmem usage): always 0
             failcnt=0,
             pgfault=s.get("pgfault", 0),
             pgmajfault=s.get("pgmajfault", 0),

@@ -176,9 +176,8 @@ class CriDecoder(_Joiner):
                 offset += len(line) + 1
                 continue
             tag = fields[2].split(b":", 1)[0]
+            # The runtime already stripped the line's own newline (and a \r before it): keep the rest.
             content = fields[3] if len(fields) == 4 else b""
-            if content.endswith(b"\r"):
-                content = content[:-1]
             time = to_utc(fields[0].decode("ascii", "replace"))
             text = content.decode("utf-8", "replace")
             part(out, time, fields[1].decode(), text, offset, tag != b"P")
