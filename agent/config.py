@@ -42,7 +42,7 @@ ROUTE_SCHEMES = frozenset(
 )
 
 # Schemes this version ships; the others are accepted by name but refused with a clear message.
-IMPLEMENTED_ROUTE_SCHEMES = frozenset({"file", "stdout"})
+IMPLEMENTED_ROUTE_SCHEMES = frozenset({"file", "stdout", "syslog+udp", "syslog+tcp", "syslog+tls", "syslog+relp"})
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

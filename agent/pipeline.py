@@ -14,6 +14,7 @@ shrinks (copytruncate) is read again from 0; identity is (device, inode, first-l
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -44,9 +45,16 @@ BACKOFF_CAP = 30.0
 
 
 class Sink(Protocol):
-    def encode(self, segments: Sequence[Segment]) -> bytes: ...
+    """A route's encoder and transport. ``encode`` is pure and runs in the reader thread; ``send``
+    returns once the receiver acknowledged the whole batch (or the sink dead-lettered what it must
+    never retry) and raises on anything the pipeline should retry. ``events`` counts per-record
+    outcomes the sink decides itself (truncated, rejected, dead_lettered, retried_items)."""
 
-    async def send(self, payload: bytes, count: int) -> None: ...
+    events: collections.Counter[str]
+
+    def encode(self, segments: Sequence[Segment]) -> object: ...
+
+    async def send(self, payload: object, count: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -59,6 +67,7 @@ class LogOptions:
     poll_interval: float = 0.25
     batch_bytes: int = BATCH_BYTES
     batch_records: int = BATCH_RECORDS
+    flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
 
 
 class LogMetrics:
@@ -86,6 +95,14 @@ class LogMetrics:
                                  ["route"], registry=r)
         self.retries = Counter("lookout_route_retries", "Batch sends retried after a failure.", ["route"],
                                registry=r)
+        self.truncated_out = Counter("lookout_route_records_truncated", "Records cut to fit the route's maximum "
+                                     "message size.", ["route"], registry=r)
+        self.rejected = Counter("lookout_route_records_rejected", "Records the receiver refused for good "
+                                "(e.g. Elasticsearch mapping errors, HTTP 4xx).", ["route"], registry=r)
+        self.dead_lettered = Counter("lookout_route_records_dead_lettered", "Rejected records written to the "
+                                     "route's dead-letter file in the state dir.", ["route"], registry=r)
+        self.item_retries = Counter("lookout_route_items_retried", "Single records resent after the receiver "
+                                    "answered 429 or 5xx for them.", ["route"], registry=r)
         self.up = Gauge("lookout_route_up", "1 while the route's last send succeeded, 0 while it is failing.",
                         ["route"], registry=r)
         self.batch_latency = Histogram("lookout_route_batch_duration_seconds", "Time to deliver one batch, "
@@ -97,10 +114,17 @@ class LogMetrics:
 class Batch:
     segments: list[Segment] = field(default_factory=list)
     count: int = 0
+    started: float = 0.0
     # file key -> (path, offset, source id, tail): the offsets to acknowledge once sent
     acks: dict[str, tuple[str, int, str, Tail]] = field(default_factory=dict)
-    payload: bytes = b""
+    payload: object = None
     size: int = 0
+
+    def merge(self, other: Batch) -> None:
+        self.segments += other.segments
+        self.count += other.count
+        self.size += other.size
+        self.acks.update(other.acks)  # later offsets of the same file replace earlier ones
 
 
 class SourceState:
@@ -294,14 +318,15 @@ class RouteRunner:
 
     # --- reading (reader thread) ---
 
-    def fill(self, batch: Batch) -> None:
-        """Read from the sources round-robin into ``batch`` until it is full or nothing is left to read."""
+    def fill(self, batch: Batch, records: int, size: int) -> None:
+        """Read from the sources round-robin into ``batch`` until it holds ``records`` records or ``size``
+        bytes, or nothing is left to read."""
         order = self._order
         if not order:
             return
         n = len(order)
         idle = 0
-        while idle < n and batch.size < self.options.batch_bytes and batch.count < self.options.batch_records:
+        while idle < n and batch.size < size and batch.count < records:
             sid = order[self._rr % n]
             self._rr += 1
             state = self.states.get(sid)
@@ -408,30 +433,63 @@ class RouteRunner:
         self.metrics.lag_bytes.labels(self.label).set(lag)
         self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
 
-    def read_batch(self) -> Batch:
+    def read_batch(self, records: int, size: int) -> Batch:
         batch = Batch()
-        self.fill(batch)
-        if batch.count:
-            batch.payload = self.sink.encode(batch.segments)
+        self.fill(batch, records, size)
         self.update_gauges()
         return batch
+
+    def encode(self, batch: Batch) -> None:
+        batch.payload = self.sink.encode(batch.segments)
+        self._drain_events()
+
+    def _drain_events(self) -> None:
+        events = self.sink.events
+        if not events:
+            return
+        label, m = self.label, self.metrics
+        for name, counter in (("truncated", m.truncated_out), ("rejected", m.rejected),
+                              ("dead_lettered", m.dead_lettered), ("retried_items", m.item_retries)):
+            if events.get(name):
+                counter.labels(label).inc(events[name])
+        if events.get("rejected"):
+            m.dropped.labels(label, "rejected").inc(events["rejected"])
+        events.clear()
 
     # --- tasks (event loop) ---
 
     async def reader(self) -> None:
+        """Read into a pending batch; hand it to the sender when full, when its flush time is up, or when
+        it only moves checkpoints. ``queue.put`` blocks while the sender is behind: backpressure."""
+        opts = self.options
+        pending = Batch()
         while True:
-            batch = await asyncio.to_thread(self.read_batch)
-            if batch.acks:
-                await self.queue.put(batch)  # blocks while the sender is behind: backpressure
+            got = await asyncio.to_thread(self.read_batch, opts.batch_records - pending.count,
+                                          opts.batch_bytes - pending.size)
+            if got.count and not pending.count:
+                pending.started = time.monotonic()
+            pending.merge(got)
+            waited = time.monotonic() - pending.started
+            full = pending.count >= opts.batch_records or pending.size >= opts.batch_bytes
+            if pending.acks and (full or not pending.count or waited >= opts.flush_interval):
+                if pending.count:
+                    await asyncio.to_thread(self.encode, pending)
+                await self.queue.put(pending)
                 self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
-            if not batch.count:
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.options.poll_interval)
+                pending = Batch()
+                continue  # more may be ready right away
+            if got.count:
+                continue
+            timeout = opts.poll_interval
+            if pending.count:
+                timeout = max(0.0, min(timeout, opts.flush_interval - waited))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
 
     async def sender(self) -> None:
         while True:
-            batch = await self.queue.get()
+            batch: Batch = await self.queue.get()
             if batch.count:
                 await self._deliver(batch)
             for key, (path, offset, sid, _tail) in batch.acks.items():
@@ -461,7 +519,9 @@ class RouteRunner:
         if self._failing:
             log.info("route_recovered", route=self.label, attempts=attempt + 1)
             self._failing = False
+        rejected = self.sink.events.get("rejected", 0)
+        self._drain_events()
         self.metrics.up.labels(self.label).set(1)
-        self.metrics.sent.labels(self.label).inc(batch.count)
+        self.metrics.sent.labels(self.label).inc(max(batch.count - rejected, 0))
         batch.segments = []  # the records are delivered: free them before the acks
         self.metrics.batch_latency.labels(self.label).observe(time.monotonic() - started)

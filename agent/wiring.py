@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +13,10 @@ import orjson
 import structlog
 
 from agent import __version__
-from agent.config import Config
+from agent.config import Config, parse_duration, parse_size, redact_uri
 from agent.model import ContainerInfo, Runtime, Snapshot
-from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner
-from agent.routes import parse_route
+from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner, Sink
+from agent.routes import Route, parse_route
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
@@ -27,6 +29,7 @@ from collectors.manager import CollectOptions, Collector, FsUsage
 from exporters.logs.file import FileSink, StdoutSink
 from exporters.prometheus.http import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
+from exporters.syslog.sink import SyslogSink
 
 log = structlog.get_logger("lookout.wiring")
 
@@ -127,13 +130,58 @@ class LogMetadata:
                              pod=spec.pod, namespace=spec.namespace, container=spec.container)
 
 
-def make_sink(route_uri: str) -> FileSink:
-    route = parse_route(route_uri)
-    if route.scheme == "file":
+ROUTE_DEFAULTS = {
+    # scheme prefix: (records per batch, bytes per batch, flush interval)
+    "file": (10_000, 1 << 20, 0.0),
+    "stdout": (10_000, 1 << 20, 0.0),
+    "syslog": (10_000, 1 << 20, 0.0),
+    "http": (1000, 5 << 20, 1.0),
+    "elasticsearch": (1000, 5 << 20, 1.0),
+}
+
+
+def make_sink(route: Route, state_dir: Path) -> Sink:
+    """The sink for a route; raises ValueError naming what is wrong with the route's options."""
+    scheme = route.scheme
+    if scheme == "file":
         return FileSink(route.path)
-    if route.scheme == "stdout":
+    if scheme == "stdout":
         return StdoutSink()
-    raise ValueError(f"route scheme {route.scheme!r} is not available")
+    if scheme.startswith("syslog+"):
+        if not route.host:
+            raise ValueError("needs a host: syslog+tcp://HOST:PORT")
+        try:
+            return SyslogSink(scheme, route.host, route.port, route.params)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS files: {exc}") from exc
+    raise ValueError(f"route scheme {scheme!r} is not available")
+
+
+def route_options(route: Route, base: LogOptions) -> LogOptions:
+    records, size, flush = ROUTE_DEFAULTS[route.scheme.split("+")[0]]
+    params = route.params
+    try:
+        records = int(params.get("batch", records))
+        size = parse_size(params["batch_bytes"]) if "batch_bytes" in params else size
+        flush = parse_duration(params["flush"]) if "flush" in params else flush
+    except ValueError as exc:
+        raise ValueError(f"batch/batch_bytes/flush: {exc}") from exc
+    if records < 1:
+        raise ValueError("batch must be at least 1")
+    return dataclasses.replace(base, batch_records=records, batch_bytes=size, flush_interval=flush)
+
+
+def check_routes(config: Config) -> list[str]:
+    """Every problem with the routes' options, found by building (not connecting) their sinks."""
+    problems = []
+    for uri in config.routes:
+        try:
+            route = parse_route(uri)
+            make_sink(route, config.state_dir)
+            route_options(route, LogOptions())
+        except ValueError as exc:
+            problems.append(f"--route {redact_uri(uri)!r}: {exc}")
+    return problems
 
 
 def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:
@@ -144,8 +192,11 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
     options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
                          host=host_name(config))
     lookup = LogMetadata(docker, config.env_metadata_allowlist)
-    runners = [RouteRunner(parse_route(uri), make_sink(uri), store, metrics, options, lookup,
-                           fresh_start=not store.existed) for uri in config.routes]
+    runners = []
+    for uri in config.routes:
+        route = parse_route(uri)
+        runners.append(RouteRunner(route, make_sink(route, config.state_dir), store, metrics,
+                                   route_options(route, options), lookup, fresh_start=not store.existed))
     pods_root = config.host_path("/var/log/pods")
     return LogPipeline(runners, store, lambda: scan(config.docker_root, pods_root),
                        [str(config.docker_root / "containers"), str(pods_root)])

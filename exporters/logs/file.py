@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from agent.model import Segment
@@ -17,12 +18,14 @@ class FileSink:
     def __init__(self, path: str) -> None:
         self.path = path
         self.encoder = NdjsonEncoder()
+        self.events: Counter[str] = Counter()
         self._fd = -1
 
     def encode(self, segments: Sequence[Segment]) -> bytes:
         return self.encoder.encode(segments)
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: object) -> None:
+        assert isinstance(payload, bytes)
         if self._fd < 0:
             parent = os.path.dirname(self.path)
             if parent:
@@ -38,7 +41,7 @@ class FileSink:
             self._fd = -1
             raise
 
-    async def send(self, payload: bytes, count: int) -> None:
+    async def send(self, payload: object, count: int) -> None:
         await asyncio.to_thread(self._write, payload)
 
     async def close(self) -> None:
@@ -51,7 +54,8 @@ class StdoutSink(FileSink):
     def __init__(self) -> None:
         super().__init__("")
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: object) -> None:
+        assert isinstance(payload, bytes)
         sys.stdout.buffer.write(payload)
         sys.stdout.buffer.flush()
 

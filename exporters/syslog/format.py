@@ -1,0 +1,185 @@
+"""RFC 5424 and RFC 3164 messages from log records, with RFC 6587 framing; pure functions.
+
+- PRI from the stream: stdout -> <facility>.info, stderr -> <facility>.err.
+- RFC 5424: ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME - - [lookout@32473 ...] MSG``; TIMESTAMP is the
+  record's own time in UTC with microseconds; APP-NAME is printable ASCII, at most 48 characters;
+  SD-PARAM values escape ``"``, ``\\`` and ``]`` as RFC 5424 §6.3.3 requires. 32473 is the
+  enterprise number RFC 5612 reserves for documentation, used until Lookout has its own.
+- RFC 3164: ``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`` with a TAG of at most 32 characters.
+- Octet counting (``LEN SP MSG``) lets a message hold any byte, so a container cannot forge a second
+  record; LF framing replaces embedded newlines with spaces for the same reason.
+- Messages longer than ``max_message_bytes`` are cut at a UTF-8 boundary and marked
+  (``truncated="true"`` in the SD, or a trailing ``...`` in RFC 3164) and counted by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.model import LogSource, Segment
+
+FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
+    "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14, "solaris-cron": 15,
+    "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+SEVERITY = {"stdout": 6, "stderr": 3}  # info, err
+SD_ID = "lookout@32473"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+_NOT_TAG = re.compile(r"[^A-Za-z0-9_.\-/]")
+_SD_ESCAPE = str.maketrans({'"': '\\"', "\\": "\\\\", "]": "\\]"})
+_TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?::([^}]*))?\}")
+
+
+def printusascii(text: str, limit: int) -> str:
+    """A header field: printable US-ASCII only (others become ``_``), at most ``limit`` characters."""
+    cleaned = _NOT_PRINTUSASCII.sub("_", text)[:limit]
+    return cleaned or "-"
+
+
+def sd_escape(value: str) -> str:
+    return value.translate(_SD_ESCAPE)
+
+
+def timestamp_5424(time: str) -> str:
+    """RFC 3339 UTC with exactly six fraction digits (RFC 5424 allows at most six)."""
+    base, _dot, frac = time.rstrip("Z").partition(".")
+    return f"{base}.{(frac + '000000')[:6]}Z"
+
+
+def timestamp_3164(time: str) -> str:
+    """``Mmm dd hh:mm:ss`` (space-padded day), from the record's UTC time."""
+    month = int(time[5:7])
+    day = int(time[8:10])
+    return f"{_MONTHS[month - 1]} {day:2d} {time[11:19]}"
+
+
+def cut_utf8(data: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes, never splitting a UTF-8 sequence."""
+    if len(data) <= limit:
+        return data
+    cut = data[:limit]
+    # Drop a trailing partial sequence: back up over continuation bytes to the lead byte.
+    i = len(cut)
+    while i > 0 and (cut[i - 1] & 0xC0) == 0x80:
+        i -= 1
+    if i > 0 and cut[i - 1] >= 0xC0:
+        lead = cut[i - 1]
+        need = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        if len(cut) - (i - 1) < need:
+            cut = cut[: i - 1]
+    return cut
+
+
+def render_tag(template: str, source: LogSource, stream: str) -> str:
+    """The APP-NAME/TAG template: ``{container_name}``, ``{container_id}``, ``{image}``, ``{pod}``,
+    ``{namespace}``, ``{container}``, ``{host}``, ``{stream}``, ``{label:KEY}``."""
+    info = source.container
+
+    def field(match: re.Match[str]) -> str:
+        name, arg = match.group(1), match.group(2)
+        if name == "label":
+            return info.labels.get(arg or "", "")
+        return {
+            "container_name": info.name, "name": info.name, "container_id": info.container_id[:12],
+            "image": info.image, "pod": info.pod, "namespace": info.namespace, "container": info.container,
+            "host": source.host, "stream": stream,
+        }.get(name, match.group(0))
+
+    return _TEMPLATE_FIELD.sub(field, template)
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogFormat:
+    rfc: str = "rfc5424"  # or rfc3164
+    framing: str = "octet"  # octet | lf | none (UDP, RELP: the transport frames)
+    facility: int = 1
+    hostname: str = ""  # empty: the record's host
+    tag: str = "{container_name}"
+    max_message_bytes: int = 65536
+
+
+class SyslogEncoder:
+    """Encodes segments to framed messages; ``last_truncated`` counts cut messages of the last call."""
+
+    def __init__(self, fmt: SyslogFormat) -> None:
+        self.fmt = fmt
+        self._heads: dict[tuple[int, str], tuple[LogSource, bytes, bytes]] = {}
+        self.last_truncated = 0
+
+    def _head(self, source: LogSource, stream: str) -> tuple[bytes, bytes]:
+        """(prefix up to TIMESTAMP, suffix from HOSTNAME through SD) for one source and stream."""
+        key = (id(source), stream)
+        cached = self._heads.get(key)
+        if cached is not None and cached[0] is source:
+            return cached[1], cached[2]
+        if len(self._heads) > 8192:
+            self._heads.clear()
+        fmt = self.fmt
+        pri = fmt.facility * 8 + SEVERITY.get(stream, 5)
+        host = printusascii(fmt.hostname or source.host, 255)
+        tag = render_tag(fmt.tag, source, stream)
+        info = source.container
+        if fmt.rfc == "rfc3164":
+            tag = _NOT_TAG.sub("_", tag)[:32] or "lookout"
+            pid = f"[{info.pid}]" if info.pid else ""
+            prefix = f"<{pri}>".encode()
+            suffix = f" {host} {tag}{pid}: ".encode()
+        else:
+            params = [f'container_id="{sd_escape(info.container_id)}"',
+                      f'container_name="{sd_escape(info.name)}"',
+                      f'image="{sd_escape(info.image)}"', f'stream="{stream}"']
+            if info.pod:
+                params += [f'pod="{sd_escape(info.pod)}"', f'namespace="{sd_escape(info.namespace)}"',
+                           f'container="{sd_escape(info.container)}"']
+            prefix = f"<{pri}>1 ".encode()
+            suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {' '.join(params)}] ".encode()
+        self._heads[key] = (source, prefix, suffix)
+        return prefix, suffix
+
+    def messages(self, segments: Sequence[Segment]) -> list[bytes]:
+        """Unframed messages, one per record, each within ``max_message_bytes``."""
+        fmt = self.fmt
+        limit = fmt.max_message_bytes
+        lf = fmt.framing == "lf"
+        is_3164 = fmt.rfc == "rfc3164"
+        stamp = timestamp_3164 if is_3164 else timestamp_5424
+        out = []
+        truncated = 0
+        for seg in segments:
+            for time, stream, message, _offset, cut in seg.records:
+                prefix, suffix = self._head(seg.source, stream)
+                if lf and "\n" in message:
+                    message = message.replace("\n", " ")
+                body = message.encode("utf-8", "surrogateescape")
+                msg = prefix + stamp(time).encode() + suffix + body
+                if len(msg) > limit or cut:
+                    msg, was_cut = self._truncate(prefix, stamp(time).encode(), suffix, body, limit, is_3164)
+                    truncated += was_cut or cut
+                out.append(msg)
+        self.last_truncated = truncated
+        return out
+
+    @staticmethod
+    def _truncate(prefix: bytes, stamp: bytes, suffix: bytes, body: bytes, limit: int,
+                  is_3164: bool) -> tuple[bytes, bool]:
+        if is_3164:
+            marker = b"..."
+            room = limit - len(prefix) - len(stamp) - len(suffix) - len(marker)
+            if len(prefix + stamp + suffix + body) <= limit:
+                return prefix + stamp + suffix + body, False
+            return prefix + stamp + suffix + cut_utf8(body, max(room, 0)) + marker, True
+        marked = suffix[:-2] + b' truncated="true"] '
+        room = limit - len(prefix) - len(stamp) - len(marked)
+        return prefix + stamp + marked + cut_utf8(body, max(room, 0)), True
+
+    def encode(self, segments: Sequence[Segment]) -> bytes:
+        msgs = self.messages(segments)
+        if self.fmt.framing == "octet":
+            return b"".join(b"%d %s" % (len(m), m) for m in msgs)
+        if self.fmt.framing == "lf":
+            return b"".join(m + b"\n" for m in msgs)
+        return b"".join(msgs)

@@ -1,0 +1,89 @@
+"""The syslog route: ``syslog+udp|tcp|tls|relp://host:port?format=&framing=&facility=&hostname=&tag=
+&max_message_bytes=&ca=&cert=&key=&verify=`` as a pipeline sink."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from agent.model import Segment
+from exporters.syslog.format import FACILITIES, SyslogEncoder, SyslogFormat
+from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
+
+DEFAULT_PORTS = {"syslog+udp": 514, "syslog+tcp": 514, "syslog+tls": 6514, "syslog+relp": 2514}
+# RFC 5426 §3.2: IPv4 receivers SHOULD accept 2048 octets; TCP/TLS default to 64 KiB.
+DEFAULT_MAX = {"syslog+udp": 2048}
+
+
+class SyslogConfigError(ValueError):
+    pass
+
+
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SyslogConfigError(f"verify={text!r}: use true or false")
+
+
+def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat, TlsOptions | None]:
+    rfc = params.get("format", "rfc5424").lower()
+    if rfc not in ("rfc5424", "rfc3164"):
+        raise SyslogConfigError(f"format={rfc!r}: use rfc5424 or rfc3164")
+    framing = params.get("framing", "octet").lower()
+    if framing not in ("octet", "lf"):
+        raise SyslogConfigError(f"framing={framing!r}: use octet or lf")
+    if scheme in ("syslog+udp", "syslog+relp"):
+        framing = "none"  # one message per datagram / per RELP frame
+    facility = params.get("facility", "user").lower()
+    if facility not in FACILITIES:
+        raise SyslogConfigError(f"facility={facility!r}: use one of {', '.join(FACILITIES)}")
+    try:
+        max_bytes = int(params.get("max_message_bytes", DEFAULT_MAX.get(scheme, 65536)))
+    except ValueError as exc:
+        raise SyslogConfigError(f"max_message_bytes: {exc}") from exc
+    if max_bytes < 480:
+        raise SyslogConfigError("max_message_bytes must be at least 480 (RFC 5424 §6.1)")
+    fmt = SyslogFormat(rfc=rfc, framing=framing, facility=FACILITIES[facility],
+                       hostname=params.get("hostname", ""), tag=params.get("tag", "{container_name}"),
+                       max_message_bytes=max_bytes)
+    tls = None
+    if scheme == "syslog+tls" or params.get("tls"):
+        tls = TlsOptions(ca=params.get("ca", ""), cert=params.get("cert", ""), key=params.get("key", ""),
+                         verify=_bool(params.get("verify", "true")), server_name=params.get("server_name", ""))
+    return fmt, tls
+
+
+class SyslogSink:
+    def __init__(self, scheme: str, host: str, port: int | None, params: Mapping[str, str]) -> None:
+        fmt, tls = parse_options(scheme, params)
+        self.scheme = scheme
+        self.encoder = SyslogEncoder(fmt)
+        self.events: Counter[str] = Counter()
+        port = port or DEFAULT_PORTS[scheme]
+        self.transport: UdpTransport | StreamTransport | RelpTransport
+        if scheme == "syslog+udp":
+            self.transport = UdpTransport(host, port)
+        elif scheme == "syslog+relp":
+            self.transport = RelpTransport(host, port, tls)
+        else:
+            self.transport = StreamTransport(host, port, tls)
+
+    def encode(self, segments: Sequence[Segment]) -> object:
+        if self.scheme in ("syslog+tcp", "syslog+tls"):
+            payload: object = self.encoder.encode(segments)
+        else:
+            messages = self.encoder.messages(segments)
+            payload = RelpBatch(messages) if self.scheme == "syslog+relp" else messages
+        if self.encoder.last_truncated:
+            self.events["truncated"] += self.encoder.last_truncated
+        return payload
+
+    async def send(self, payload: object, count: int) -> None:
+        await asyncio.to_thread(self.transport.send, payload)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.transport.close)
