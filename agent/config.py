@@ -41,9 +41,6 @@ ROUTE_SCHEMES = frozenset(
     }
 )
 
-# Schemes this version ships; the others are accepted by name but refused with a clear message.
-IMPLEMENTED_ROUTE_SCHEMES = frozenset({"file", "stdout", "syslog+udp", "syslog+tcp", "syslog+tls", "syslog+relp"})
-
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -268,9 +265,6 @@ def _check_route(uri: str) -> str | None:
     if scheme not in ROUTE_SCHEMES:
         return (f"--route: unknown scheme {scheme!r} in {redact_uri(uri)!r} "
                 f"(known: {', '.join(sorted(ROUTE_SCHEMES))})")
-    if scheme not in IMPLEMENTED_ROUTE_SCHEMES:
-        return (f"--route: {scheme}:// routes are not available in this version yet ({redact_uri(uri)!r}); "
-                f"available: {', '.join(sorted(IMPLEMENTED_ROUTE_SCHEMES))}")
     from agent.routes import RouteError, parse_route  # routes imports config: resolve lazily
 
     try:

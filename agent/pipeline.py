@@ -515,6 +515,9 @@ class RouteRunner:
                                 records=batch.count)
                     self._failing = True
                 delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # full jitter
+                hint = getattr(exc, "retry_after", None)  # the receiver's Retry-After wins
+                if hint is not None:
+                    delay = max(delay, hint)
                 await asyncio.sleep(delay)
         if self._failing:
             log.info("route_recovered", route=self.label, attempts=attempt + 1)

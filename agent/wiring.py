@@ -26,6 +26,8 @@ from collectors.host import HostFilesystems
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.sources import SourceSpec, scan
 from collectors.manager import CollectOptions, Collector, FsUsage
+from exporters.http.elasticsearch import ElasticsearchSink
+from exporters.http.sink import HttpSink
 from exporters.logs.file import FileSink, StdoutSink
 from exporters.prometheus.http import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
@@ -152,6 +154,13 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
             raise ValueError("needs a host: syslog+tcp://HOST:PORT")
         try:
             return SyslogSink(scheme, route.host, route.port, route.params)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS files: {exc}") from exc
+    if scheme in ("http", "https", "elasticsearch+http", "elasticsearch+https"):
+        try:
+            if scheme.startswith("elasticsearch+"):
+                return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)
+            return HttpSink(route.uri, scheme, state_dir, route.id)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"TLS files: {exc}") from exc
     raise ValueError(f"route scheme {scheme!r} is not available")

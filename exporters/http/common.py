@@ -1,0 +1,121 @@
+"""What the HTTP and Elasticsearch sinks share: target URL and auth from the route, TLS, retry
+classification (network errors, 429 and 5xx are retried, honouring Retry-After; other 4xx are
+final), and the dead-letter file for records a receiver refused for good."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+import orjson
+
+# Route parameters Lookout itself consumes; any other query parameter is passed on to the receiver.
+OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "cert", "key", "verify", "name",
+                        "timeout"})
+
+
+class RetryableError(Exception):
+    """A failure worth retrying; ``retry_after`` (seconds) is the receiver's own hint, if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped at 5 minutes."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 300.0)
+
+
+def retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def truthy(text: str) -> bool:
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r}: use true or false")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to POST, from a route URI such as ``https://user:pass@host:9200/path?x=y``."""
+
+    url: str
+    auth: aiohttp.BasicAuth | None
+    headers: Mapping[str, str]
+    ssl_context: ssl.SSLContext | bool
+    gzip: bool
+    timeout: float
+
+    @classmethod
+    def from_route(cls, uri: str, http_scheme: str, path: str | None = None,
+                   extra_query: Mapping[str, str] | None = None) -> Target:
+        parts = urlsplit(uri)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        passthrough = {k: v for k, v in params.items() if k not in OWN_PARAMS and not k.startswith("filter.")}
+        passthrough.update(extra_query or {})
+        host = parts.hostname or ""
+        if not host:
+            raise ValueError("needs a host")
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port:
+            netloc += f":{parts.port}"
+        query = f"?{urlencode(passthrough)}" if passthrough else ""
+        url = f"{http_scheme}://{netloc}{path if path is not None else (parts.path or '/')}{query}"
+        auth = aiohttp.BasicAuth(parts.username or "", parts.password or "") if parts.username else None
+        headers = {}
+        token = os.environ.get("LOOKOUT_HTTP_TOKEN", "")
+        if token and auth is None:
+            headers["Authorization"] = f"Bearer {token}"
+        ctx: ssl.SSLContext | bool = True
+        if http_scheme == "https":
+            ctx = ssl.create_default_context(cafile=params.get("ca") or None)
+            if params.get("cert"):
+                ctx.load_cert_chain(params["cert"], params.get("key") or None)
+            if not truthy(params.get("verify", "true")):
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        return cls(url, auth, headers, ctx, truthy(params.get("gzip", "false")),
+                   float(params.get("timeout", "30")))
+
+
+class DeadLetters:
+    """Appends records a receiver rejected for good to ``<state-dir>/dead-letter/<route>.ndjson``."""
+
+    def __init__(self, state_dir: Path, route_id: str) -> None:
+        digest = hashlib.sha1(route_id.encode()).hexdigest()[:12]
+        self.path = state_dir / "dead-letter" / f"{digest}.ndjson"
+        self.route_id = route_id
+
+    def write(self, entries: list[dict[str, object]]) -> None:
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = b"".join(orjson.dumps({"route": self.route_id, "at": time.time(), **e}) + b"\n" for e in entries)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)

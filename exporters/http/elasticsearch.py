@@ -1,0 +1,217 @@
+"""``elasticsearch+http(s)://[user:pass@]host:port/<index>`` route: the ``_bulk`` API, exactly once per line.
+
+- Body: NDJSON action/source pairs ending with a newline (``Content-Type: application/x-ndjson``).
+- Documents carry ECS fields: ``@timestamp``, ``message``, ``stream``, ``container.id``,
+  ``container.name``, ``container.image.name``, ``container.labels``, ``host.name``,
+  ``kubernetes.pod.name``, ``kubernetes.namespace``, ``kubernetes.container.name``,
+  ``log.file.path``, ``log.offset``.
+- Each document's ``_id`` is derived from its source position (file identity and offset), so a
+  resent document is never a duplicate: ``create`` answering 409 counts as delivered.
+- The index may hold strftime fields, filled from each record's own time in UTC.
+- ``"errors": true``: only items answered 429/5xx are sent again; items refused for good (400
+  mapping errors, 404, ...) go to the dead-letter file and never block the records after them.
+- A whole-request 429/5xx or network error retries what is still pending; 413 halves the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiohttp
+import orjson
+
+from agent.model import LogSource, Segment
+from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_status
+
+
+def document_id(file_key: str, offset: int) -> str:
+    """Deterministic ``_id``: 120 bits of BLAKE2b over the record's file identity and offset."""
+    digest = hashlib.blake2b(f"{file_key}|{offset}".encode(), digest_size=15).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _ecs_fragment(source: LogSource) -> bytes:
+    info = source.container
+    container: dict[str, object] = {"id": info.container_id, "name": info.name, "image": {"name": info.image},
+                                    "labels": info.labels}
+    meta: dict[str, object] = {"container": container, "host": {"name": source.host}}
+    if info.pod:
+        meta["kubernetes"] = {"pod": {"name": info.pod}, "namespace": info.namespace,
+                              "container": {"name": info.container}}
+    return orjson.dumps(meta)[1:-1]
+
+
+class EsItem:
+    __slots__ = ("action", "doc", "id", "index")
+
+    def __init__(self, index: str, doc_id: str, action: bytes, doc: bytes) -> None:
+        self.index = index
+        self.id = doc_id
+        self.action = action
+        self.doc = doc
+
+
+class EsBatch:
+    """The items of one batch still waiting for a final answer; survives the pipeline's retries."""
+
+    def __init__(self, items: list[EsItem]) -> None:
+        self.pending = items
+        self.chunk = max(len(items), 1)
+
+
+class ElasticsearchSink:
+    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
+        parts = urlsplit(uri)
+        index = unquote(parts.path.strip("/"))
+        if not index or "/" in index:
+            raise ValueError("needs an index: elasticsearch+http://host:9200/logs-lookout-%Y.%m.%d")
+        self.index = index
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        self.op = params.get("op", "create")
+        if self.op not in ("create", "index"):
+            raise ValueError(f"op={self.op!r}: use create or index")
+        extra = {"pipeline": params["pipeline"]} if params.get("pipeline") else {}
+        # The pipeline parameter becomes the request's; the path is always /_bulk.
+        self.target = Target.from_route(uri.split("?")[0] + "?" + "&".join(
+            p for p in parts.query.split("&") if p and not p.startswith("pipeline=")), http_scheme,
+            path="/_bulk", extra_query=extra)
+        self.dead = DeadLetters(state_dir, route_id)
+        self.events: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+        self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
+        self._index_cache: dict[str, str] = {}
+
+    # --- encoding (reader thread) ---
+
+    def _index_for(self, time: str) -> str:
+        if "%" not in self.index:
+            return self.index
+        key = time[:13]  # the hour is the finest strftime field anyone puts in an index name
+        name = self._index_cache.get(key)
+        if name is None:
+            if len(self._index_cache) > 1024:
+                self._index_cache.clear()
+            try:
+                moment = datetime.strptime(key, "%Y-%m-%dT%H")
+            except ValueError:
+                moment = datetime.utcnow()
+            name = self._index_cache[key] = moment.strftime(self.index)
+        return name
+
+    def _fragment(self, source: LogSource) -> tuple[bytes, bytes]:
+        cached = self._frags.get(id(source))
+        if cached is None or cached[0] is not source:
+            if len(self._frags) > 4096:
+                self._frags.clear()
+            frag = _ecs_fragment(source).replace(b"%", b"%%")
+            path = orjson.dumps(source.path).replace(b"%", b"%%")
+            tmpl = (b'{"@timestamp":"%s","message":%s,"stream":"%s",' + frag +
+                    b',"log":{"file":{"path":' + path + b'},"offset":%d}}\n')
+            cached = self._frags[id(source)] = (source, tmpl, b"")
+        return cached[1], cached[2]
+
+    def encode(self, segments: Sequence[Segment]) -> object:
+        items = []
+        dumps = orjson.dumps
+        op = self.op
+        for seg in segments:
+            tmpl, _ = self._fragment(seg.source)
+            key = seg.source.file_key
+            for time, stream, message, offset, _cut in seg.records:
+                index = self._index_for(time)
+                doc_id = document_id(key, offset)
+                action = dumps({op: {"_index": index, "_id": doc_id}}) + b"\n"
+                stamp = time if '"' not in time and "\\" not in time else "1970-01-01T00:00:00Z"
+                items.append(EsItem(index, doc_id, action, tmpl % (stamp.encode(), dumps(message),
+                                                                  stream.encode(), offset)))
+        return EsBatch(items)
+
+    # --- sending (event loop) ---
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.target.timeout),
+                connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
+        return self._session
+
+    async def send(self, payload: object, count: int) -> None:
+        assert isinstance(payload, EsBatch)
+        while payload.pending:
+            chunk = payload.pending[: payload.chunk]
+            answered = await self._bulk(payload, chunk)
+            if answered is None:
+                continue  # 413: the chunk was halved; send again right away
+            retry, hint = answered
+            done = set(map(id, chunk)) - set(map(id, retry))
+            payload.pending = [i for i in payload.pending if id(i) not in done]
+            if retry:
+                self.events["retried_items"] += len(retry)
+                raise RetryableError(f"{len(retry)} item(s) answered 429/5xx", hint)
+
+    async def _bulk(self, payload: EsBatch, chunk: list[EsItem]) -> tuple[list[EsItem], float | None] | None:
+        body = b"".join(item.action + item.doc for item in chunk)  # ends with "\n", as _bulk requires
+        headers = {"Content-Type": "application/x-ndjson", **self.target.headers}
+        if self.target.gzip:
+            body = await asyncio.to_thread(gzip.compress, body, 1)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            async with self.session().post(self.target.url, data=body, headers=headers,
+                                           auth=self.target.auth) as resp:
+                raw = await resp.read()
+                status = resp.status
+                hint = retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        if status == 413 and len(chunk) > 1:
+            payload.chunk = max(len(chunk) // 2, 1)
+            return None
+        if retryable_status(status) or status in (401, 403):
+            # 401/403 are configuration faults: keep the records (and say so) rather than drop them.
+            raise RetryableError(f"HTTP {status}: {raw[:300]!r}", hint)
+        if status >= 300:
+            await self._dead_letter([(item, status, raw[:1000].decode(errors="replace")) for item in chunk])
+            return [], None
+        try:
+            answer = orjson.loads(raw)
+            results = answer["items"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RetryableError(f"unreadable _bulk response: {exc}") from exc
+        if not answer.get("errors"):
+            return [], None
+        if len(results) != len(chunk):
+            raise RetryableError(f"_bulk answered {len(results)} items for {len(chunk)}")
+        retry, dead = [], []
+        for item, result in zip(chunk, results, strict=True):
+            outcome = next(iter(result.values())) if isinstance(result, dict) and result else {}
+            code = int(outcome.get("status", 500))
+            if code < 300 or (code == 409 and self.op == "create"):
+                continue  # indexed, or already indexed by an earlier attempt
+            if retryable_status(code):
+                retry.append(item)
+            else:
+                dead.append((item, code, orjson.dumps(outcome.get("error")).decode()))
+        await self._dead_letter(dead)
+        return retry, hint
+
+    async def _dead_letter(self, dead: list[tuple[EsItem, int, str]]) -> None:
+        if not dead:
+            return
+        entries: list[dict[str, object]] = [
+            {"status": code, "error": error, "index": item.index, "id": item.id, "document": orjson.loads(item.doc)}
+            for item, code, error in dead]
+        await asyncio.to_thread(self.dead.write, entries)
+        self.events["rejected"] += len(dead)
+        self.events["dead_lettered"] += len(dead)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,79 @@
+"""``http(s)://`` route: batches of NDJSON records POSTed as ``application/x-ndjson``.
+
+2xx acknowledges the batch; network errors, 429 and 5xx are retried by the pipeline (with the
+receiver's Retry-After when it sends one); any other status is final: the batch goes to the
+dead-letter file, is counted as rejected, and the records after it flow on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from agent.model import Segment
+from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_status
+from exporters.logs.ndjson import NdjsonEncoder
+
+
+class HttpPayload:
+    __slots__ = ("body", "count", "raw")
+
+    def __init__(self, raw: bytes, body: bytes, count: int) -> None:
+        self.raw = raw
+        self.body = body
+        self.count = count
+
+
+class HttpSink:
+    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
+        self.target = Target.from_route(uri, http_scheme)
+        self.encoder = NdjsonEncoder()
+        self.dead = DeadLetters(state_dir, route_id)
+        self.events: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+
+    def encode(self, segments: Sequence[Segment]) -> object:
+        raw = self.encoder.encode(segments)
+        body = gzip.compress(raw, compresslevel=1) if self.target.gzip else raw
+        return HttpPayload(raw, body, sum(len(s.records) for s in segments))
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.target.timeout),
+                connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
+        return self._session
+
+    async def send(self, payload: object, count: int) -> None:
+        assert isinstance(payload, HttpPayload)
+        headers = {"Content-Type": "application/x-ndjson", **self.target.headers}
+        if self.target.gzip:
+            headers["Content-Encoding"] = "gzip"
+        try:
+            async with self.session().post(self.target.url, data=payload.body, headers=headers,
+                                           auth=self.target.auth) as resp:
+                text = await resp.text(errors="replace")
+                if 200 <= resp.status < 300:
+                    return
+                if retryable_status(resp.status):
+                    hint = retry_after(resp.headers.get("Retry-After"))
+                    raise RetryableError(f"HTTP {resp.status}: {text[:200]}", hint)
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        # Final refusal (4xx other than 429): keep the records in the dead-letter file, move on.
+        lines = [orjson.loads(line) for line in payload.raw.splitlines() if line]
+        entries: list[dict[str, object]] = [{"status": resp.status, "error": text[:1000], "record": r} for r in lines]
+        await asyncio.to_thread(self.dead.write, entries)
+        self.events["rejected"] += payload.count
+        self.events["dead_lettered"] += payload.count
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
