@@ -160,6 +160,7 @@ class DockerMetadata:
             layer = rw_layer_dir(self.docker_root, cid, data.get("Driver", ""))
             fresh[cid] = info_from_inspect(data, self.env_prefixes, layer, host.get("NetworkMode", ""))
         self.containers = fresh
+        self._disk_mtimes = {c: m for c, m in self._disk_mtimes.items() if c in fresh}
 
     # --- Engine API (runs on the event loop) ---
 

@@ -73,14 +73,27 @@ LANDING = """<!doctype html>
 """
 
 
-def _wants_openmetrics(accept: str) -> bool:
-    return "application/openmetrics-text" in accept
+def accepts(header: str, token: str) -> bool:
+    """True if an Accept or Accept-Encoding header lists ``token`` with a non-zero quality."""
+    for item in header.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        if name.lower() != token:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 async def metrics(request: web.Request) -> web.Response:
     exposition = request.app[EXPOSITION]
-    openmetrics = _wants_openmetrics(request.headers.get("Accept", ""))
-    compress = "gzip" in request.headers.get("Accept-Encoding", "")
+    openmetrics = accepts(request.headers.get("Accept", ""), "application/openmetrics-text")
+    compress = accepts(request.headers.get("Accept-Encoding", ""), "gzip")
     body = await asyncio.to_thread(exposition.body, openmetrics, compress)
     headers = {"Content-Type": OM_TYPE if openmetrics else TEXT_TYPE}
     if compress:
