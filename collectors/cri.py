@@ -25,7 +25,9 @@ _LOG_LINK = re.compile(r"^([^_]+)_([^_]+)_(.+)-([0-9a-f]{64})\.log$")
 _POD = ("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name")
 _NAMESPACE = ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace")
 _CONTAINER = ("io.kubernetes.cri.container-name", "io.kubernetes.container.name")
-_IMAGE = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName")
+_IMAGE = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName",
+          "io.kubernetes.cri.podsandbox.image-name")
+_CRIO_NAME = "io.kubernetes.cri-o.Name"
 _TYPE = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 
 
@@ -104,7 +106,8 @@ class CriMetadata:
         if not pod and ref.pod_uid:
             namespace, pod = self.pod_of(ref.pod_uid)
         sandbox = _first(ann, _TYPE) == "sandbox" or container == "POD"
-        name, image, labels = ref.container_id, _first(ann, _IMAGE), {}
+        # cAdvisor's name: the container id for containerd, CRI-O's own container name for CRI-O.
+        name, image, labels = ann.get(_CRIO_NAME) or ref.container_id, _first(ann, _IMAGE), {}
         podman = self._podman.get(ref.container_id)
         if podman is not None:
             names = podman.get("names") or []

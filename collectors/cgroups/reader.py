@@ -136,7 +136,9 @@ class V1Reader:
                     cpu.periods = s.get("nr_periods", 0)
                     cpu.throttled_periods = s.get("nr_throttled", 0)
                     cpu.throttled_ns = s.get("throttled_time", 0)
-                    # nr_bursts/burst_time (kernel >= 5.14) are not read on v1: cAdvisor reports 0 there.
+                    # Kernels >= 5.14 report bursts on v1 too; cAdvisor leaves them at 0, Lookout reads them.
+                    cpu.burst_periods = s.get("nr_bursts", 0)
+                    cpu.burst_ns = s.get("burst_time", 0)
                 stats.cpu = cpu
 
         if self.memory:
@@ -209,8 +211,12 @@ class V1Reader:
             pgmajfault=s.get("pgmajfault", 0),
             active_file=g("active_file"),
             inactive_file=inactive_file,
-            # The v2-only families (file_dirty, file_writeback, pgscan, pgsteal, workingset_refault_*)
-            # stay 0 on v1, as cAdvisor reports them (cadvisor.md 1.3, "left at zero on cgroup v1").
+            # cAdvisor leaves these at 0 on v1 although v1's memory.stat has them: Lookout reports them.
+            # pgscan/pgsteal have no v1 source and stay 0, as in cAdvisor.
+            file_dirty=g("dirty"),
+            file_writeback=g("writeback"),
+            refault_file=g("workingset_refault_file"),
+            refault_anon=g("workingset_refault_anon"),
         )
 
 
@@ -326,7 +332,7 @@ class V2Reader:
             rss=s.get("anon", 0),
             mapped_file=s.get("file_mapped", 0),
             swap=int(swap) if swap else 0,
-            kernel=0,  # not populated on v2 by cAdvisor (its fs2 reader has no kmem usage): always 0
+            kernel=s.get("kernel", 0),  # memory.stat "kernel" (5.18+); cAdvisor reports 0 on v2
             failcnt=0,
             pgfault=s.get("pgfault", 0),
             pgmajfault=s.get("pgmajfault", 0),

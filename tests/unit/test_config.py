@@ -1,0 +1,148 @@
+"""agent.config.load_config and the CLI: precedence, every error at once, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from agent.cli import main
+from agent.config import DEFAULT_DISABLED_METRICS, METRIC_KINDS, ConfigError
+from tests.unit.support import config_from
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> str:
+    return str(tmp_path / "state")
+
+
+def test_defaults(state: str) -> None:
+    c = config_from(["--state-dir", state])
+    assert (c.listen_host, c.listen_port) == ("0.0.0.0", 9338)
+    assert c.host_root == Path("/") and c.docker_root == Path("/var/lib/docker")
+    assert c.docker_socket == "/var/run/docker.sock"
+    assert (c.housekeeping_interval, c.fs_usage_interval) == (10.0, 60.0)
+    assert c.store_container_labels is True and c.container_labels_allowlist == ()
+    assert c.disabled_metrics == DEFAULT_DISABLED_METRICS and "process" not in c.disabled_metrics
+    assert c.metrics_timestamps is False and c.routes == ()
+    assert Path(state).is_dir()  # created and write-tested
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "lookout.toml"
+    toml.write_text('housekeeping-interval = "30s"\nfs-usage-interval = "5m"\nlisten = "127.0.0.1:9100"\n'
+                    'log_level = "warning"\nroutes = ["file:///var/log/all.ndjson"]\n'
+                    'store-container-labels = false\n')
+    env = {"LOOKOUT_HOUSEKEEPING_INTERVAL": "20s", "LOOKOUT_LISTEN": "127.0.0.1:9200"}
+    c = config_from(["--config", str(toml), "--state-dir", state, "--housekeeping-interval", "500ms"], env)
+    assert c.housekeeping_interval == 0.5  # flag beats env and file
+    assert (c.listen_host, c.listen_port) == ("127.0.0.1", 9200)  # env beats file
+    assert c.fs_usage_interval == 300.0  # file beats default
+    assert c.log_level == "warning" and c.routes == ("file:///var/log/all.ndjson",)
+    assert c.store_container_labels is False
+    assert c.config_file == toml
+    assert config_from(["--state-dir", state], env).housekeeping_interval == 20.0
+    # the file can come from LOOKOUT_CONFIG too
+    assert config_from(["--state-dir", state], {"LOOKOUT_CONFIG": str(toml)}).fs_usage_interval == 300.0
+
+
+def test_host_root_prefixes_docker_root_and_explicit_docker_root(tmp_path: Path, state: str) -> None:
+    c = config_from(["--state-dir", state, "--host-root", "/rootfs", "--docker-socket", ""])
+    assert c.host_root == Path("/rootfs") and c.docker_root == Path("/rootfs/var/lib/docker")
+    assert c.docker_socket == ""
+    assert config_from(["--state-dir", state, "--docker-root", "/data/docker"]).docker_root == Path("/data/docker")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0),
+                                               ("1.5s", 1.5), ("250us", 0.00025)])
+def test_durations(text: str, seconds: float, state: str) -> None:
+    assert config_from(["--state-dir", state, "--housekeeping-interval", text]).housekeeping_interval == seconds
+
+
+def test_bools_lists_and_metric_kinds(state: str) -> None:
+    c = config_from(["--state-dir", state, "--store-container-labels", "--metrics-timestamps=true",
+                     "--env-metadata-allowlist", "APP_, LOG_", "--disable-metrics", "network,percpu"])
+    assert c.store_container_labels is True and c.metrics_timestamps is True
+    assert c.env_metadata_allowlist == ("APP_", "LOG_")
+    assert c.disabled_metrics == frozenset({"network", "percpu"})
+    c = config_from(["--state-dir", state, "--enable-metrics", "cpu,memory", "--disable-metrics", "cpu"])
+    assert c.disabled_metrics == METRIC_KINDS - {"cpu", "memory"}  # enable overrides disable
+    assert config_from(["--state-dir", state, "--no-store-container-labels"]).store_container_labels is False
+    # an allowlist implies --store-container-labels=false unless that is given
+    assert config_from(["--state-dir", state, "--container-labels-allowlist", "a"]).store_container_labels is False
+    assert config_from(["--state-dir", state, "--container-labels-allowlist", "a",
+                        "--store-container-labels=true"]).store_container_labels is True
+
+
+def test_every_problem_at_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as err:
+        config_from(["--bogus", "--housekeeping-interval", "10x", "--listen", "nope", "--route", "gopher://x",
+                     "--disable-metrics", "cpu,blinkenlights", "--state-dir", str(blocker / "state")])
+    problems = err.value.problems
+    assert len(problems) == 6, problems
+    text = str(err.value)
+    for culprit in ("'--bogus'", "--housekeeping-interval", "'10x'", "--listen", "'nope'", "--route",
+                    "'gopher'", "--disable-metrics", "blinkenlights", "--state-dir", str(blocker / "state")):
+        assert culprit in text
+    assert "\n" not in text
+
+
+def test_cli_exit_2_with_one_line_naming_each_culprit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["check-config", "--bogus", "--fs-usage-interval", "soon", "--listen", "0.0.0.0:99999",
+                 "--route", "ftp://host/x", "--enable-metrics", "cpu,nope", "--state-dir", str(blocker / "s")])
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lookout: invalid configuration: ")
+    for culprit in ("--bogus", "--fs-usage-interval", "soon", "--listen", "0.0.0.0:99999", "--route", "ftp",
+                    "--enable-metrics", "nope", "--state-dir"):
+        assert culprit in lines[0]
+
+
+def test_cli_run_with_bad_config_exits_2_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--state-dir", str(tmp_path / "s"), "--log-level", "loud"]) == 2
+    assert "--log-level" in capsys.readouterr().err
+
+
+def test_env_errors_are_reported_like_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOOKOUT_HOUSEKEEPING_INTERVAL", "often")
+    assert main(["check-config", "--state-dir", str(tmp_path / "s")]) == 2
+    assert "--housekeeping-interval" in capsys.readouterr().err
+
+
+def test_unknown_toml_key(tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('housekeeping_interval = "5s"\nfrobnicate = 1\n')
+    with pytest.raises(ConfigError, match="frobnicate"):
+        config_from(["--config", str(toml), "--state-dir", state])
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_from(["--config", str(tmp_path / "missing.toml"), "--state-dir", state])
+
+
+def test_check_config_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("LOOKOUT_")]:
+        monkeypatch.delenv(key)
+    code = main(["check-config", "--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:9338",
+                 "--route", "file:///tmp/x.ndjson", "--host-root", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "configuration ok" in out and "127.0.0.1:9338" in out and "1 route(s)" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lookout {__version__}"
+
+
+def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err.lower()
