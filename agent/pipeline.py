@@ -201,10 +201,24 @@ class LogPipeline:
     def tasks(self) -> list[asyncio.Task[None]]:
         out = [asyncio.create_task(self.discover(), name="log-discovery"),
                asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
+        self._readers = []
         for runner in self.runners:
-            out.append(asyncio.create_task(runner.reader(), name=f"reader {runner.label}"))
+            reader = asyncio.create_task(runner.reader(), name=f"reader {runner.label}")
+            self._readers.append(reader)
+            out.append(reader)
             out.append(asyncio.create_task(runner.sender(), name=f"sender {runner.label}"))
         return out
+
+    async def drain(self, timeout: float) -> None:
+        """Stop reading and give the senders ``timeout`` seconds to deliver what is queued, so a clean
+        stop re-sends (almost) nothing after a restart."""
+        for reader in getattr(self, "_readers", []):
+            reader.cancel()
+        waits = [asyncio.create_task(r.queue.join()) for r in self.runners]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
 
     async def close(self) -> None:
         for runner in self.runners:

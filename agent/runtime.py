@@ -22,6 +22,7 @@ from exporters.prometheus.http import make_app
 log = structlog.get_logger("lookout")
 
 MIN_WAKE_SPACING = 0.5
+DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued log batches may take to reach their routes
 
 
 async def housekeeping(agent: Agent, wake: asyncio.Event) -> None:
@@ -82,6 +83,8 @@ async def serve(config: Config) -> None:
         log.info("log_routes", routes=[r.label for r in agent.logs.runners])
     await stop.wait()
     log.info("stopping")
+    if agent.logs is not None:
+        await agent.logs.drain(DRAIN_TIMEOUT)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

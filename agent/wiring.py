@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import ssl
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
 from collectors.cri import CriMetadata
+from collectors.discovery import CgroupRef
 from collectors.docker import DockerMetadata, info_from_inspect
 from collectors.host import HostFilesystems
 from collectors.logs.checkpoints import CheckpointStore
@@ -100,13 +103,41 @@ def host_name(config: Config) -> str:
     return socket.gethostname()
 
 
-class LogMetadata:
-    """Container metadata for a log source: the Docker API cache, else config.v2.json, else the CRI path."""
+CRI_METADATA_TTL = 30.0
 
-    def __init__(self, docker: DockerMetadata, env_prefixes: tuple[str, ...]) -> None:
+
+class LogMetadata:
+    """Container metadata for a log source: the Docker API cache, else config.v2.json; for CRI files the
+    runtime's bundle annotations (via the /var/log/containers link naming the container id), else the path."""
+
+    def __init__(self, docker: DockerMetadata, env_prefixes: tuple[str, ...], host_root: Path) -> None:
         self.docker = docker
         self.env_prefixes = env_prefixes
+        self.links_dir = host_root / "var/log/containers"
+        self.cri = CriMetadata(host_root)
         self._disk: dict[str, ContainerInfo] = {}
+        self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
+
+    def _cri_id(self, spec: SourceSpec) -> str:
+        """The id of the newest container writing into ``spec.directory`` (kubelet's legacy symlinks)."""
+        newest, best = "", -1.0
+        try:
+            names = os.listdir(self.links_dir)
+        except OSError:
+            return ""
+        suffix_len = len("-") + 64 + len(".log")
+        for name in names:
+            if not name.startswith(f"{spec.pod}_{spec.namespace}_{spec.container}-") or len(name) < suffix_len:
+                continue
+            link = self.links_dir / name
+            try:
+                if os.path.dirname(os.readlink(link)).rstrip("/").endswith(spec.directory.split("/var/log/pods/")[-1]):
+                    mtime = link.lstat().st_mtime
+                    if mtime > best:
+                        newest, best = name[-suffix_len + 1 : -4], mtime
+            except OSError:
+                continue
+        return newest
 
     def __call__(self, spec: SourceSpec) -> ContainerInfo | None:
         if spec.format == "json-file":
@@ -126,10 +157,28 @@ class LogMetadata:
                     self._disk.clear()
                 self._disk[spec.container_id] = cached
             return cached
+        entry = self._cri_cache.get(spec.directory)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        info = self._cri_info(spec)
+        if len(self._cri_cache) > 10_000:
+            self._cri_cache.clear()
+        # Same object until it expires: a restart's new container id is picked up within 30 s.
+        self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+        return info
+
+    def _cri_info(self, spec: SourceSpec) -> ContainerInfo:
+        cid = self._cri_id(spec)
+        if cid:
+            self.cri.refresh()
+            info = self.cri.get(CgroupRef("", Runtime.CONTAINERD, cid, spec.pod_uid))
+            if info is not None and info.pod:
+                return info
         labels = {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
                   "io.kubernetes.pod.uid": spec.pod_uid, "io.kubernetes.container.name": spec.container}
-        return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, name=spec.container, labels=labels,
-                             pod=spec.pod, namespace=spec.namespace, container=spec.container)
+        return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, container_id=cid, name=cid or spec.container,
+                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container)
 
 
 ROUTE_DEFAULTS = {
@@ -200,7 +249,7 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
     metrics = LogMetrics(telemetry.registry)
     options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
                          host=host_name(config))
-    lookup = LogMetadata(docker, config.env_metadata_allowlist)
+    lookup = LogMetadata(docker, config.env_metadata_allowlist, config.host_root)
     runners = []
     for uri in config.routes:
         route = parse_route(uri)
