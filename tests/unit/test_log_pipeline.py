@@ -325,3 +325,42 @@ def test_file_identity_survives_rename_and_tells_reused_inodes_apart(tmp_path: P
     assert Tail.open(str(empty)) is None  # identity needs a complete first line
     for t in (t1, t2, t3):
         t.close()
+
+
+async def test_cri_pod_logs_join_partials_follow_rotation_and_carry_pod_metadata(harness: Harness):
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    cid = "c" * 64
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    links = host / "var/log/containers"
+    links.mkdir(parents=True)
+    (links / f"api-7d9f_shop_app-{cid}.log").symlink_to(pod_dir / "0.log")
+    bundle = host / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_bytes(orjson.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "api-7d9f",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app",
+        "io.kubernetes.cri.image-name": "registry.example/shop/api:1.4"}}))
+    live = pod_dir / "0.log"
+    live.write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F first\n"
+                     b"2026-11-28T05:00:00.5+01:00 stderr P part one, \n")
+    harness.start()
+    with live.open("ab") as fh:
+        fh.write(b"2026-11-28T04:00:00.7Z stderr F part two\n")
+    await wait_for(lambda: len(records(harness.out)) == 2)
+    # kubelet rotation: rename to 0.log.<timestamp>, the runtime reopens a fresh 0.log
+    with live.open("ab") as fh:
+        fh.write(b"2026-11-28T04:00:01Z stdout F before rotation\n")
+    live.rename(pod_dir / "0.log.20261128-040001")
+    live.write_bytes(b"2026-11-28T04:00:02Z stdout F after rotation\n")
+    await wait_for(lambda: len(records(harness.out)) == 4)
+    got = records(harness.out)
+    assert [(r["stream"], r["message"]) for r in got] == [
+        ("stdout", "first"), ("stderr", "part one, part two"), ("stdout", "before rotation"),
+        ("stdout", "after rotation")]
+    assert got[1]["time"] == "2026-11-28T04:00:00.5Z"  # the first part's time, converted to UTC
+    first = got[0]
+    assert (first["pod"], first["namespace"], first["container"]) == ("api-7d9f", "shop", "app")
+    assert first["container_id"] == cid and first["image"] == "registry.example/shop/api:1.4"
+    assert first["labels"]["io.kubernetes.pod.name"] == "api-7d9f"
