@@ -23,6 +23,10 @@ from prometheus_client.registry import Collector
 from agent import __version__
 
 
+# The collectors that count errors, listed so their series exist at 0 before the first error.
+COLLECTORS = ("cgroups", "cgroup_stats", "docker", "cri", "machine")
+
+
 class AgentState(Collector):
     """Exposes counters kept by the collector thread without making it touch prometheus-client."""
 
@@ -33,7 +37,9 @@ class AgentState(Collector):
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("lookout_collector_errors", "Errors met while collecting, by collector.",
                                      labels=["collector"])
-        for name, count in sorted(self._errors().items()):
+        counts = {name: 0 for name in COLLECTORS}
+        counts.update(self._errors())
+        for name, count in sorted(counts.items()):
             errors.add_metric([name], count)
         yield errors
         seen = GaugeMetricFamily("lookout_containers", "Containers (and raw cgroups) in the last snapshot, "
@@ -62,7 +68,7 @@ class Telemetry:
             "lookout_collection_duration_seconds", "Wall time of one housekeeping cycle (collect and render).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
         self.render_duration = Histogram(
-            "lookout_render_duration_seconds", "Wall time of rendering one snapshot to the exposition format.",
+            "lookout_render_duration_seconds", "Wall time of rendering one snapshot to the exposition format and compressing it.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
 
     def watch(self, errors: Callable[[], Counter[str]], containers: Callable[[], Counter[str]]) -> None:

@@ -64,8 +64,7 @@ class Agent:
         with self.telemetry.collection_duration.time():
             snapshot = collector.collect()
             with self.telemetry.render_duration.time():
-                text = self.renderer.render(snapshot)
-            self.exposition.publish(snapshot, text, lambda snap: self.renderer.render(snap, openmetrics=True))
+                self.exposition.publish(snapshot, self.renderer.chunks)
         return snapshot
 
     def containers_by_runtime(self) -> Counter[str]:

@@ -26,6 +26,14 @@ def parse_int(data: bytes) -> int:
 
 def parse_flat(data: bytes) -> dict[str, int]:
     """``key value`` lines (memory.stat, cpu.stat, cpuacct.stat, memory.events, oom_control)."""
+    fields = data.split()
+    if len(fields) == 2 * data.count(b"\n"):
+        # The well-formed case (every line exactly "key value"): one pass, no per-line splitting.
+        try:
+            it = iter(fields)
+            return {key.decode(): int(value) for key, value in zip(it, it, strict=True)}
+        except ValueError:
+            pass
     out: dict[str, int] = {}
     for line in data.splitlines():
         key, _, value = line.partition(b" ")

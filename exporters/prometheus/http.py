@@ -7,57 +7,73 @@ once per snapshot and format) and appends the agent's own small self-metrics.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import threading
+from collections.abc import Callable, Iterable
 
 import orjson
 from aiohttp import web
+from isal import igzip, isal_zlib
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
 from agent.model import Snapshot
 
+GZIP_WBITS = 16 + 15  # a gzip header and trailer around the deflate stream
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OM_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
+def compress_chunks(chunks: Iterable[str]) -> bytes:
+    """One gzip member from text chunks, compressed as they come (ISA-L: ~6x zlib's speed at level 1)."""
+    comp = isal_zlib.compressobj(1, isal_zlib.DEFLATED, GZIP_WBITS)
+    parts = [comp.compress(chunk.encode()) for chunk in chunks]
+    parts.append(comp.flush())
+    return b"".join(parts)
+
+
 class Exposition:
-    """The latest snapshot and its rendered forms, swapped in whole by the housekeeping task."""
+    """The latest snapshot and its rendered forms, swapped in whole by the housekeeping task.
+
+    Only the gzip-compressed exposition is kept (a 1,000-container host's text is ~36 MB, its gzip ~4
+    MB); Prometheus always asks for gzip, and other clients get it decompressed on the fly.
+    OpenMetrics is rendered on its first request per snapshot and kept the same way.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.snapshot: Snapshot | None = None
-        self._text: dict[bool, bytes] = {}
         self._gzip: dict[bool, bytes] = {}
-        self._render_om: object = None
+        self._render: Callable[[Snapshot, bool], Iterable[str]] | None = None
         self._lock = threading.Lock()
 
-    def publish(self, snapshot: Snapshot, text: str, render_om: object) -> None:
+    def publish(self, snapshot: Snapshot, render: Callable[[Snapshot, bool], Iterable[str]]) -> None:
+        """Render and compress the text exposition of ``snapshot`` (in the caller's thread), then swap."""
+        body = compress_chunks(render(snapshot, False))
         with self._lock:
             self.snapshot = snapshot
-            self._text = {False: text.encode()}
-            self._gzip = {}
-            self._render_om = render_om
+            self._gzip = {False: body}
+            self._render = render
+
+    def _compressed(self, openmetrics: bool) -> bytes:
+        with self._lock:
+            body = self._gzip.get(openmetrics)
+            if body is None:
+                if self._render is None or self.snapshot is None:
+                    return b""
+                body = self._gzip[openmetrics] = compress_chunks(self._render(self.snapshot, openmetrics))
+            return body
 
     def body(self, openmetrics: bool, compress: bool) -> bytes:
         """Container metrics (cached) + self metrics; gzip members concatenate into one valid stream."""
-        with self._lock:
-            cached = self._text.get(openmetrics)
-            if cached is None and self._render_om is not None and self.snapshot is not None:
-                cached = self._render_om(self.snapshot).encode()  # type: ignore[operator]
-                self._text[openmetrics] = cached
-            cached = cached or b""
-            zipped = b""
-            if compress:
-                zipped = self._gzip.get(openmetrics) or b""
-                if not zipped:
-                    zipped = self._gzip[openmetrics] = gzip.compress(cached, compresslevel=1)
+        cached = self._compressed(openmetrics)
         if openmetrics:
             own = om_exposition.generate_latest(self.registry)  # ends with "# EOF\n"
         else:
             own = text_exposition.generate_latest(self.registry)
-        return zipped + gzip.compress(own, compresslevel=1) if compress else cached + own
+        if compress:
+            return cached + igzip.compress(own, 1)
+        return (isal_zlib.decompress(cached, GZIP_WBITS) if cached else b"") + own
 
 
 EXPOSITION = web.AppKey("exposition", Exposition)

@@ -13,7 +13,7 @@ Deliberate differences from cAdvisor, each a fix for a top user complaint:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.model import ContainerInfo, Snapshot
@@ -70,14 +70,20 @@ class Renderer:
         return text
 
     def render(self, snap: Snapshot, openmetrics: bool = False) -> str:
-        out: list[str] = []
-        add = out.append
+        """The whole exposition as one string (tests and small hosts; the server streams ``chunks``)."""
+        return "".join(self.chunks(snap, openmetrics))
+
+    def chunks(self, snap: Snapshot, openmetrics: bool = False) -> Iterator[str]:
+        """The exposition one metric family at a time, so a 1,000-container host never holds its whole
+        text (tens of MB) in memory at once: the caller compresses each chunk as it comes."""
         containers = [(self._base(c.info), c.info, c.stats) for c in snap.containers]
         live = {c.info.cgroup for c in snap.containers}
         for stale in self._labels.keys() - live:
             del self._labels[stale]
 
         for fam in self.families:
+            out: list[str] = []
+            add = out.append
             name = fam.name
             self._header(add, name, fam.type, fam.help, openmetrics)
             get = fam.get
@@ -88,7 +94,10 @@ class Renderer:
                     suffix = f" {stats.timestamp:.3f}\n"
                 for extra, value in get(info, stats):
                     add(f"{name}{{{base}{extra}}} {value}{suffix}")
+            yield "".join(out)
 
+        out = []
+        add = out.append
         self._header(add, "container_last_seen", "gauge", "Last time a container was seen by the exporter",
                      openmetrics)
         for base, _info, _stats in containers:
@@ -97,7 +106,7 @@ class Renderer:
                      "1 if there was an error while getting container metrics, 0 otherwise", openmetrics)
         add(f"container_scrape_error {int(snap.scrape_error)}\n")
         self._machine(add, snap, openmetrics)
-        return "".join(out)
+        yield "".join(out)
 
     @staticmethod
     def _header(add: object, name: str, typ: str, help_text: str, openmetrics: bool) -> None:

@@ -37,9 +37,8 @@ def test_hybrid_host_with_separate_cpu_and_cpuacct_is_v1() -> None:
         "cpuset": "/rootfs/sys/fs/cgroup/cpuset", "memory": "/rootfs/sys/fs/cgroup/memory",
         "blkio": "/rootfs/sys/fs/cgroup/blkio", "pids": "/rootfs/sys/fs/cgroup/pids",
     })
-    assert layout.hierarchy_roots() == ["/rootfs/sys/fs/cgroup/memory", "/rootfs/sys/fs/cgroup/cpuacct",
-                                        "/rootfs/sys/fs/cgroup/cpu", "/rootfs/sys/fs/cgroup/pids",
-                                        "/rootfs/sys/fs/cgroup/blkio"]
+    # Discovery walks the memory and CPU-accounting hierarchies only (the others mirror them).
+    assert layout.hierarchy_roots() == ["/rootfs/sys/fs/cgroup/memory", "/rootfs/sys/fs/cgroup/cpuacct"]
 
 
 def test_comounted_cpu_cpuacct_share_one_dir() -> None:
@@ -49,8 +48,7 @@ def test_comounted_cpu_cpuacct_share_one_dir() -> None:
     assert layout.v1["hugetlb"] == "/rootfs/sys/fs/cgroup/hugetlb"
     assert "net_cls" not in layout.v1 and "name=systemd" not in layout.v1
     # Walked once, not twice.
-    assert layout.hierarchy_roots() == ["/rootfs/sys/fs/cgroup/memory", "/rootfs/sys/fs/cgroup/cpu,cpuacct",
-                                        "/rootfs/sys/fs/cgroup/pids", "/rootfs/sys/fs/cgroup/blkio"]
+    assert layout.hierarchy_roots() == ["/rootfs/sys/fs/cgroup/memory", "/rootfs/sys/fs/cgroup/cpu,cpuacct"]
 
 
 def test_pure_v2() -> None:
