@@ -22,7 +22,6 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 
-
 # The collectors that count errors, listed so their series exist at 0 before the first error.
 COLLECTORS = ("cgroups", "cgroup_stats", "docker", "cri", "machine")
 
