@@ -67,7 +67,8 @@ class Telemetry:
             "lookout_collection_duration_seconds", "Wall time of one housekeeping cycle (collect and render).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
         self.render_duration = Histogram(
-            "lookout_render_duration_seconds", "Wall time of rendering one snapshot to the exposition format and compressing it.",
+            "lookout_render_duration_seconds",
+            "Wall time of rendering one snapshot to the exposition format and compressing it.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=self.registry)
 
     def watch(self, errors: Callable[[], Counter[str]], containers: Callable[[], Counter[str]]) -> None:
