@@ -55,6 +55,26 @@ def to_utc(stamp: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (dot + frac if dot else "") + "Z"
 
 
+def time_order_key(line: bytes, fmt: str) -> str:
+    """A key that sorts raw log lines of either format by their runtime timestamp (UTC, nanoseconds padded);
+    "" if the line has none."""
+    try:
+        if fmt == "json-file":
+            doc = orjson.loads(line)
+            stamp = doc.get("time") if isinstance(doc, dict) else None
+        else:
+            stamp = line.split(b" ", 1)[0].decode("ascii")
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    if not isinstance(stamp, str):
+        return ""
+    stamp = to_utc(stamp)
+    main, _, frac = stamp[:-1].partition(".")
+    if not stamp.endswith("Z") or len(main) != 19 or not (frac.isdigit() or not frac):
+        return ""
+    return f"{main}.{frac[:9].ljust(9, '0')}"
+
+
 class Decoded:
     """What one ``decode`` call produced: (time, stream, message, offset, truncated) tuples and errors."""
 

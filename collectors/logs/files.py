@@ -12,6 +12,7 @@ import os
 import zlib
 
 FINGERPRINT_MAX = 256
+FIRST_LINE_MAX = 1 << 17  # a Docker partial (16 KiB) or CRI line with every character escaped fits
 READ_CHUNK = 1 << 20
 
 
@@ -33,7 +34,7 @@ def file_key(st: os.stat_result, fp: str) -> str:
 class Tail:
     """One open log file; ``offset`` is where the next read starts."""
 
-    __slots__ = ("fd", "ino", "key", "offset", "path", "size")
+    __slots__ = ("begun", "fd", "ino", "key", "offset", "order", "path", "size")
 
     def __init__(self, path: str, fd: int, key: str, ino: int, offset: int) -> None:
         self.path = path
@@ -42,6 +43,17 @@ class Tail:
         self.ino = ino
         self.offset = offset
         self.size = 0
+        self.order = ""  # the first record's time, normalized (see first_line); "" if unknown
+        self.begun = False  # read from at least once
+
+    def first_line(self, limit: int = FIRST_LINE_MAX) -> bytes:
+        """The file's first line without its newline (b"" if it is longer than ``limit`` or unreadable)."""
+        try:
+            head = os.pread(self.fd, limit, 0)
+        except OSError:
+            return b""
+        end = head.find(b"\n")
+        return head[:end] if end >= 0 else b""
 
     @classmethod
     def open(cls, path: str) -> Tail | None:
@@ -84,6 +96,7 @@ class Tail:
             return self._skip_long_line(limit)
         start = self.offset
         self.offset += end + 1
+        self.begun = True
         return data[: end + 1], start, 0
 
     def _skip_long_line(self, limit: int) -> tuple[bytes, int, int]:
@@ -97,6 +110,7 @@ class Tail:
             if idx >= 0:
                 skipped = pos + idx + 1 - self.offset
                 self.offset = pos + idx + 1
+                self.begun = True
                 return b"", self.offset, skipped
             pos += len(data)
 
