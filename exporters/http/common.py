@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -83,7 +83,9 @@ class Target:
             netloc += f":{parts.port}"
         query = f"?{urlencode(passthrough)}" if passthrough else ""
         url = f"{http_scheme}://{netloc}{path if path is not None else (parts.path or '/')}{query}"
-        auth = aiohttp.BasicAuth(parts.username or "", parts.password or "") if parts.username else None
+        # userinfo is percent-encoded in a URI (RFC 3986 §3.2.1): "p%40ss" is the password "p@ss".
+        auth = (aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+                if parts.username else None)
         headers = {}
         token = os.environ.get("LOOKOUT_HTTP_TOKEN", "")
         if token and auth is None:

@@ -98,10 +98,32 @@ class StreamTransport:
         sock: socket.socket = raw
         if self._ctx is not None:
             assert self.tls is not None
+            started = time.monotonic()
             sock = self._ctx.wrap_socket(raw, server_hostname=self.tls.server_name or self.host)
+            try:
+                self._confirm_session(sock, time.monotonic() - started)
+            except Exception:
+                sock.close()
+                raise
         sock.settimeout(ACK_TIMEOUT)
-        self._raw = raw
+        # ``wrap_socket`` detaches ``raw`` (its fileno becomes -1): the TLS socket owns the descriptor now,
+        # and SIOCOUTQ on it counts the TLS bytes the receiver's kernel has not acknowledged.
+        self._raw = sock
         return sock
+
+    @staticmethod
+    def _confirm_session(sock: ssl.SSLSocket, handshake: float) -> None:
+        """TLS 1.3 ends the client's handshake before the server has checked the client's certificate: a
+        server that refuses it answers with an alert one round trip later, when its kernel may already have
+        acknowledged records written meanwhile (counted as delivered, then dropped). So wait that round trip
+        (twice the handshake's time plus 50 ms, at most 1 s, once per connection) for an alert or a close.
+        TLS 1.2 checks the client certificate inside the handshake."""
+        if sock.version() not in (None, "TLSv1.3"):
+            return
+        readable, _, _ = select.select([sock], [], [], min(1.0, 2 * handshake + 0.05))
+        if readable and StreamTransport._peer_closed(sock):  # an alert raises ssl.SSLError here
+            raise TransportError("the TLS receiver closed the session after the handshake "
+                                 "(client certificate missing or refused?)")
 
     def send(self, payload: bytes) -> None:
         if self._sock is None:
@@ -111,8 +133,8 @@ class StreamTransport:
         try:
             sock.sendall(payload)
             self._wait_acknowledged(raw)
-        except (OSError, ssl.SSLError):
-            self.close()
+        except Exception:
+            self.close()  # whatever broke, the stream's state is unknown: dial again and resend the batch
             raise
 
     @staticmethod
@@ -123,12 +145,25 @@ class StreamTransport:
             if time.monotonic() > deadline:
                 raise TransportError(f"receiver did not acknowledge within {ACK_TIMEOUT:.0f}s")
             readable, _, _ = select.select([raw], [], [], delay)
-            if readable:
-                # A syslog receiver never talks back: readable means it closed (FIN) or reset the connection.
-                data = raw.recv(1, socket.MSG_PEEK)
-                if not data:
-                    raise TransportError("receiver closed the connection")
+            if readable and StreamTransport._peer_closed(raw):
+                raise TransportError("receiver closed the connection")
             delay = min(delay * 2, 0.05)
+
+    @staticmethod
+    def _peer_closed(sock: socket.socket) -> bool:
+        """A syslog receiver never talks back: readable means it closed (FIN) or reset the connection,
+        or, over TLS, that it sent protocol records (TLS 1.3 session tickets, close_notify)."""
+        if isinstance(sock, ssl.SSLSocket):
+            # SSLSocket.recv takes no flags (no MSG_PEEK): read without blocking, which consumes the
+            # records; ``b""`` is close_notify or EOF, and a receiver's application data is ignored.
+            sock.setblocking(False)
+            try:
+                return sock.recv(65536) == b""
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return False
+            finally:
+                sock.settimeout(ACK_TIMEOUT)
+        return sock.recv(1, socket.MSG_PEEK) == b""
 
     def close(self) -> None:
         if self._sock is not None:
