@@ -4,6 +4,7 @@ final), and the dead-letter file for records a receiver refused for good."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import ssl
@@ -12,14 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-import aiohttp
 import orjson
+import structlog
 
 # Route parameters Lookout itself consumes; any other query parameter is passed on to the receiver.
 OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "cert", "key", "verify", "name",
                         "timeout"})
+
+log = structlog.get_logger("lookout.http")
 
 
 class RetryableError(Exception):
@@ -44,8 +48,20 @@ def retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), 300.0)
 
 
+# The whole request was refused for the route's credentials, not for its records: retrying keeps the records
+# in their files (backpressure) until the operator fixes the credentials, where dead-lettering them would divert
+# the entire stream. Both HTTP sinks treat them alike.
+AUTH_STATUSES = frozenset({401, 403, 407})
+
+
 def retryable_status(status: int) -> bool:
+    """429 and 5xx: the receiver may take the same request later."""
     return status == 429 or status >= 500
+
+
+def retryable_request_status(status: int) -> bool:
+    """For a whole request: 429, 5xx and the authentication refusals (``AUTH_STATUSES``)."""
+    return retryable_status(status) or status in AUTH_STATUSES
 
 
 def truthy(text: str) -> bool:
@@ -57,12 +73,22 @@ def truthy(text: str) -> bool:
     raise ValueError(f"{text!r}: use true or false")
 
 
+class Credentials(NamedTuple):
+    """HTTP basic authentication from the route URI's userinfo (RFC 7617)."""
+
+    login: str
+    password: str
+
+    def header(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.login}:{self.password}".encode()).decode("ascii")
+
+
 @dataclass(frozen=True)
 class Target:
     """Where and how to POST, from a route URI such as ``https://user:pass@host:9200/path?x=y``."""
 
     url: str
-    auth: aiohttp.BasicAuth | None
+    auth: Credentials | None
     headers: Mapping[str, str]
     ssl_context: ssl.SSLContext | bool
     gzip: bool
@@ -84,11 +110,12 @@ class Target:
         query = f"?{urlencode(passthrough)}" if passthrough else ""
         url = f"{http_scheme}://{netloc}{path if path is not None else (parts.path or '/')}{query}"
         # userinfo is percent-encoded in a URI (RFC 3986 §3.2.1): "p%40ss" is the password "p@ss".
-        auth = (aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-                if parts.username else None)
+        auth = Credentials(unquote(parts.username), unquote(parts.password or "")) if parts.username else None
         headers = {}
         token = os.environ.get("LOOKOUT_HTTP_TOKEN", "")
-        if token and auth is None:
+        if auth is not None:
+            headers["Authorization"] = auth.header()
+        elif token:
             headers["Authorization"] = f"Bearer {token}"
         ctx: ssl.SSLContext | bool = True
         if http_scheme == "https":
@@ -103,7 +130,7 @@ class Target:
 
 
 class DeadLetters:
-    """Appends records a receiver rejected for good to ``<state-dir>/dead-letter/<route>.ndjson``."""
+    """Appends records a receiver rejected for good to ``<state-dir>/dead-letter/<12 hex of sha1(route id)>.ndjson``."""
 
     def __init__(self, state_dir: Path, route_id: str) -> None:
         digest = hashlib.sha1(route_id.encode()).hexdigest()[:12]
@@ -117,7 +144,12 @@ class DeadLetters:
         body = b"".join(orjson.dumps({"route": self.route_id, "at": time.time(), **e}) + b"\n" for e in entries)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, body)
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
+        statuses = sorted({str(e.get("status")) for e in entries})
+        log.warning("route_records_dead_lettered", route=self.route_id, records=len(entries),
+                    statuses=",".join(statuses), path=str(self.path))

@@ -29,7 +29,14 @@ import aiohttp
 import orjson
 
 from agent.model import LogSource, Segment
-from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_status
+from exporters.http.common import (
+    DeadLetters,
+    RetryableError,
+    Target,
+    retry_after,
+    retryable_request_status,
+    retryable_status,
+)
 
 
 def document_id(file_key: str, offset: int) -> str:
@@ -164,8 +171,7 @@ class ElasticsearchSink:
             body = await asyncio.to_thread(gzip.compress, body, 1)
             headers["Content-Encoding"] = "gzip"
         try:
-            async with self.session().post(self.target.url, data=body, headers=headers,
-                                           auth=self.target.auth) as resp:
+            async with self.session().post(self.target.url, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
                 hint = retry_after(resp.headers.get("Retry-After"))
@@ -174,8 +180,7 @@ class ElasticsearchSink:
         if status == 413 and len(chunk) > 1:
             payload.chunk = max(len(chunk) // 2, 1)
             return None
-        if retryable_status(status) or status in (401, 403):
-            # 401/403 are configuration faults: keep the records (and say so) rather than drop them.
+        if retryable_request_status(status):
             raise RetryableError(f"HTTP {status}: {raw[:300]!r}", hint)
         if status >= 300:
             await self._dead_letter([(item, status, raw[:1000].decode(errors="replace")) for item in chunk])

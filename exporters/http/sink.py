@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from agent.model import Segment
-from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_status
+from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_request_status
 from exporters.logs.ndjson import NdjsonEncoder
 
 
@@ -56,12 +56,11 @@ class HttpSink:
         if self.target.gzip:
             headers["Content-Encoding"] = "gzip"
         try:
-            async with self.session().post(self.target.url, data=payload.body, headers=headers,
-                                           auth=self.target.auth) as resp:
+            async with self.session().post(self.target.url, data=payload.body, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 if 200 <= resp.status < 300:
                     return
-                if retryable_status(resp.status):
+                if retryable_request_status(resp.status):
                     hint = retry_after(resp.headers.get("Retry-After"))
                     raise RetryableError(f"HTTP {resp.status}: {text[:200]}", hint)
         except aiohttp.ClientError as exc:

@@ -113,7 +113,8 @@ def test_target_auth_is_percent_decoded_and_own_params_stay_home(monkeypatch: py
     t = Target.from_route("https://us%40er:p%40ss%3Aw%2Frd@logs.example:8443/in?batch=10&flush=1s&gzip=true"
                           "&filter.name=web-*&tenant=a%20b&verify=false", "https")
     assert t.auth is not None and (t.auth.login, t.auth.password) == ("us@er", "p@ss:w/rd")
-    assert "Authorization" not in t.headers  # userinfo wins over the token
+    # userinfo wins over the token
+    assert t.headers["Authorization"] == "Basic " + base64.b64encode(b"us@er:p@ss:w/rd").decode()
     assert t.url == "https://logs.example:8443/in?tenant=a+b" and t.gzip
     bearer = Target.from_route("http://logs.example/in", "http")
     assert bearer.auth is None and bearer.headers["Authorization"] == "Bearer t0k3n"
@@ -369,6 +370,23 @@ async def test_http_sink_retry_classes_and_dead_letters(tmp_path: Path, receiver
     finally:
         await sink.close()
     assert [r["message"] for r in receiver.accepted()] == ["line 4", "line 5"]
+
+
+async def test_http_sink_auth_refusals_are_retried_never_dead_lettered(tmp_path: Path,
+                                                                        receiver: NdjsonReceiver) -> None:
+    """401/403/407 refuse the route's credentials, not its records: the batch waits (as with Elasticsearch)."""
+    uri = f"http://127.0.0.1:{receiver.port}/ingest"
+    sink = HttpSink(uri, "http", tmp_path, parse_route(uri).id)
+    for status in (401, 403, 407):
+        receiver.fail_next(status)
+    payload = sink.encode([Segment(source(), records(3))])
+    try:
+        errors = await deliver(sink, payload, 3)
+    finally:
+        await sink.close()
+    assert [str(e).split(":")[0] for e in errors] == ["HTTP 401", "HTTP 403", "HTTP 407"]
+    assert not dead_letters(tmp_path) and sink.events["dead_lettered"] == 0
+    assert [r["message"] for r in receiver.accepted()] == [r[2] for r in records(3)]
 
 
 async def test_http_sink_network_errors_are_retryable(tmp_path: Path) -> None:

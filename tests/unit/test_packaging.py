@@ -24,7 +24,7 @@ def _on_disk() -> set[str]:
 
 def test_every_package_of_the_agent_is_listed() -> None:
     missing = _on_disk() - _listed()
-    assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {sorted(missing)}: pip install . would drop them"
+    assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {sorted(missing)}: `pip install .` drops them"
 
 
 def test_nothing_outside_the_agent_ships() -> None:
