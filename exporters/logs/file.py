@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Sequence
 
+import structlog
+
 from agent.model import Segment
 from exporters.logs.ndjson import NdjsonEncoder
+
+log = structlog.get_logger("lookout.file")
 
 
 class FileSink:
@@ -30,7 +35,7 @@ class FileSink:
             parent = os.path.dirname(self.path)
             if parent:
                 os.makedirs(parent, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = self._open()
         view = memoryview(payload)
         try:
             while view:
@@ -40,6 +45,24 @@ class FileSink:
             os.close(self._fd)  # reopen next time (e.g. the file was removed or the disk filled)
             self._fd = -1
             raise
+
+    def _open(self) -> int:
+        """Open for appending. A regular file that does not end with a newline holds a line torn by a crash or a
+        full disk (the batch is sent again whole): end that line first, so the records after it stay intact."""
+        flags = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, os.O_RDWR | flags, 0o644)
+        except PermissionError:  # write-only for us: append without looking back
+            return os.open(self.path, os.O_WRONLY | flags, 0o644)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                os.write(fd, b"\n")
+                log.warning("route_file_torn_line_ended", path=self.path, offset=st.st_size)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     async def send(self, payload: object, count: int) -> None:
         await asyncio.to_thread(self._write, payload)
