@@ -69,7 +69,8 @@ class AgentProcess:
                 log.flush()
                 self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT)
-            LIVE.append(self)
+            if self not in LIVE:  # a restart after kill() is the same agent
+                LIVE.append(self)
             try:
                 self._wait_ready(timeout)
                 return self
