@@ -9,6 +9,7 @@ import hashlib
 import os
 import ssl
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+import aiohttp
 import orjson
 import structlog
+
+from agent.routes import bool_param
 
 # Route parameters Lookout itself consumes; any other query parameter is passed on to the receiver.
 OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "cert", "key", "verify", "name",
@@ -62,15 +66,6 @@ def retryable_status(status: int) -> bool:
 def retryable_request_status(status: int) -> bool:
     """For a whole request: 429, 5xx and the authentication refusals (``AUTH_STATUSES``)."""
     return retryable_status(status) or status in AUTH_STATUSES
-
-
-def truthy(text: str) -> bool:
-    value = text.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r}: use true or false")
 
 
 class Credentials(NamedTuple):
@@ -122,10 +117,10 @@ class Target:
             ctx = ssl.create_default_context(cafile=params.get("ca") or None)
             if params.get("cert"):
                 ctx.load_cert_chain(params["cert"], params.get("key") or None)
-            if not truthy(params.get("verify", "true")):
+            if not bool_param(params, "verify", True):
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-        return cls(url, auth, headers, ctx, truthy(params.get("gzip", "false")),
+        return cls(url, auth, headers, ctx, bool_param(params, "gzip", False),
                    float(params.get("timeout", "30")))
 
 
@@ -153,3 +148,25 @@ class DeadLetters:
         statuses = sorted({str(e.get("status")) for e in entries})
         log.warning("route_records_dead_lettered", route=self.route_id, records=len(entries),
                     statuses=",".join(statuses), path=str(self.path))
+
+
+class PostingSink:
+    """What the NDJSON and Elasticsearch sinks share: the target, the dead-letter file, the per-record event
+    counts (``Sink.events``) and one keep-alive aiohttp session, opened on first use."""
+
+    def __init__(self, target: Target, state_dir: Path, route_id: str) -> None:
+        self.target = target
+        self.dead = DeadLetters(state_dir, route_id)
+        self.events: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.target.timeout),
+                connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

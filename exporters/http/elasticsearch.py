@@ -19,7 +19,6 @@ import asyncio
 import base64
 import gzip
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ import orjson
 
 from agent.model import LogSource, Segment
 from exporters.http.common import (
-    DeadLetters,
+    PostingSink,
     RetryableError,
     Target,
     retry_after,
@@ -74,7 +73,7 @@ class EsBatch:
         self.chunk = max(len(items), 1)
 
 
-class ElasticsearchSink:
+class ElasticsearchSink(PostingSink):
     def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
         parts = urlsplit(uri)
         index = unquote(parts.path.strip("/"))
@@ -87,12 +86,10 @@ class ElasticsearchSink:
             raise ValueError(f"op={self.op!r}: use create or index")
         extra = {"pipeline": params["pipeline"]} if params.get("pipeline") else {}
         # The pipeline parameter becomes the request's; the path is always /_bulk.
-        self.target = Target.from_route(uri.split("?")[0] + "?" + "&".join(
+        target = Target.from_route(uri.split("?")[0] + "?" + "&".join(
             p for p in parts.query.split("&") if p and not p.startswith("pipeline=")), http_scheme,
             path="/_bulk", extra_query=extra)
-        self.dead = DeadLetters(state_dir, route_id)
-        self.events: Counter[str] = Counter()
-        self._session: aiohttp.ClientSession | None = None
+        super().__init__(target, state_dir, route_id)
         self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
         self._index_cache: dict[str, str] = {}
 
@@ -142,13 +139,6 @@ class ElasticsearchSink:
         return EsBatch(items)
 
     # --- sending (event loop) ---
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.target.timeout),
-                connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
-        return self._session
 
     async def send(self, payload: object, count: int) -> None:
         assert isinstance(payload, EsBatch)
@@ -217,6 +207,3 @@ class ElasticsearchSink:
         self.events["rejected"] += len(dead)
         self.events["dead_lettered"] += len(dead)
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()

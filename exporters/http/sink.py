@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import aiohttp
 import orjson
 
 from agent.model import Segment
-from exporters.http.common import DeadLetters, RetryableError, Target, retry_after, retryable_request_status
+from exporters.http.common import PostingSink, RetryableError, Target, retry_after, retryable_request_status
 from exporters.logs.ndjson import NdjsonEncoder
 
 
@@ -30,25 +29,15 @@ class HttpPayload:
         self.count = count
 
 
-class HttpSink:
+class HttpSink(PostingSink):
     def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
-        self.target = Target.from_route(uri, http_scheme)
+        super().__init__(Target.from_route(uri, http_scheme), state_dir, route_id)
         self.encoder = NdjsonEncoder()
-        self.dead = DeadLetters(state_dir, route_id)
-        self.events: Counter[str] = Counter()
-        self._session: aiohttp.ClientSession | None = None
 
     def encode(self, segments: Sequence[Segment]) -> object:
         raw = self.encoder.encode(segments)
         body = gzip.compress(raw, compresslevel=1) if self.target.gzip else raw
         return HttpPayload(raw, body, sum(len(s.records) for s in segments))
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.target.timeout),
-                connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
-        return self._session
 
     async def send(self, payload: object, count: int) -> None:
         assert isinstance(payload, HttpPayload)
@@ -71,8 +60,4 @@ class HttpSink:
         await asyncio.to_thread(self.dead.write, entries)
         self.events["rejected"] += payload.count
         self.events["dead_lettered"] += payload.count
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 

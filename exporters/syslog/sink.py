@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from agent.model import Segment
+from agent.routes import bool_param
 from exporters.syslog.format import FACILITIES, SyslogEncoder, SyslogFormat
 from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
 
@@ -18,15 +19,6 @@ DEFAULT_MAX = {"syslog+udp": 2048}
 
 class SyslogConfigError(ValueError):
     pass
-
-
-def _bool(text: str) -> bool:
-    value = text.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SyslogConfigError(f"verify={text!r}: use true or false")
 
 
 def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat, TlsOptions | None]:
@@ -52,8 +44,12 @@ def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat,
                        max_message_bytes=max_bytes)
     tls = None
     if scheme == "syslog+tls" or params.get("tls"):
+        try:
+            verify = bool_param(params, "verify", True)
+        except ValueError as exc:
+            raise SyslogConfigError(str(exc)) from None
         tls = TlsOptions(ca=params.get("ca", ""), cert=params.get("cert", ""), key=params.get("key", ""),
-                         verify=_bool(params.get("verify", "true")), server_name=params.get("server_name", ""))
+                         verify=verify, server_name=params.get("server_name", ""))
     return fmt, tls
 
 
