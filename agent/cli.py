@@ -31,12 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        config = load_config(args, unknown=unknown)
-        from agent.wiring import check_routes  # route options are checked by building their sinks
-
-        problems = check_routes(config)
-        if problems:
-            raise ConfigError(problems)
+        config = load_config(args, unknown=unknown)  # route options too: every problem at once
     except ConfigError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2

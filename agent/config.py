@@ -7,6 +7,7 @@ together (``ConfigError.problems``) so a user fixes a bad configuration in one r
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import tempfile
@@ -34,6 +35,7 @@ DEFAULT_DISABLED_METRICS = frozenset(
     }
 )
 
+DEFAULT_STATE_DIR = Path("/var/lib/lookout")
 ROUTE_SCHEMES = frozenset(
     {
         "file", "stdout", "syslog+udp", "syslog+tcp", "syslog+tls", "syslog+relp", "http", "https",
@@ -85,11 +87,23 @@ def parse_size(text: str) -> int:
     return value
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"malformed address {text!r} (use HOST:PORT, e.g. 0.0.0.0:9338)")
-    host = host.strip("[]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if bracketed or not _HOSTNAME.match(host):
+                raise ValueError(f"malformed address {text!r}: {host!r} is neither an IP address nor a host name "
+                                 "(use HOST:PORT, e.g. 0.0.0.0:9338)") from None
     return host or "0.0.0.0", int(port)
 
 
@@ -127,7 +141,7 @@ class Config:
     docker_socket: str = "/var/run/docker.sock"
     housekeeping_interval: float = 10.0
     fs_usage_interval: float = 60.0
-    state_dir: Path = Path("/var/lib/lookout")
+    state_dir: Path = DEFAULT_STATE_DIR
     store_container_labels: bool = True
     container_labels_allowlist: tuple[str, ...] = ()
     env_metadata_allowlist: tuple[str, ...] = ()
@@ -249,7 +263,8 @@ def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
         if env_name in environ:
             value: Any = environ[env_name]
             if opt.flag_kind == "repeat":
-                value = [v for v in re.split(r"[\s,]+", value) if v]
+                # Route URIs hold commas (filter.labels=a:1,b:2): only whitespace separates them.
+                value = value.split()
             settings[opt.name] = value
     for opt in OPTIONS:
         value = getattr(args, opt.name.replace("-", "_"), None)
@@ -258,7 +273,7 @@ def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
     return settings, Path(config_path) if config_path else None
 
 
-def _check_route(uri: str) -> str | None:
+def _check_route(uri: str, state_dir: Path) -> str | None:
     scheme = urlsplit(uri).scheme
     if not scheme:
         return f"--route: {redact_uri(uri)!r} has no scheme (e.g. file:///path, syslog+tcp://host:514)"
@@ -273,7 +288,9 @@ def _check_route(uri: str) -> str | None:
         return f"--route: {redact_uri(uri)!r}: {exc}"
     if scheme == "file" and not route.path:
         return f"--route: {redact_uri(uri)!r} needs a path (file:///var/log/lookout.ndjson)"
-    return None
+    from agent.wiring import check_route  # builds (never connects) the route's sink: its options' problems
+
+    return check_route(uri, state_dir)
 
 
 def _check_state_dir(path: Path) -> str | None:
@@ -352,7 +369,8 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     kwargs["log_format"] = fmt
 
     routes = values.get("route", ())
-    problems += [p for p in map(_check_route, routes) if p]
+    state_dir = Path(values.get("state-dir", DEFAULT_STATE_DIR))
+    problems += [p for p in (_check_route(uri, state_dir) for uri in routes) if p]
     kwargs["routes"] = routes
     read_from = str(values.get("read-from", "head")).lower()
     if read_from not in ("head", "tail"):

@@ -91,6 +91,9 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
 def parse_route(uri: str) -> Route:
     parts = urlsplit(uri)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(k for k in params if k.startswith("filter.") and k not in FILTER_KEYS)
+    if unknown:
+        raise RouteError(f"unknown filter {', '.join(unknown)} (use {', '.join(FILTER_KEYS)})")
     streams = frozenset(s.strip() for s in params.get("filter.sources", "").split(",") if s.strip())
     bad = streams - {"stdout", "stderr"}
     if bad:

@@ -18,7 +18,7 @@ from agent import __version__
 from agent.config import Config, parse_duration, parse_size, redact_uri
 from agent.model import ContainerInfo, Runtime, Snapshot
 from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner, Sink
-from agent.routes import Route, parse_route
+from agent.routes import FILTER_KEYS, Route, parse_route
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
@@ -180,20 +180,50 @@ class LogMetadata:
                              labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container)
 
 
-ROUTE_DEFAULTS = {
-    # scheme prefix: (records per batch, bytes per batch, flush interval)
-    "file": (10_000, 1 << 20, 0.0),
-    "stdout": (10_000, 1 << 20, 0.0),
-    "syslog": (10_000, 1 << 20, 0.0),
-    "http": (1000, 5 << 20, 1.0),
-    "elasticsearch": (1000, 5 << 20, 1.0),
+# What every route takes: the filters, a stable checkpoint name, and the batch limits.
+COMMON_PARAMS = frozenset({*FILTER_KEYS, "name", "batch", "batch_bytes", "flush"})
+SYSLOG_PARAMS = COMMON_PARAMS | {"format", "framing", "facility", "hostname", "tag", "max_message_bytes",
+                                 "ca", "cert", "key", "verify", "server_name", "tls"}
+
+
+@dataclass(frozen=True)
+class RouteKind:
+    records: int  # records per batch
+    size: int  # bytes per batch
+    flush: float  # seconds a partial batch may wait
+    params: frozenset[str] | None  # the query parameters it takes; None: the rest goes to the receiver
+
+
+ROUTE_KINDS = {
+    "file": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
+    "stdout": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
+    "syslog": RouteKind(10_000, 1 << 20, 0.0, SYSLOG_PARAMS),
+    "http": RouteKind(1000, 5 << 20, 1.0, None),
+    "elasticsearch": RouteKind(1000, 5 << 20, 1.0, None),
 }
+
+
+def route_kind(route: Route) -> RouteKind:
+    """``syslog+tcp`` -> syslog, ``https`` -> http, ``elasticsearch+https`` -> elasticsearch."""
+    prefix = route.scheme.split("+")[0]
+    kind = ROUTE_KINDS.get("http" if prefix == "https" else prefix)
+    if kind is None:
+        raise ValueError(f"route scheme {route.scheme!r} is not available")
+    return kind
 
 
 def make_sink(route: Route, state_dir: Path) -> Sink:
     """The sink for a route; raises ValueError naming what is wrong with the route's options."""
     scheme = route.scheme
+    kind = route_kind(route)
+    if kind.params is not None:
+        unknown = sorted(set(route.params) - kind.params)
+        if unknown:
+            raise ValueError(f"unknown parameter {', '.join(unknown)} for {scheme}:// "
+                             f"(it takes {', '.join(sorted(kind.params))})")
     if scheme == "file":
+        if route.host or not route.path.startswith("/") or route.path.endswith("/"):
+            raise ValueError("needs an absolute file path: file:///path/to/out.ndjson")
         return FileSink(route.path)
     if scheme == "stdout":
         return StdoutSink()
@@ -215,7 +245,8 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
 
 
 def route_options(route: Route, base: LogOptions) -> LogOptions:
-    records, size, flush = ROUTE_DEFAULTS[route.scheme.split("+")[0]]
+    kind = route_kind(route)
+    records, size, flush = kind.records, kind.size, kind.flush
     params = route.params
     try:
         records = int(params.get("batch", records))
@@ -228,17 +259,15 @@ def route_options(route: Route, base: LogOptions) -> LogOptions:
     return dataclasses.replace(base, batch_records=records, batch_bytes=size, flush_interval=flush)
 
 
-def check_routes(config: Config) -> list[str]:
-    """Every problem with the routes' options, found by building (not connecting) their sinks."""
-    problems = []
-    for uri in config.routes:
-        try:
-            route = parse_route(uri)
-            make_sink(route, config.state_dir)
-            route_options(route, LogOptions())
-        except ValueError as exc:
-            problems.append(f"--route {redact_uri(uri)!r}: {exc}")
-    return problems
+def check_route(uri: str, state_dir: Path) -> str | None:
+    """The problem with a route's options, found by building (not connecting) its sink; None when fine."""
+    try:
+        route = parse_route(uri)
+        make_sink(route, state_dir)
+        route_options(route, LogOptions())
+    except ValueError as exc:
+        return f"--route {redact_uri(uri)!r}: {exc}"
+    return None
 
 
 def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:

@@ -9,12 +9,16 @@ from collections.abc import Mapping, Sequence
 
 from agent.model import Segment
 from agent.routes import bool_param
-from exporters.syslog.format import FACILITIES, SyslogEncoder, SyslogFormat
+from exporters.syslog.format import _TEMPLATE_FIELD, FACILITIES, SyslogEncoder, SyslogFormat
 from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
 
 DEFAULT_PORTS = {"syslog+udp": 514, "syslog+tcp": 514, "syslog+tls": 6514, "syslog+relp": 2514}
 # RFC 5426 §3.2: IPv4 receivers SHOULD accept 2048 octets; TCP/TLS default to 64 KiB.
 DEFAULT_MAX = {"syslog+udp": 2048}
+UDP_MAX = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
+# The fields of the tag template (``render_tag``); ``{label:KEY}`` as well.
+TAG_FIELDS = frozenset({"container_name", "name", "container_id", "image", "pod", "namespace", "container", "host",
+                        "stream", "label"})
 
 
 class SyslogConfigError(ValueError):
@@ -39,8 +43,15 @@ def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat,
         raise SyslogConfigError(f"max_message_bytes: {exc}") from exc
     if max_bytes < 480:
         raise SyslogConfigError("max_message_bytes must be at least 480 (RFC 5424 §6.1)")
+    if scheme == "syslog+udp" and max_bytes > UDP_MAX:
+        raise SyslogConfigError(f"max_message_bytes for UDP is at most {UDP_MAX} (one IPv4 datagram)")
+    tag = params.get("tag", "{container_name}")
+    unknown = sorted({m.group(1) for m in _TEMPLATE_FIELD.finditer(tag)} - TAG_FIELDS)
+    if unknown:
+        known = ", ".join("{" + name + "}" for name in sorted(TAG_FIELDS - {"label"}))
+        raise SyslogConfigError(f"tag: unknown field {', '.join(unknown)} (use {known} or {{label:KEY}})")
     fmt = SyslogFormat(rfc=rfc, framing=framing, facility=FACILITIES[facility],
-                       hostname=params.get("hostname", ""), tag=params.get("tag", "{container_name}"),
+                       hostname=params.get("hostname", ""), tag=tag,
                        max_message_bytes=max_bytes)
     tls = None
     if scheme == "syslog+tls" or params.get("tls"):

@@ -1,0 +1,95 @@
+"""Every documented route URI passes ``lookout check-config`` and builds its sink; every bad one is refused
+with a line naming it, together with every other problem of the configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import parse_listen
+from agent.pipeline import LogOptions
+from agent.routes import parse_route
+from agent.wiring import make_sink, route_options
+
+# The route URIs of README's "Shipping logs" table, with every parameter it documents.
+DOCUMENTED = [
+    "file:///var/log/lookout/out.ndjson?filter.name=web-*&filter.id=3f2a&filter.labels=team:api,tier:web"
+    "&filter.image=nginx:*&filter.sources=stdout,stderr&name=main&batch=500&batch_bytes=2MiB&flush=1s",
+    "stdout://",
+    "syslog+udp://127.0.0.1:514?format=rfc3164&facility=local0&hostname=node-1&tag={container_name}"
+    "&max_message_bytes=1200",
+    "syslog+tcp://logs.example:514?format=rfc5424&framing=octet&tag={label:app}-{stream}",
+    "syslog+tcp://logs.example:514?framing=lf&max_message_bytes=8192&tag={pod}/{namespace}/{container}",
+    "syslog+tls://logs.example:6514?verify=false&server_name=relay",
+    "syslog+relp://logs.example:2514?tag={container_id}@{host}&facility=daemon",
+    "http://collector:8080/ingest?batch=1000&flush=1s&batch_bytes=5MiB&gzip=true&tenant=a",
+    "https://user:p%40ss@collector:8443/ingest?gzip=false&verify=false",
+    "elasticsearch+http://elastic:secret@es:9200/logs-lookout-%25Y.%25m.%25d?op=create&pipeline=p&gzip=true",
+    "elasticsearch+https://es:9200/logs?op=index&verify=false&batch=200",
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_lookout_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("LOOKOUT_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.mark.parametrize("uri", DOCUMENTED)
+def test_documented_routes_pass_check_config_and_build_their_sinks(uri: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--state-dir", str(tmp_path / "s"), "--route", uri]) == 0, capsys.readouterr().err
+    route = parse_route(uri)
+    assert make_sink(route, tmp_path) is not None
+    assert route_options(route, LogOptions()).batch_records >= 1
+
+
+BAD = {
+    "file://relative/out.ndjson": "absolute file path",
+    "file:///var/log/out.ndjson?formta=x": "unknown parameter formta",
+    "stdout://?filter.nmae=web": "unknown filter filter.nmae",
+    "syslog+tcp://h:514?formta=rfc3164": "unknown parameter formta",
+    "syslog+tcp://h:514?tag={nonexistent}": "tag: unknown field nonexistent",
+    "syslog+udp://h:514?max_message_bytes=100000": "at most 65507",
+    "syslog+tls://h:6514?verify=maybe": "verify",
+    "syslog+tcp://h:514?format=rfc9999": "format",
+    "https://h/x?batch=0": "batch must be at least 1",
+    "elasticsearch+https://h:9200/?op=create": "needs an index",
+    "elasticsearch+http://h:9200/logs?op=upsert": "op=",
+}
+
+
+def test_bad_routes_are_all_refused_at_once_with_the_other_problems(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check-config", "--state-dir", str(tmp_path / "s"), "--log-level", "loud"]
+    for uri in BAD:
+        args += ["--route", uri]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--log-level" in err
+    for uri, problem in BAD.items():
+        assert problem in err, f"{uri}: expected {problem!r} in {err}"
+
+
+def test_routes_from_the_environment_keep_their_commas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOOKOUT_ROUTE", "file:///tmp/a.ndjson?filter.labels=team:api,tier:web\n"
+                                        "  syslog+tcp://h:514?filter.sources=stdout,stderr")
+    assert main(["check-config", "--state-dir", str(tmp_path / "s")]) == 0, capsys.readouterr().err
+    assert "2 route(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["bad host:80", "[node-1]:80", "-x:80", "a..b:80", "host_1:80"])
+def test_listen_host_must_be_an_address_or_host_name(text: str) -> None:
+    with pytest.raises(ValueError, match="neither an IP address nor a host name"):
+        parse_listen(text)
+
+
+@pytest.mark.parametrize(("text", "want"), [(":9338", ("0.0.0.0", 9338)), ("[::1]:80", ("::1", 80)),
+                                            ("node-1.example:80", ("node-1.example", 80)),
+                                            ("127.0.0.1:9", ("127.0.0.1", 9))])
+def test_listen_good_addresses(text: str, want: tuple[str, int]) -> None:
+    assert parse_listen(text) == want
