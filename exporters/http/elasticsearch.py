@@ -19,8 +19,9 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -37,6 +38,10 @@ from exporters.http.common import (
     retryable_status,
 )
 
+# strftime fields that change at most once an hour, and how a record's time is cut to cache index names.
+HOURLY_FIELDS = frozenset("YymdjHIpbBhaAuwUWVGgCeD")
+INDEX_KEY_FORMATS = {13: "%Y-%m-%dT%H", 19: "%Y-%m-%dT%H:%M:%S"}
+
 
 def document_id(file_key: str, offset: int) -> str:
     """Deterministic ``_id``: 120 bits of BLAKE2b over the record's file identity and offset."""
@@ -44,10 +49,19 @@ def document_id(file_key: str, offset: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
+def dedot(labels: dict[str, str]) -> dict[str, str]:
+    """Label keys with ``.`` replaced by ``_``, as Filebeat's ``labels.dedot`` and Fluent Bit's ``Replace_Dots``.
+
+    Elasticsearch expands dots in field names into objects, so Compose's ``com.docker.compose.project`` next to
+    ``com.docker.compose.project.working_dir`` (or ``app`` next to ``app.kubernetes.io/name``) would be a value
+    and an object at once: every document of such a container would be refused with a mapping error."""
+    return {key.replace(".", "_"): value for key, value in labels.items()}
+
+
 def _ecs_fragment(source: LogSource) -> bytes:
     info = source.container
     container: dict[str, object] = {"id": info.container_id, "name": info.name, "image": {"name": info.image},
-                                    "labels": info.labels}
+                                    "labels": dedot(info.labels)}
     meta: dict[str, object] = {"container": container, "host": {"name": source.host}}
     if info.pod:
         meta["kubernetes"] = {"pod": {"name": info.pod}, "namespace": info.namespace,
@@ -92,21 +106,24 @@ class ElasticsearchSink(PostingSink):
         super().__init__(target, state_dir, route_id)
         self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
         self._index_cache: dict[str, str] = {}
+        # Names are cached per hour of the records' time, unless the index has a field finer than the hour.
+        fields = set(re.findall(r"%(.)", index.replace("%%", "")))
+        self._index_key_len = 13 if fields <= HOURLY_FIELDS else 19
 
     # --- encoding (reader thread) ---
 
     def _index_for(self, time: str) -> str:
         if "%" not in self.index:
             return self.index
-        key = time[:13]  # the hour is the finest strftime field anyone puts in an index name
+        key = time[: self._index_key_len]  # the record's time (UTC) down to the index name's finest field
         name = self._index_cache.get(key)
         if name is None:
             if len(self._index_cache) > 1024:
                 self._index_cache.clear()
             try:
-                moment = datetime.strptime(key, "%Y-%m-%dT%H")
+                moment = datetime.strptime(key, INDEX_KEY_FORMATS[self._index_key_len])
             except ValueError:
-                moment = datetime.utcnow()
+                moment = datetime.now(UTC)
             name = self._index_cache[key] = moment.strftime(self.index)
         return name
 

@@ -181,6 +181,11 @@ def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(doc, dict):
         for key, value in doc.items():
             path = f"{prefix}.{key}" if prefix else key
+            # Elasticsearch expands dots in field names into objects: {"a.b": 1} is {"a": {"b": 1}}, so "a.b"
+            # next to "a.b.c" makes "a.b" both a leaf and an object (a mapping conflict, 400).
+            parts = key.split(".")
+            for i in range(1, len(parts)):
+                out.append((".".join([prefix, *parts[:i]] if prefix else parts[:i]), {}))
             if isinstance(value, dict):
                 out.append((path, {}))
                 out.extend(_flatten(value, path))

@@ -113,7 +113,7 @@ def test_container_to_elasticsearch_every_line_once_and_poison_dead_lettered(
         doc = by_message[message]
         assert doc == {"@timestamp": time_, "message": message, "stream": stream,
                        "container": {"id": c.id, "name": c.name, "image": {"name": docker_engine.image},
-                                     "labels": labels},
+                                     "labels": {k.replace(".", "_"): v for k, v in labels.items()}},
                        "host": {"name": socket.gethostname()}, "log": {"file": {"path": log_path}, "offset": offset}}
     index = "logs-lookout-" + datetime.fromisoformat(written[0][0][:19]).strftime("%Y.%m.%d")
     assert {i for i, _ in es.ids()} == {index}

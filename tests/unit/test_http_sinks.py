@@ -295,6 +295,49 @@ async def test_es_bearer_token_from_the_environment(tmp_path: Path, monkeypatch:
     assert len(es.docs("logs")) == 3
 
 
+def test_es_index_names_follow_fields_finer_than_the_hour(tmp_path: Path) -> None:
+    """Index names are cached per hour of the records' time unless the name has a finer field."""
+    hourly = ElasticsearchSink("elasticsearch+http://h:9200/logs-%Y.%m.%d", "http", tmp_path, "a")
+    minutely = ElasticsearchSink("elasticsearch+http://h:9200/logs-%Y.%m.%d-%H%M", "http", tmp_path, "b")
+    times = ["2026-11-28T23:58:01.5Z", "2026-11-28T23:59:59.999999999Z", "2026-11-29T00:00:00Z"]
+    assert [hourly._index_for(t) for t in times] == ["logs-2026.11.28", "logs-2026.11.28", "logs-2026.11.29"]
+    assert [minutely._index_for(t) for t in times] == ["logs-2026.11.28-2358", "logs-2026.11.28-2359",
+                                                       "logs-2026.11.29-0000"]
+
+
+def raw_bulk(es: EsStandin, body: bytes) -> tuple[int, Any]:
+    """POST a hand-made _bulk body to the stand-in (as the ``es`` fixture's user)."""
+    import urllib.request
+
+    auth = base64.b64encode(b"elastic:p@ss:w/rd").decode()
+    req = urllib.request.Request(es.url + "/_bulk", data=body, method="POST",
+                                 headers={"Content-Type": "application/x-ndjson", "Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, orjson.loads(resp.read())
+
+
+COMPOSE_LABELS = {"com.docker.compose.project": "shop", "com.docker.compose.project.working_dir": "/srv/shop",
+                  "app": "web", "app.kubernetes.io/name": "web"}
+
+
+async def test_es_label_keys_are_dedotted_so_compose_containers_index(tmp_path: Path, es: EsStandin) -> None:
+    """Elasticsearch expands dotted names into objects: Compose's project label next to its working_dir label
+    would be a value and an object at once. The stand-in refuses that as Elasticsearch does; the sink dedots."""
+    doc = {"container": {"labels": COMPOSE_LABELS}}
+    raw = orjson.dumps({"create": {"_index": "raw"}}) + b"\n" + orjson.dumps(doc) + b"\n"
+    status, answer = raw_bulk(es, raw)
+    assert status == 200 and next(iter(answer["items"][0].values()))["status"] == 400
+    sink = es_sink(es, tmp_path, index="logs")
+    try:
+        await deliver(sink, sink.encode([Segment(source(labels=COMPOSE_LABELS), records(2))]), 2)
+    finally:
+        await sink.close()
+    labels = [d["container"]["labels"] for d in es.docs("logs")]
+    assert labels == [{"com_docker_compose_project": "shop", "com_docker_compose_project_working_dir": "/srv/shop",
+                       "app": "web", "app_kubernetes_io/name": "web"}] * 2
+    assert not dead_letters(tmp_path)
+
+
 def test_es_standin_is_strict_about_the_bulk_contract(es: EsStandin) -> None:
     """The stand-in refuses what Elasticsearch refuses, so the sink tests above mean something."""
     import urllib.error
