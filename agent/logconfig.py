@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import structlog
 
@@ -44,3 +45,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(_LEVELS[level])
     # aiohttp's access log is noise at one line per scrape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Python warnings go through the same renderer (logger "py.warnings") instead of raw lines on stderr.
+    logging.captureWarnings(True)
+    # watchdog warns when a recursive watch meets a directory it already watches (a container's directory
+    # created while its parent is being walked); the watch is reused and nothing is missed.
+    warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
