@@ -98,6 +98,8 @@ class LogMetrics:
                                     "skipped (counted and logged with file and offset).", ["route"], registry=r)
         self.truncated = Counter("lookout_log_lines_truncated", "Log records cut at --max-line-bytes.",
                                  ["route"], registry=r)
+        self.files_lost = Counter("lookout_log_files_lost", "Log files the runtime created and rotated away (deleted) "
+                                  "before the route could open them: their lines are lost.", ["route"], registry=r)
         self.files_watched = Gauge("lookout_log_files_watched", "Log files open for reading, per route.",
                                    ["route"], registry=r)
         self.lag_bytes = Gauge("lookout_log_lag_bytes", "Bytes in watched log files not yet acknowledged by "
@@ -192,6 +194,11 @@ class SourceState:
         self.first_seen = time.monotonic()
         self.gone = False
         self.skip = False  # filtered out by the route, or opted out with lookout.logs=false
+        # Rotated-away accounting against the directory watch's ``Births`` (see ``RouteRunner._account``).
+        self.births_generation = 0
+        self.known_new = 0  # files created since the watch began that this route has opened or finished
+        self.lost = 0  # of those, reported lost
+        self.suspect_since = 0.0  # when fewer were known than created, if still so
 
     def close(self) -> None:
         for tail in self.tails:
@@ -228,6 +235,8 @@ class LogPipeline:
         observer = await asyncio.to_thread(watch, [Path(p) for p in self.watch_paths],
                                            self._wake_threadsafe(loop))
         pins = DirectoryWatch(self._pin)
+        for runner in self.runners:
+            runner.watch = pins
         try:
             while True:
                 self._rescan.clear()
@@ -307,10 +316,12 @@ class RouteRunner:
         # Guards opening and closing a source's files: the reader thread, discovery's thread and the
         # inotify thread (``pin_new_files``) all do it.
         self._files_lock = threading.RLock()
+        self.watch: DirectoryWatch | None = None  # set by the pipeline: counts the files runtimes create
         self.wake = asyncio.Event()
         # Every per-route series exists from the start at 0, so rate() and increase() see the first events.
         label = self.label
         for counter in (metrics.records_read, metrics.bytes_read, metrics.parse_errors, metrics.truncated,
+                        metrics.files_lost,
                         metrics.sent, metrics.retries, metrics.truncated_out, metrics.rejected,
                         metrics.dead_lettered, metrics.item_retries):
             counter.labels(label)
@@ -381,15 +392,21 @@ class RouteRunner:
         if mtime == state.dir_mtime and not force:
             return
         state.dir_mtime = mtime
+        births = self.watch.births(state.spec.directory) if self.watch is not None else None
+        if births is not None and births.generation != state.births_generation:
+            state.births_generation, state.known_new, state.lost, state.suspect_since = births.generation, 0, 0, 0.0
+        created = births.created if births is not None else 0  # before the listing: all of these are in it, or gone
         files = state.spec.files()
         initial, state.initial = state.initial, False
         open_keys = {t.key for t in state.tails}
         open_inos = {t.ino for t in state.tails}
         present: set[str] = set()
+        pending = 0
         for path in files:
             tail = Tail.open(path)
             if tail is None:
                 state.dir_mtime = -1.0  # gone, or no complete first line yet: look again next time
+                pending += 1
                 continue
             if tail.ino in open_inos:
                 present.update(t.key for t in state.tails if t.ino == tail.ino)
@@ -404,6 +421,8 @@ class RouteRunner:
                 tail.offset = acked
             elif initial and self.options.read_from == "tail":
                 tail.offset = tail.size
+            if births is not None and not births.is_base(tail.key):
+                state.known_new += 1
             if acked is not None and acked >= tail.size and path != files[-1]:
                 state.done[tail.key] = tail.ino  # a rotated file already fully delivered
                 tail.close()
@@ -420,6 +439,33 @@ class RouteRunner:
             if key not in present:
                 del state.done[key]
                 self.store.forget(self.route.id, key)
+        if births is not None:
+            self._account(state, created - pending)
+
+    def _account(self, state: SourceState, created: int) -> None:
+        """Count files the runtime created and deleted before this route opened them (Docker's ``max-file``
+        under a writer faster than the reader, or a reader starved of CPU). ``created`` files were born since
+        the watch began, not counting those listed but not readable yet; the route knows ``known_new`` of them.
+        The difference must last a second and another listing before it counts: a file being renamed while the
+        directory is listed can be missed by one listing."""
+        missing = created - state.known_new - state.lost
+        if missing <= 0:
+            state.suspect_since = 0.0
+            return
+        now = time.monotonic()
+        if not state.suspect_since:
+            state.suspect_since = now
+        if now - state.suspect_since < 1.0:
+            state.dir_mtime = -1.0  # list again on the next refresh
+            return
+        state.lost += missing
+        state.suspect_since = 0.0
+        self.metrics.files_lost.labels(self.label).inc(missing)
+        info = state.info
+        log.error("log_files_rotated_away", route=self.label, directory=state.spec.directory, files=missing,
+                  container=info.name if info is not None else "",
+                  hint="the runtime deleted them before they could be read: raise max-file/max-size, or give the "
+                       "agent more CPU")
 
     @staticmethod
     def _insert(state: SourceState, tail: Tail) -> None:

@@ -37,6 +37,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from collectors.logs.files import Tail
+
 log = structlog.get_logger("lookout.logs.sources")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -148,6 +150,49 @@ _IN_Q_OVERFLOW = 0x4000
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
 
+def is_live_log_name(name: bytes) -> bool:
+    """A runtime creates log files only under the live name: ``<id>-json.log`` (Docker) or ``<n>.log`` (CRI);
+    rotated files get their names by renames, compressed ones (``.gz``) are not read."""
+    if name.endswith(b"-json.log"):
+        return _HEX64.match(name[:-9].decode("latin-1")) is not None
+    return name.endswith(b".log") and name[:-4].isdigit()
+
+
+@dataclass(slots=True)
+class Births:
+    """Live log files created in one directory since its watch began (``created``, counted from the kernel's
+    inotify events, which queue while the process is busy), and the files present before (``base_keys``:
+    identity keys). A route that has come to know
+    fewer new files than were created has lost the difference: the runtime rotated them away unread."""
+
+    generation: int
+    base_keys: frozenset[str]
+    created: int = 0
+
+    def is_base(self, key: str) -> bool:
+        # A base file without a complete first line has no key yet: once readable it counts as new without a
+        # creation event, which can hide a loss but never fake one. (Its inode cannot stand in for it: once the
+        # file is deleted a new file may get the same inode.)
+        return key in self.base_keys
+
+
+def _identities(directory: str) -> frozenset[str]:
+    """The identity keys of the log files in ``directory`` that have a complete first line."""
+    keys: set[str] = set()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return frozenset()
+    for name in names:
+        if ("-json.log" not in name and not _CRI_FILE.match(name)) or name.endswith((".gz", ".tmp")):
+            continue  # config.v2.json, hostconfig.json, checkpoints/, compressed rotations
+        tail = Tail.open(os.path.join(directory, name))
+        if tail is not None:
+            keys.add(tail.key)
+            tail.close()
+    return frozenset(keys)
+
+
 class DirectoryWatch:
     """Calls ``on_file(directory)`` on its own thread as soon as a file is created in, or renamed into, one of the
     log directories given to ``sync`` (raw inotify, ``IN_CREATE | IN_MOVED_TO``, no recursion).
@@ -164,6 +209,11 @@ class DirectoryWatch:
         self._lock = threading.Lock()
         self._dirs: dict[str, int] = {}
         self._wds: dict[int, str] = {}
+        # Per watched directory: the files present when its watch began and how many live log files were
+        # created since (see ``births``).
+        self._births: dict[str, Births] = {}
+        self._generation = 0
+        self._overflowed = False
         self._fd = -1
         self._stop_r, self._stop_w = -1, -1
         self._thread: threading.Thread | None = None
@@ -188,8 +238,12 @@ class DirectoryWatch:
             for directory in set(self._dirs) - directories:
                 wd = self._dirs.pop(directory)
                 self._wds.pop(wd, None)
+                self._births.pop(directory, None)
                 self._libc.inotify_rm_watch(self._fd, wd)
             for directory in directories - set(self._dirs):
+                # The files present before the watch begins are the baseline; a file created between this listing
+                # and the watch is in neither count, so it can only hide a loss, never fake one.
+                base = _identities(directory)
                 wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory),
                                                   _IN_CREATE | _IN_MOVED_TO | _IN_ONLYDIR)
                 if wd < 0:
@@ -198,6 +252,8 @@ class DirectoryWatch:
                         log.warning("log_directory_watch_failed", directory=directory, error=os.strerror(err))
                     continue
                 self._dirs[directory] = wd
+                self._generation += 1
+                self._births[directory] = Births(self._generation, base)
                 self._wds[wd] = directory
 
     def _changed(self, data: bytes) -> list[str]:
@@ -209,15 +265,31 @@ class DirectoryWatch:
                 wd, mask, _cookie, size = _EVENT.unpack_from(data, pos)
                 pos += _EVENT.size + size
                 if mask & _IN_Q_OVERFLOW:
+                    if not self._overflowed:  # creations were dropped: the counts mean nothing any more
+                        log.warning("log_directory_watch_overflow", note="rotated-away files are no longer counted")
+                    self._overflowed = True
+                    self._births.clear()
                     return list(self._dirs)
                 directory = self._wds.get(wd)
                 if mask & _IN_IGNORED:  # the directory is gone
                     if directory is not None and self._dirs.get(directory) == wd:
                         del self._dirs[directory]
+                        self._births.pop(directory, None)
                     self._wds.pop(wd, None)
-                elif directory is not None and not mask & _IN_ISDIR and directory not in changed:
-                    changed.append(directory)
+                elif directory is not None and not mask & _IN_ISDIR:
+                    if mask & _IN_CREATE and is_live_log_name(data[pos - size:pos].rstrip(b"\0")):
+                        births = self._births.get(directory)
+                        if births is not None:
+                            births.created += 1
+                    if directory not in changed:
+                        changed.append(directory)
         return changed
+
+    def births(self, directory: str) -> Births | None:
+        """The directory's baseline and creation count, or None when not watched (or no longer countable)."""
+        if self._overflowed:
+            return None
+        return self._births.get(directory)
 
     def _run(self) -> None:
         while True:

@@ -288,9 +288,12 @@ def test_rotation_max_size_1m_max_file_3_under_a_fast_writer_loses_nothing(
     print(f"rotation: {len(got)} records in {took:.1f}s, {written / MiB:.1f} MiB written by Docker "
           f"(~{written // MiB} rotations), files left {kept}, duplicates {duplicates}, "
           f"gaps {len(gaps(got, range(1, ROTATE_LINES + 1)))}")
-    assert got == list(range(1, ROTATE_LINES + 1)), f"first gaps {gaps(got, range(1, ROTATE_LINES + 1))[:10]}"
+    lost = sum(s.value for s in a.metrics().select("lookout_log_files_lost_total"))
+    assert got == list(range(1, ROTATE_LINES + 1)), (f"first gaps {gaps(got, range(1, ROTATE_LINES + 1))[:10]}; "
+                                                     f"the agent counted {lost:.0f} file(s) rotated away unread")
     assert duplicates == 0
     assert kept == [".1", ".2", "live"] and written > 10 * MiB
+    assert lost == 0, "no file was lost, so none may be counted as lost"
 
 
 # --- 5. kill -9 twice ------------------------------------------------------------------------------------

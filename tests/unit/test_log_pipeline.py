@@ -184,6 +184,37 @@ async def test_rotation_under_a_fast_writer_loses_nothing(harness: Harness):
         print(len(got), len(sent), len(set(got)))
     await asyncio.sleep(0.2)
     assert messages(harness.out) == sent
+    assert files_lost(harness) == 0
+
+
+def files_lost(harness: Harness) -> float:
+    assert harness.pipeline is not None
+    runner = harness.pipeline.runners[0]
+    return runner.metrics.files_lost.labels(runner.label)._value.get()
+
+
+async def test_a_file_rotated_away_unread_is_counted_and_the_rest_flows(harness: Harness,
+                                                                       caplog: pytest.LogCaptureFixture):
+    """A file the runtime creates and deletes before the route opens it cannot be read, but it is not lost
+    silently: the kernel's creation events outnumber the files the route came to know."""
+    c = harness.container("lost")
+    sent = c.write(10)
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) == 10)
+    await asyncio.sleep(0.3)  # the directory watch is in place
+    runner = harness.pipeline.runners[0]
+    with runner._files_lock:  # neither the reader nor the inotify thread can open a file meanwhile
+        c.rotate(max_file=2)  # the read file becomes .1; file X is created
+        c.write(50)  # into X
+        c.rotate(max_file=2)  # X becomes .1; Y is created
+        sent += c.write(5)  # into Y
+        c.rotate(max_file=2)  # X is deleted unread; Y becomes .1; Z is created
+    sent += c.write(5)  # into Z
+    await wait_for(lambda: files_lost(harness) == 1, timeout=10)
+    await wait_for(lambda: len(records(harness.out)) >= len(sent))
+    assert messages(harness.out) == sent
+    await asyncio.sleep(1.5)
+    assert files_lost(harness) == 1  # counted once
 
 
 async def test_rotated_and_deleted_files_still_open_are_drained(harness: Harness):
