@@ -513,7 +513,7 @@ def pipeline() -> Json:
                       f"(rate(lookout_collection_duration_seconds_bucket{{{ISEL}}}[{RI}])))", "{{instance}}")], "s"),
          8, 8),
     ]
-    return dashboard("lookout-pipeline", "Lookout / Log pipeline",
+    return dashboard("lookout-pipeline", "Lookout pipeline",
                      "Lookout's log shipping: records read and shipped per route, lag, retries, dead letters, "
                      "route up/down, parse errors, and the agent's own CPU and memory.", variables, items)
 

@@ -114,7 +114,7 @@ def test_dashboard_uids_are_unique() -> None:
 def test_dashboard_structure(name: str) -> None:
     board = BOARDS[name]
     assert board["schemaVersion"] == 42
-    assert board["title"].startswith("Lookout / ") and "lookout" in board["tags"]
+    assert board["title"].startswith("Lookout") and "lookout" in board["tags"]
     variables = {v["name"]: v for v in board["templating"]["list"]}
     ds = variables["datasource"]
     assert ds["type"] == "datasource" and ds["query"] == "prometheus"
