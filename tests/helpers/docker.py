@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 IMAGE = "lookout-test-busybox"
+# Bump when ``image_tar`` changes: an image built by an older recipe (e.g. one without /tmp) is rebuilt.
+IMAGE_RECIPE = "2"
+IMAGE_RECIPE_LABEL = "lookout.test.image-recipe"
 NETWORK = "lookout-test-net"
 # Candidate /24s inside 198.18.0.0/15; the first is used unless another network already holds it.
 SUBNETS = tuple(f"198.18.{n}.0/24" for n in range(0, 16))
@@ -155,6 +158,16 @@ def image_exists(name: str = IMAGE) -> bool:
     return docker("image", "inspect", "--format", "{{.Id}}", name, check=False).returncode == 0
 
 
+def image_recipe(name: str = IMAGE) -> str | None:
+    """The recipe label of the image ``name`` ("" without one), None when there is no such image."""
+    proc = docker("image", "inspect", "--format", "{{index .Config.Labels \"" + IMAGE_RECIPE_LABEL + "\"}}", name,
+                  check=False)
+    if proc.returncode != 0:
+        return None
+    value = proc.stdout.strip()
+    return "" if value == "<no value>" else value
+
+
 def find_busybox() -> Path:
     for candidate in (os.environ.get("LOOKOUT_TEST_BUSYBOX"), "/bin/busybox", "/usr/bin/busybox",
                       shutil.which("busybox")):
@@ -210,7 +223,8 @@ def build_image(name: str = IMAGE) -> None:
     """``docker import`` a busybox root filesystem as ``name`` and check that it runs."""
     busybox = find_busybox()
     _log(f"building image {name} from {busybox}")
-    docker("import", "-", name, input=image_tar(busybox), timeout=300)
+    docker("import", "--change", f"LABEL {IMAGE_RECIPE_LABEL}={IMAGE_RECIPE}", "-", name, input=image_tar(busybox),
+           timeout=300)
     smoke = docker("run", "--rm", "--network", "none", "--label", f"{LABEL}=1", name, "sh", "-c", "echo ok",
                    check=False, timeout=120)
     if smoke.returncode != 0 or smoke.stdout.strip() != "ok":
@@ -220,9 +234,13 @@ def build_image(name: str = IMAGE) -> None:
 
 
 def ensure_image(name: str = IMAGE) -> bool:
-    """Build the image unless it exists; True when it was built now."""
-    if image_exists(name):
+    """Build the image unless it exists from the current recipe; True when it was built now."""
+    recipe = image_recipe(name)
+    if recipe == IMAGE_RECIPE:
         return False
+    if recipe is not None:
+        _log(f"image {name} was built by recipe {recipe or '(none)'}, not {IMAGE_RECIPE}: rebuilding")
+        docker("image", "rm", "-f", name, check=False)
     build_image(name)
     return True
 
