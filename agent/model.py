@@ -113,6 +113,8 @@ class BlkioDevice:
     # op -> value, ops as the kernel names them: Read, Write, Sync, Async, Discard, Total
     service_bytes: dict[str, int] = field(default_factory=dict)
     serviced: dict[str, int] = field(default_factory=dict)
+    # v2 io.stat with the iocost controller on: usage, wait, indebt, indelay (microseconds)
+    cost: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

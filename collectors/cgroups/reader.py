@@ -71,6 +71,9 @@ class DeviceNames:
         return name
 
 
+IO_COST_KEYS = ("usage", "wait", "indebt", "indelay")
+
+
 def _blkio(service_bytes: dict[tuple[int, int], dict[str, int]],
            serviced: dict[tuple[int, int], dict[str, int]], devices: DeviceNames) -> list[BlkioDevice]:
     out = []
@@ -295,6 +298,10 @@ class V2Reader:
                 sb = {k: {"Read": v.get("rbytes", 0), "Write": v.get("wbytes", 0)} for k, v in parsed.items()}
                 sv = {k: {"Read": v.get("rios", 0), "Write": v.get("wios", 0)} for k, v in parsed.items()}
                 stats.blkio = _blkio(sb, sv, self.devices)
+                for dev in stats.blkio:  # iocost: only where the controller is enabled for the device
+                    row = parsed.get((dev.major, dev.minor), {})
+                    if "cost.usage" in row:
+                        dev.cost = {k: row.get(f"cost.{k}", 0) for k in IO_COST_KEYS}
 
         if w.pressure:
             psi = [read_file(f"{d}/{res}.pressure") for res in ("cpu", "memory", "io")]

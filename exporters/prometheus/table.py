@@ -126,6 +126,15 @@ def _blkio(table: str, op: str) -> Getter:
     return get
 
 
+def _io_cost(key: str) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        devs = s.blkio
+        if not devs:
+            return ()
+        return [(f',device="{_esc(d.device)}"', d.cost[key] / 1e6) for d in devs if d.cost]
+    return get
+
+
 def _blkio_usage(info: ContainerInfo, s: ContainerStats) -> Samples:
     devs = s.blkio
     if not devs:
@@ -290,6 +299,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("container_fs_writes_total", C, "Cumulative count of writes completed", "diskIO",
            _blkio("serviced", "Write")),
     Family("container_blkio_device_usage_total", C, "Blkio Device bytes usage", "diskIO", _blkio_usage),
+    Family("container_fs_io_cost_usage_seconds_total", C, "Cumulative IOCost usage in seconds", "diskIO",
+           _io_cost("usage")),
+    Family("container_fs_io_cost_wait_seconds_total", C, "Cumulative IOCost wait in seconds", "diskIO",
+           _io_cost("wait")),
+    Family("container_fs_io_cost_indebt_seconds_total", C, "Cumulative IOCost debt in seconds", "diskIO",
+           _io_cost("indebt")),
+    Family("container_fs_io_cost_indelay_seconds_total", C, "Cumulative IOCost delay in seconds", "diskIO",
+           _io_cost("indelay")),
     # Pressure (cgroup v2)
     Family("container_pressure_cpu_waiting_seconds_total", C, "Total time duration tasks in the container have "
            "waited due to CPU congestion.", "pressure", _psi("cpu_some")),

@@ -301,8 +301,14 @@ def test_v2_root_and_raw(run) -> None:  # type: ignore[no-untyped-def]
                    "container_spec_cpu_period"):
         assert r.series(family, id_="/") == [], family
     assert r.value("container_cpu_usage_seconds_total", id_="/", cpu="total") == pytest.approx(151.439967)
-    # iocost io.stat at the root: cost.* ignored, rbytes/wbytes on nvme0n1
+    # iocost io.stat at the root: rbytes/wbytes on nvme0n1, cost.* (microseconds) as cAdvisor >= 0.55 in seconds
     assert r.value("container_fs_reads_bytes_total", id_="/", device="/dev/nvme0n1") == 4085926524416
+    assert r.value("container_fs_io_cost_usage_seconds_total", id_="/", device="/dev/nvme0n1") == 1532.009788
+    assert r.value("container_fs_io_cost_wait_seconds_total", id_="/", device="/dev/nvme0n1") == 1477.289869
+    assert r.value("container_fs_io_cost_indebt_seconds_total", id_="/", device="/dev/nvme0n1") == 0
+    assert r.value("container_fs_io_cost_indelay_seconds_total", id_="/", device="/dev/nvme0n1") == 0
+    # no iocost on a container's device: no cost series at all (not zeros)
+    assert {lab["id"] for lab, _ in r.series("container_fs_io_cost_usage_seconds_total")} == {"/"}
     # ssh.service: cpu controller not enabled (3-key cpu.stat), no memory controller files
     ssh = "/system.slice/ssh.service"
     assert r.value("container_cpu_usage_seconds_total", id_=ssh, cpu="total") == pytest.approx(151.439967)
