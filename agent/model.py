@@ -130,6 +130,23 @@ class InterfaceStats:
     tx_dropped: int
 
 
+@dataclass(frozen=True, slots=True)
+class DiskStats:
+    """One block device's line of /proc/diskstats (Documentation/admin-guide/iostats.rst)."""
+
+    reads: int
+    reads_merged: int
+    sectors_read: int
+    read_ms: int
+    writes: int
+    writes_merged: int
+    sectors_written: int
+    write_ms: int
+    in_progress: int
+    io_ms: int
+    weighted_io_ms: int
+
+
 @dataclass(slots=True)
 class FilesystemStats:
     device: str
@@ -137,6 +154,8 @@ class FilesystemStats:
     limit: int
     inodes_total: int
     inodes_free: int
+    # The backing device's /proc/diskstats counters (the root container's filesystems only, as cAdvisor)
+    disk: DiskStats | None = None
 
 
 @dataclass(slots=True)

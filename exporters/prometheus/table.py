@@ -112,17 +112,32 @@ def _fs(attr: str) -> Getter:
     return get
 
 
-def _blkio(table: str, op: str) -> Getter:
+def _blkio(table: str, op: str, disk: str = "") -> Getter:
+    """A blkio table's ``op`` per device; with ``disk``, also that /proc/diskstats counter for each filesystem
+    whose device the blkio rows do not name already (cAdvisor serves both for the root container)."""
+    per_fs = _disk(disk) if disk else None
+
     def get(info: ContainerInfo, s: ContainerStats) -> Samples:
         devs = s.blkio
-        if not devs:
-            return ()
         out = []
-        for d in devs:
+        for d in devs or ():
             v = getattr(d, table).get(op)
             if v is not None:
                 out.append((f',device="{_esc(d.device)}"', v))
+        if per_fs is not None and s.filesystems:
+            named = {label for label, _ in out}
+            out.extend(sample for sample in per_fs(info, s) if sample[0] not in named)
         return out
+    return get
+
+
+def _disk(attr: str, scale: float = 1.0) -> Getter:
+    """A /proc/diskstats counter per filesystem (the root container's); ``scale`` turns ms into seconds."""
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        fss = s.filesystems
+        if not fss:
+            return ()
+        return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr) * scale) for f in fss if f.disk is not None]
     return get
 
 
@@ -295,9 +310,26 @@ FAMILIES: tuple[Family, ...] = (
     Family("container_fs_writes_bytes_total", C, "Cumulative count of bytes written", "diskIO",
            _blkio("service_bytes", "Write")),
     Family("container_fs_reads_total", C, "Cumulative count of reads completed", "diskIO",
-           _blkio("serviced", "Read")),
+           _blkio("serviced", "Read", disk="reads")),
     Family("container_fs_writes_total", C, "Cumulative count of writes completed", "diskIO",
-           _blkio("serviced", "Write")),
+           _blkio("serviced", "Write", disk="writes")),
+    Family("container_fs_reads_merged_total", C, "Cumulative count of reads merged", "diskIO",
+           _disk("reads_merged")),
+    Family("container_fs_writes_merged_total", C, "Cumulative count of writes merged", "diskIO",
+           _disk("writes_merged")),
+    Family("container_fs_sector_reads_total", C, "Cumulative count of sector reads completed", "diskIO",
+           _disk("sectors_read")),
+    Family("container_fs_sector_writes_total", C, "Cumulative count of sector writes completed", "diskIO",
+           _disk("sectors_written")),
+    Family("container_fs_read_seconds_total", C, "Cumulative count of seconds spent reading", "diskIO",
+           _disk("read_ms", 1e-3)),
+    Family("container_fs_write_seconds_total", C, "Cumulative count of seconds spent writing", "diskIO",
+           _disk("write_ms", 1e-3)),
+    Family("container_fs_io_current", G, "Number of I/Os currently in progress", "diskIO", _disk("in_progress")),
+    Family("container_fs_io_time_seconds_total", C, "Cumulative count of seconds spent doing I/Os", "diskIO",
+           _disk("io_ms", 1e-3)),
+    Family("container_fs_io_time_weighted_seconds_total", C, "Cumulative weighted I/O time in seconds", "diskIO",
+           _disk("weighted_io_ms", 1e-3)),
     Family("container_blkio_device_usage_total", C, "Blkio Device bytes usage", "diskIO", _blkio_usage),
     Family("container_fs_io_cost_usage_seconds_total", C, "Cumulative IOCost usage in seconds", "diskIO",
            _io_cost("usage")),
