@@ -126,6 +126,7 @@ class Collector:
             self.errors["cri"] += 1
             log.warning("cri_metadata_failed", error=str(exc))
 
+        self.host.begin_cycle()
         cgroups = walk(self._roots)
         if not cgroups - {"/"} and not os.path.isdir(self._roots[0]):
             scrape_error = True
