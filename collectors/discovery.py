@@ -31,19 +31,61 @@ def walk(roots: list[str]) -> set[str]:
     """Every cgroup path (``/`` and below) present in any of the hierarchy mount dirs."""
     found = {"/"}
     for root in roots:
-        stack = [root]
-        cut = len(root)
-        while stack:
-            current = stack.pop()
-            try:
-                with os.scandir(current) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            found.add(entry.path[cut:])
-            except OSError:
-                continue  # removed while walking
+        _walk_one(root, found)
     return found
+
+
+def _links(path: str | os.DirEntry[str]) -> int:
+    """A directory's link count (its own lstat; a DirEntry caches it)."""
+    if isinstance(path, str):
+        return os.lstat(path).st_nlink
+    return path.stat(follow_symlinks=False).st_nlink
+
+
+def _walk_one(root: str, found: set[str]) -> None:
+    """Add the cgroups below ``root`` to ``found``, without listing leaf cgroups where it can tell them.
+
+    On cgroupfs, cgroup2fs, ext4 and tmpfs a directory's link count is 2 + its subdirectories, so a
+    cgroup with ``st_nlink == 2`` has no child cgroups: one lstat instead of listing its 20-40 files
+    (most cgroups are leaves: every container). Other filesystems do not keep that count (btrfs and
+    overlayfs report 1, some FUSE filesystems anything). So the count is only trusted while every
+    directory listed agrees with it (the root first); at the first one that does not, the leaves
+    skipped so far are listed after all and the rest of this root is walked in full.
+    """
+    cut = len(root)
+    try:
+        root_links = _links(root)
+    except OSError:
+        return  # no such hierarchy
+    trusted = True
+    skipped: list[str] = []
+    stack = [(root, root_links)]
+    while stack:
+        current, links = stack.pop()
+        subdirs = 0
+        try:
+            with os.scandir(current) as it:
+                for entry in it:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    subdirs += 1
+                    found.add(entry.path[cut:])
+                    entry_links = 0
+                    if trusted:
+                        try:
+                            entry_links = _links(entry)
+                        except OSError:
+                            continue  # removed while walking
+                        if entry_links == 2:
+                            skipped.append(entry.path)
+                            continue
+                    stack.append((entry.path, entry_links))
+        except OSError:
+            continue  # removed while walking
+        if trusted and links != 2 + subdirs:
+            trusted = False  # not a filesystem that counts subdirectories (or a cgroup came or went)
+            stack.extend((path, 0) for path in skipped)
+            skipped.clear()
 
 
 def pod_uid_of(cgroup: str) -> str:

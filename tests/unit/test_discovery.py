@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.model import Runtime
+from collectors import discovery
 from collectors.discovery import CgroupRef, classify, pod_uid_of, walk
 
 ID = "b43d92bf1e5c6f78bb9b7bc6f40721280299855ba692092716e3a1b6c0b86f3f"
@@ -101,3 +102,62 @@ def test_walk_every_hierarchy(tmp_path: Path) -> None:
     found = walk([str(tmp_path / "memory"), str(tmp_path / "cpu"), str(tmp_path / "pids"),
                   str(tmp_path / "missing")])
     assert found == {"/", "/docker", "/docker/a", "/system.slice", "/system.slice/ssh.service", "/docker/b"}
+
+
+NESTED = ("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-a.scope",
+          "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-b.scope",
+          "machine.slice/libpod-c.scope/container", "docker/d", "docker/e", "init.scope")
+
+
+def _nested_tree(root: Path) -> set[str]:
+    for d in NESTED:
+        (root / d).mkdir(parents=True)
+        for name in ("cgroup.procs", "memory.stat", "cpu.stat"):
+            (root / d / name).write_text("")
+    expected = {"/"}
+    for d in NESTED:
+        parts = d.split("/")
+        expected |= {"/" + "/".join(parts[: i + 1]) for i in range(len(parts))}
+    return expected
+
+
+def _count_scandir(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    listed: list[str] = []
+    real = discovery.os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(discovery.os, "scandir", scandir)
+    return listed
+
+
+def test_walk_skips_listing_leaves_and_finds_nested_cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _nested_tree(tmp_path)
+    listed = _count_scandir(monkeypatch)
+    assert walk([str(tmp_path)]) == expected
+    leaves = {str(tmp_path / d) for d in NESTED}
+    assert not leaves & set(listed)  # ext4/tmpfs count subdirectories: no leaf was listed
+    assert len(listed) == len(expected) - len(leaves)
+
+
+@pytest.mark.parametrize("links", [1, 2, 7], ids=["btrfs-like", "always-2", "arbitrary"])
+def test_walk_without_meaningful_link_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: int) -> None:
+    """btrfs and overlayfs report 1 for every directory, some FUSE filesystems anything: full walk."""
+    expected = _nested_tree(tmp_path)
+    monkeypatch.setattr(discovery, "_links", lambda path: links)
+    assert walk([str(tmp_path)]) == expected
+
+
+def test_walk_lists_skipped_leaves_after_a_disagreeing_count(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root reports 2 links (a leaf's count) although it has children: its listing disagrees, so the
+    count is not trusted for the rest of the walk and every leaf is listed."""
+    expected = _nested_tree(tmp_path)
+    real = discovery._links
+    monkeypatch.setattr(discovery, "_links",
+                        lambda path: 2 if str(getattr(path, "path", path)) == str(tmp_path) else real(path))
+    listed = _count_scandir(monkeypatch)
+    assert walk([str(tmp_path)]) == expected
+    assert str(tmp_path / "docker/d") in listed and str(tmp_path / "init.scope") in listed
