@@ -1,0 +1,168 @@
+"""The hot path's fast paths agree with the careful per-record code they skip, on any input.
+
+``JsonFileDecoder`` decodes a chunk of well-formed lines with one comprehension and checks afterwards;
+``NdjsonEncoder`` formats plain segments with the stream baked into the template. Each must give exactly
+what the per-record code gives (records, errors, held partials, checkpoint offsets; bytes): here the fast
+path is switched off in a twin and both are fed the same input, including the inputs the fast path
+must refuse (partials, bad lines, truncation, odd times and streams).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.model import ContainerInfo, LogRecord, LogSource, Segment
+from collectors.logs.decoders import JsonFileDecoder
+from exporters.logs import ndjson
+from exporters.logs.ndjson import NdjsonEncoder
+
+
+class CarefulJsonFileDecoder(JsonFileDecoder):
+    """The decoder with its fast path switched off: every chunk goes through the per-line loop."""
+
+    def _decode_fast(self, docs: list[Any], lines: list[bytes], base_offset: int) -> None:
+        return None
+
+
+TIMES = ["2026-11-28T04:14:51.685761325Z", "2026-11-28T04:14:51.6857613Z", "2026-11-28T04:14:51Z",
+         "2026-11-28T06:14:51.1+02:00", "", "zeit-ü", '"quoted"', "back\\slash", "tab\tbed"]
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@st.composite
+def docker_line(draw: st.DrawFn) -> bytes:
+    """One json-file line: mostly what Docker writes, sometimes a partial, sometimes something broken."""
+    kind = draw(st.sampled_from(["line"] * 8 + ["partial", "long", "odd", "broken"]))
+    stream = draw(st.sampled_from(["stdout", "stderr"]))
+    time = draw(st.sampled_from(TIMES))
+    if kind == "line":
+        return orjson.dumps({"log": draw(text) + "\n", "stream": stream, "time": time})
+    if kind == "partial":
+        return orjson.dumps({"log": draw(text), "stream": stream, "time": time})
+    if kind == "long":
+        return orjson.dumps({"log": draw(text) * 40 + "é" * draw(st.integers(0, 300)) + "\n", "stream": stream,
+                             "time": time})
+    if kind == "odd":
+        doc = draw(st.sampled_from([
+            {"log": "x\n", "stream": "stdin", "time": time},
+            {"log": "x\n", "stream": stream, "time": 5},
+            {"log": ["x\n"], "stream": stream, "time": time},
+            {"log": {"a": "\n"}, "stream": stream, "time": time},
+            {"stream": stream, "time": time},
+            {"log": "x\n", "time": time},
+            {"log": "", "stream": stream, "time": time},
+            {"log": "\n", "stream": stream, "time": time},
+            {"log": "x\n", "stream": stream, "time": time, "attrs": {"tag": "a"}},
+            {"log": "x\n", "stream": ["stdout"], "time": time},
+        ]))
+        return orjson.dumps(doc)
+    return draw(st.sampled_from([b"", b"[1,2]", b'"text"', b"7", b'{"log":"torn', b'{"log":"bad \xff\\n","stream":'
+                                 b'"stdout","time":"t"}', b"null", b"1,2"]))
+
+
+def decode_all(decoder: JsonFileDecoder, data: bytes, cuts: list[int]) -> list[object]:
+    """Feed ``data`` in line-aligned chunks; everything the decoder says and holds, after every chunk."""
+    lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+    bounds = sorted({c % (len(lines) + 1) for c in cuts} | {len(lines)})
+    seen: list[object] = []
+    offset = pos = 0
+    decoder.file = "f"
+    for bound in bounds:
+        chunk = b"".join(lines[pos:bound])
+        pos = bound
+        if not chunk:
+            continue
+        out = decoder.decode(chunk, offset)
+        offset += len(chunk)
+        held = sorted((s, p.time, p.offset, p.parts, p.size, p.truncated) for s, p in decoder.pending.items())
+        seen.append((out.records, out.errors, out.truncated, decoder.safe_offset(offset, "f"), held))
+    return seen
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(docker_line(), min_size=1, max_size=40), st.lists(st.integers(0, 60), max_size=5),
+       st.sampled_from([1 << 20, 1024, 200, 64]))
+def test_json_file_fast_path_decodes_exactly_as_the_loop(lines: list[bytes], cuts: list[int], cap: int) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    assert decode_all(JsonFileDecoder(cap), data, cuts) == decode_all(CarefulJsonFileDecoder(cap), data, cuts)
+
+
+def test_the_fast_path_takes_well_formed_chunks_and_refuses_the_rest() -> None:
+    good = b"".join(orjson.dumps({"log": f"line {i} ✓\n", "stream": "stdout", "time": TIMES[0]}) + b"\n"
+                    for i in range(50))
+    decoder = JsonFileDecoder()
+    lines = good.split(b"\n")[:-1]
+    docs = orjson.loads(b"[" + b",".join(lines) + b"]")
+    fast = decoder._decode_fast(docs, lines, 100)
+    assert fast is not None and fast == CarefulJsonFileDecoder().decode(good, 100).records
+    assert fast[1] == ("2026-11-28T04:14:51.685761325Z", "stdout", "line 1 ✓", 100 + len(lines[0]) + 1, False)
+    partial = orjson.dumps({"log": "no newline yet", "stream": "stdout", "time": TIMES[0]})
+    for bad in (partial, orjson.dumps({"log": "x\n", "stream": "stdin", "time": TIMES[0]}),
+                orjson.dumps({"log": "x\n", "stream": "stdout", "time": None})):
+        docs = orjson.loads(b"[" + b",".join([*lines, bad]) + b"]")
+        assert decoder._decode_fast(docs, [*lines, bad], 0) is None
+    long_line = orjson.dumps({"log": "é" * 300 + "\n", "stream": "stdout", "time": TIMES[0]})
+    assert JsonFileDecoder(1200)._decode_fast([orjson.loads(long_line)], [long_line], 0) is None  # 301 > 1200 // 4
+
+
+# --- NDJSON ------------------------------------------------------------------------------------------------
+
+
+def source(labels: dict[str, str] | None = None, pod: str = "") -> LogSource:
+    info = ContainerInfo(cgroup="", container_id="ab" * 32, name="web-1%s", image="nginx:1.27",
+                         labels=labels or {"team": "a%db", "ü": '"q"'}, pod=pod, namespace="ns" if pod else "")
+    return LogSource("/var/lib/docker/containers/x/x-json.log", "8:1:ab", info, "node-7")
+
+
+record = st.tuples(st.sampled_from(TIMES + ["2026-11-28T04:14:51.685761325Z"] * 6),
+                   st.sampled_from(["stdout", "stderr", "stdout", "stderr", "other", 'we"ird']),
+                   text, st.integers(0, 1 << 40), st.sampled_from([False] * 6 + [True]))
+
+
+def careful_ndjson(segments: list[Segment]) -> bytes:
+    """The per-record loop alone (the fast path switched off)."""
+    original = ndjson._encode_plain
+    ndjson._encode_plain = lambda records, by_stream: None  # type: ignore[assignment]
+    try:
+        return NdjsonEncoder().encode(segments)
+    finally:
+        ndjson._encode_plain = original
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(record, max_size=12), min_size=1, max_size=4), st.booleans())
+def test_ndjson_fast_path_writes_the_same_bytes(segments: list[list[LogRecord]], pod: bool) -> None:
+    srcs = [source(), source(labels={}, pod="p" if pod else "")]
+    segs = [Segment(srcs[i % 2], records) for i, records in enumerate(segments)]
+    out = NdjsonEncoder().encode(segs)
+    assert out == careful_ndjson(segs)
+    assert [orjson.loads(line)["message"] for line in out.splitlines()] == [r[2] for s in segments for r in s]
+
+
+def test_ndjson_fast_path_takes_plain_segments_and_refuses_the_rest() -> None:
+    src = source()
+    plain: list[LogRecord] = [(TIMES[0], "stdout", "a", 0, False), (TIMES[2], "stderr", 'b"\n', 10, False)]
+    by_stream = NdjsonEncoder()._template(src)[2]
+    assert ndjson._encode_plain(plain, by_stream) is not None
+    for odd in [(TIMES[0], "stdout", "a", 0, True), ('"quoted"', "stdout", "a", 0, False),
+                ("zeit-ü", "stdout", "a", 0, False), (TIMES[0], "other", "a", 0, False)]:
+        assert ndjson._encode_plain([*plain, odd], by_stream) is None  # type: ignore[list-item]
+
+
+def test_ndjson_encoding_errors_are_the_loops_errors() -> None:
+    bad: list[LogRecord] = [(TIMES[0], "stdout", "lone \ud800 surrogate", 0, False)]
+    with pytest.raises(orjson.JSONEncodeError):
+        NdjsonEncoder().encode([Segment(source(), bad)])
+
+
+def test_a_stream_that_is_not_a_string_is_a_counted_error_not_a_crash() -> None:
+    line = b'{"log":"x\\n","stream":["stdout"],"time":"2026-11-28T04:14:51Z"}\n'
+    ok = orjson.dumps({"log": "y\n", "stream": "stdout", "time": TIMES[0]}) + b"\n"
+    out = JsonFileDecoder().decode(line + ok, 0)
+    assert out.errors == [(0, "missing or invalid log, stream or time")]
+    assert [r[2] for r in out.records] == ["y"]
