@@ -1,7 +1,8 @@
 """The hot path's fast paths agree with the careful per-record code they skip, on any input.
 
 ``JsonFileDecoder`` decodes a chunk of well-formed lines with one comprehension and checks afterwards;
-``NdjsonEncoder`` formats plain segments with the stream baked into the template. Each must give exactly
+``NdjsonEncoder`` formats plain segments with the stream baked into the template; ``SyslogEncoder`` builds
+RFC 5424 messages from one bytes template per stream. Each must give exactly
 what the per-record code gives (records, errors, held partials, checkpoint offsets; bytes): here the fast
 path is switched off in a twin and both are fed the same input, including the inputs the fast path
 must refuse (partials, bad lines, truncation, odd times and streams).
@@ -20,6 +21,7 @@ from agent.model import ContainerInfo, LogRecord, LogSource, Segment
 from collectors.logs.decoders import JsonFileDecoder
 from exporters.logs import ndjson
 from exporters.logs.ndjson import NdjsonEncoder
+from exporters.syslog.format import SyslogEncoder, SyslogFormat
 
 
 class CarefulJsonFileDecoder(JsonFileDecoder):
@@ -166,3 +168,61 @@ def test_a_stream_that_is_not_a_string_is_a_counted_error_not_a_crash() -> None:
     out = JsonFileDecoder().decode(line + ok, 0)
     assert out.errors == [(0, "missing or invalid log, stream or time")]
     assert [r[2] for r in out.records] == ["y"]
+
+
+# --- syslog -------------------------------------------------------------------------------------------------
+
+
+class CarefulSyslogEncoder(SyslogEncoder):
+    """The encoder with its fast path switched off: every segment goes through the per-record loop."""
+
+    def _fast(self, seg: Segment, framed: bool) -> None:
+        return None
+
+
+UNIFORM = ["2026-11-28T04:14:51.685761325Z", "2026-11-28T23:59:59.000000000Z", "2026-11-28T04:14:51.999999999Z"]
+ODD_TIMES = ["2026-11-28T04:14:51.68ZZZZZZZZZ", "2026.11-28T04:14:51.685761325Z", "2026-11-28T04:14:51.6857613251Z",
+             "x" * 30]
+syslog_time = st.sampled_from(UNIFORM * 4 + TIMES + ODD_TIMES)
+syslog_record = st.tuples(syslog_time, st.sampled_from(["stdout", "stderr", "stdout", "stderr", "other"]),
+                          st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=120)
+                          | st.sampled_from(["a\nb\n", "%d %s", "\udcff escaped byte", "]\"\\"]),
+                          st.integers(0, 1 << 40), st.sampled_from([False] * 8 + [True]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(syslog_record, max_size=10), min_size=1, max_size=3),
+       st.sampled_from([("rfc5424", "octet"), ("rfc5424", "lf"), ("rfc5424", "none"), ("rfc3164", "lf")]),
+       st.sampled_from([65536, 600, 480]), st.booleans())
+def test_syslog_fast_path_writes_the_same_bytes(segments: list[list[LogRecord]], fmt: tuple[str, str], limit: int,
+                                                 pod: bool) -> None:
+    rfc, framing = fmt
+    syslog_fmt = SyslogFormat(rfc=rfc, framing=framing, max_message_bytes=limit, tag="{container_name}%s")
+    srcs = [source(), source(labels={}, pod="p%d" if pod else "")]
+    segs = [Segment(srcs[i % 2], records) for i, records in enumerate(segments)]
+    fast, careful = SyslogEncoder(syslog_fmt), CarefulSyslogEncoder(syslog_fmt)
+    assert outcome(fast.encode, segs) == outcome(careful.encode, segs)
+    assert fast.last_truncated == careful.last_truncated
+    assert outcome(fast.messages, segs) == outcome(careful.messages, segs)
+    assert fast.last_truncated == careful.last_truncated
+
+
+def outcome(encode: Any, segments: list[Segment]) -> object:
+    """What an encoder returns, or the error it raises (RFC 3164 cannot date a time it cannot parse)."""
+    try:
+        return encode(segments)
+    except ValueError as exc:
+        return type(exc), str(exc)
+
+
+def test_syslog_fast_path_takes_plain_segments_and_refuses_the_rest() -> None:
+    enc = SyslogEncoder(SyslogFormat())
+    plain: list[LogRecord] = [(UNIFORM[0], "stdout", "a", 0, False),
+                              ("2026-11-28T04:14:51.6Z", "stderr", "é", 1, False)]
+    assert enc._fast(Segment(source(), plain), framed=True) is not None
+    assert enc._fast(Segment(source(), plain[:1]), framed=True) == CarefulSyslogEncoder(SyslogFormat()).encode(
+        [Segment(source(), plain[:1])]).split(b"\x00")  # one frame: the whole payload
+    for odd in [(UNIFORM[0], "stdout", "a", 0, True), (UNIFORM[0], "stdout", "x" * 70000, 0, False),
+                (UNIFORM[0], "stdout", "lone \ud800", 0, False)]:
+        assert enc._fast(Segment(source(), [*plain, odd]), framed=True) is None  # type: ignore[list-item]
+    assert SyslogEncoder(SyslogFormat(rfc="rfc3164"))._fast(Segment(source(), plain), framed=True) is None
