@@ -68,6 +68,7 @@ class HostReader:
     process's socket count is therefore kept between cycles and recounted when its descriptor count
     changes, when the process is new, and otherwise every ``SOCKET_RECOUNT_CYCLES`` cycles (staggered by
     pid, so each cycle recounts about the same share). The descriptor count itself is exact every cycle.
+    The soft descriptor limit (``/proc/<pid>/limits``) is re-read on the same cadence.
 
     Since Linux 6.2, ``stat(/proc/<pid>/fd).st_size`` is the number of open descriptors, one syscall
     instead of reading the whole directory. Whether ``<host-root>/proc`` does this is checked once
@@ -81,6 +82,7 @@ class HostReader:
         self._fd_size_misses = 0
         self._cycle = 0
         self._sockets: dict[int, tuple[int, int]] = {}  # pid -> (descriptors, sockets) when last counted
+        self._nofile: dict[int, int | None] = {}  # pid -> soft RLIMIT_NOFILE, re-read on the same cadence
         self._seen: set[int] = set()
 
     def begin_cycle(self) -> None:
@@ -88,6 +90,8 @@ class HostReader:
         self._cycle += 1
         for pid in self._sockets.keys() - self._seen:
             del self._sockets[pid]
+        for pid in self._nofile.keys() - self._seen:
+            del self._nofile[pid]
         self._seen = set()
 
     def network(self, pid: int) -> list[InterfaceStats] | None:
@@ -152,8 +156,12 @@ class HostReader:
         proc.file_descriptors = fds
         proc.sockets = sockets
         if pids:
-            limits = read_file(f"{self.proc}/{pids[0]}/limits")
-            proc.ulimit_nofile = parse_nofile_soft(limits) if limits else None
+            first = pids[0]
+            if first in self._nofile and (self._cycle + first) % SOCKET_RECOUNT_CYCLES:
+                proc.ulimit_nofile = self._nofile[first]
+            else:
+                limits = read_file(f"{self.proc}/{first}/limits")
+                proc.ulimit_nofile = self._nofile[first] = parse_nofile_soft(limits) if limits else None
 
 
 class HostFilesystems:

@@ -120,14 +120,21 @@ class V1Reader:
                 spec.cpu_quota = q if q > 0 else 0
         if w.cpu and self.cpuacct:
             d = self.cpuacct + sub
-            usage = read_file(d + "/cpuacct.usage")
-            if usage is not None:
+            percpu = read_file(d + "/cpuacct.usage_percpu") if w.percpu else None
+            per_cpu = p.parse_percpu(percpu) if percpu else []
+            usage_ns: int | None
+            if per_cpu:
+                # The kernel's cpuacct.usage is this same sum (cpuusage_read adds cpuacct_cpuusage_read of
+                # every possible CPU, as usage_percpu prints them): one read fewer per container.
+                usage_ns = sum(per_cpu)
+            else:
+                usage = read_file(d + "/cpuacct.usage")
+                usage_ns = int(usage) if usage is not None else None
+            if usage_ns is not None:
                 alive = True
-                cpu = CpuStats(usage_ns=int(usage))
-                if w.percpu:
-                    percpu = read_file(d + "/cpuacct.usage_percpu")
-                    if percpu:
-                        cpu.per_cpu_ns = p.parse_percpu(percpu)
+                cpu = CpuStats(usage_ns=usage_ns)
+                if per_cpu:
+                    cpu.per_cpu_ns = per_cpu
                 acct = read_file(d + "/cpuacct.stat")
                 if acct:
                     ticks = p.parse_flat(acct)

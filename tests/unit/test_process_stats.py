@@ -135,3 +135,12 @@ def test_real_procfs_fd_size() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_nofile_limit_is_reread_within_the_cadence(tmp_path: Path) -> None:
+    make_pid(tmp_path, 10, files=1, sockets=0)
+    reader = HostReader(tmp_path)
+    assert cycle(reader, [10]).ulimit_nofile == 1024
+    (tmp_path / "proc/10/limits").write_bytes(LIMITS.replace(b"1024  ", b"65536 "))
+    seen = [cycle(reader, [10]).ulimit_nofile for _ in range(SOCKET_RECOUNT_CYCLES)]
+    assert seen[-1] == 65536 and set(seen) <= {1024, 65536}
