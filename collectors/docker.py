@@ -137,7 +137,7 @@ class DockerMetadata:
         """Read ``<docker-root>/containers/*/config.v2.json``; only changed files are parsed again."""
         if self.api_ok:
             return
-        base = self.docker_root / "containers"
+        base = f"{self.docker_root}/containers"
         try:
             ids = [e.name for e in os.scandir(base) if e.is_dir()]
         except OSError:
@@ -146,14 +146,16 @@ class DockerMetadata:
             return
         fresh: dict[str, ContainerInfo] = {}
         for cid in ids:
-            path = base / cid / "config.v2.json"
+            path = f"{base}/{cid}/config.v2.json"  # strings, not Paths: this runs for every container every cycle
             try:
-                mtime = path.stat().st_mtime
+                mtime = os.stat(path).st_mtime
                 if self._disk_mtimes.get(cid) == mtime and cid in self.containers:
                     fresh[cid] = self.containers[cid]
                     continue
-                data = orjson.loads(path.read_bytes())
-                host = orjson.loads((base / cid / "hostconfig.json").read_bytes())
+                with open(path, "rb") as fh:
+                    data = orjson.loads(fh.read())
+                with open(f"{base}/{cid}/hostconfig.json", "rb") as fh:
+                    host = orjson.loads(fh.read())
             except (OSError, orjson.JSONDecodeError):
                 continue  # being written or removed right now; next cycle
             self._disk_mtimes[cid] = mtime

@@ -20,6 +20,9 @@ from agent.model import ContainerInfo, Snapshot
 from exporters.prometheus.table import FAMILIES, Family, _esc
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
+# Lines per chunk at most (plus one container's): ~1 MB of text, so the transient strings of a render
+# (the lines, their join, its encoding) stay small instead of growing with the largest family.
+CHUNK_LINES = 2000
 
 
 def sanitize(name: str) -> str:
@@ -94,7 +97,11 @@ class Renderer:
                     suffix = f" {stats.timestamp:.3f}\n"
                 for extra, value in get(info, stats):
                     add(f"{name}{{{base}{extra}}} {value}{suffix}")
-            yield "".join(out)
+                if len(out) >= CHUNK_LINES:
+                    yield "".join(out)
+                    out.clear()
+            if out:
+                yield "".join(out)
 
         out = []
         add = out.append

@@ -126,3 +126,19 @@ async def test_metrics_before_the_first_snapshot() -> None:
         body = await resp.read()
         assert resp.status == 200 and b"lookout_test_total 1.0" in body
         assert int(resp.headers["Content-Length"]) == len(body)
+
+
+def test_render_chunks_are_bounded_and_join_to_the_same_text(make_tree, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from exporters.prometheus import render
+    from tests.unit.support import run_tree
+
+    run = run_tree(make_tree("v1_docker_cgroupfs"), tmp=tmp_path)
+    whole = run.agent.renderer.render(run.snapshot, openmetrics=True)
+    monkeypatch.setattr(render, "CHUNK_LINES", 3)
+    chunks = list(run.agent.renderer.chunks(run.snapshot, openmetrics=True))
+    assert "".join(chunks) == whole
+    assert len(chunks) > len(run.agent.renderer.families)
+    # A chunk holds fewer than CHUNK_LINES lines before its last container's, and a family header.
+    widest = max(len(list(fam.get(s.info, s.stats))) for fam in run.agent.renderer.families
+                 for s in run.snapshot.containers)
+    assert max(c.count("\n") for c in chunks[:-1]) <= 2 + widest + 2
