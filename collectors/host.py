@@ -9,6 +9,7 @@ from pathlib import Path
 from agent.model import FilesystemStats, InterfaceStats, MachineInfo, ProcessStats
 from collectors.cgroups.parsers import parse_net_dev, parse_nofile_soft
 from collectors.cgroups.reader import read_file
+from collectors.diskstats import parse_diskstats
 
 # Filesystems that hold no user data, never reported for the root cgroup.
 _PSEUDO_FS = frozenset({"tmpfs", "devtmpfs", "overlay", "squashfs", "nsfs", "proc", "sysfs", "cgroup",
@@ -183,14 +184,19 @@ class HostFilesystems:
         return list(seen.items())
 
     def stats(self) -> list[FilesystemStats]:
+        """statvfs of each filesystem, with its device's /proc/diskstats counters (matched by the mount point's
+        st_dev, so /dev/mapper names and renamed devices need no lookup)."""
         out = []
+        disks = parse_diskstats(read_file(str(self.host_root / "proc/diskstats")) or b"")
         for device, path in self.mounts():
             try:
                 st = os.statvfs(path)
+                dev = os.stat(path).st_dev
             except OSError:
                 continue
             out.append(FilesystemStats(device, (st.f_blocks - st.f_bfree) * st.f_frsize,
-                                       st.f_blocks * st.f_frsize, st.f_files, st.f_ffree))
+                                       st.f_blocks * st.f_frsize, st.f_files, st.f_ffree,
+                                       disks.get((os.major(dev), os.minor(dev)))))
         return out
 
     def device_of(self, path: Path) -> tuple[str, int]:

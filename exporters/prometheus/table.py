@@ -131,13 +131,15 @@ def _blkio(table: str, op: str, disk: str = "") -> Getter:
     return get
 
 
-def _disk(attr: str, scale: float = 1.0) -> Getter:
-    """A /proc/diskstats counter per filesystem (the root container's); ``scale`` turns ms into seconds."""
+def _disk(attr: str, ms: bool = False) -> Getter:
+    """A /proc/diskstats counter per filesystem (the root container's); ``ms``: milliseconds, served in seconds."""
     def get(info: ContainerInfo, s: ContainerStats) -> Samples:
         fss = s.filesystems
         if not fss:
             return ()
-        return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr) * scale) for f in fss if f.disk is not None]
+        if ms:
+            return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr) / 1000) for f in fss if f.disk is not None]
+        return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr)) for f in fss if f.disk is not None]
     return get
 
 
@@ -322,14 +324,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("container_fs_sector_writes_total", C, "Cumulative count of sector writes completed", "diskIO",
            _disk("sectors_written")),
     Family("container_fs_read_seconds_total", C, "Cumulative count of seconds spent reading", "diskIO",
-           _disk("read_ms", 1e-3)),
+           _disk("read_ms", ms=True)),
     Family("container_fs_write_seconds_total", C, "Cumulative count of seconds spent writing", "diskIO",
-           _disk("write_ms", 1e-3)),
+           _disk("write_ms", ms=True)),
     Family("container_fs_io_current", G, "Number of I/Os currently in progress", "diskIO", _disk("in_progress")),
     Family("container_fs_io_time_seconds_total", C, "Cumulative count of seconds spent doing I/Os", "diskIO",
-           _disk("io_ms", 1e-3)),
+           _disk("io_ms", ms=True)),
     Family("container_fs_io_time_weighted_seconds_total", C, "Cumulative weighted I/O time in seconds", "diskIO",
-           _disk("weighted_io_ms", 1e-3)),
+           _disk("weighted_io_ms", ms=True)),
     Family("container_blkio_device_usage_total", C, "Blkio Device bytes usage", "diskIO", _blkio_usage),
     Family("container_fs_io_cost_usage_seconds_total", C, "Cumulative IOCost usage in seconds", "diskIO",
            _io_cost("usage")),
