@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from agent import __version__
 from agent.config import ConfigError, add_arguments, load_config
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the culprit (exit 2), like every other configuration error."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        if "expected one argument" in message:
+            hint = " (a value starting with '-' needs the = form, e.g. --housekeeping-interval=-1s)"
+        self.exit(2, f"lookout: invalid configuration: {message}{hint}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lookout",
         description="Container metrics (cAdvisor-compatible /metrics) and container log shipping.",
     )

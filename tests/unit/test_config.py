@@ -146,3 +146,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage" in capsys.readouterr().err.lower()
+
+
+def test_usage_errors_are_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-config", "--state-dir", str(tmp_path / "s"), "--housekeeping-interval", "-1s"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lookout: invalid configuration:")
+    assert "--housekeeping-interval" in err[0]
