@@ -105,7 +105,13 @@ class Exposition:
             self._asked.clear()
         bodies = {}
         for openmetrics in sorted(formats):
-            bodies[openmetrics] = compress_chunks(render(snapshot, openmetrics))
+            body = compress_chunks(render(snapshot, openmetrics))
+            bodies[openmetrics] = body
+            with self._lock:
+                # Let the previous body of this format go now rather than after every format is done: a
+                # scrape in between gets this snapshot's body, as consistent as the previous one.
+                if openmetrics in self._gzip:
+                    self._gzip[openmetrics] = body
         with self._lock:
             self.snapshot = snapshot
             self._gzip = bodies
