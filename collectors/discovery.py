@@ -8,6 +8,7 @@ raw cgroup, and ``/`` is always reported.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ def pod_uid_of(cgroup: str) -> str:
     return match.group(1).replace("_", "-") if match else ""
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of the path, asked for every cgroup every cycle
 def classify(cgroup: str) -> CgroupRef | None:
     """Which runtime owns ``cgroup``; None for cgroups that are never reported."""
     if cgroup == "/":
