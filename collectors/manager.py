@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -51,9 +50,9 @@ class FsUsage:
     def __init__(self, host_fs: HostFilesystems, docker_root: Path) -> None:
         self.host_fs = host_fs
         self.docker_root = docker_root
-        self._usage: dict[str, tuple[int, int]] = {}
-        self._device: tuple[str, int] = ("", 0)
-        self._lock = threading.Lock()
+        # One tuple, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and
+        # needs no lock (``get`` runs for every container every cycle).
+        self._state: tuple[dict[str, tuple[int, int]], tuple[str, int]] = ({}, ("", 0))
 
     def measure(self, containers: list[ContainerInfo]) -> None:
         device = self.host_fs.device_of(self.docker_root)
@@ -61,13 +60,11 @@ class FsUsage:
         for info in containers:
             paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
             fresh[info.container_id] = disk_usage(paths)
-        with self._lock:
-            self._usage, self._device = fresh, device
+        self._state = (fresh, device)
 
     def get(self, container_id: str) -> FilesystemStats | None:
-        with self._lock:
-            usage = self._usage.get(container_id)
-            device, capacity = self._device
+        usages, (device, capacity) = self._state
+        usage = usages.get(container_id)
         if usage is None:
             return None
         # cAdvisor's Docker quirk kept for compatibility: inodes_total is the layer's inodes *used*.
