@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 
 from agent.model import LogSource, Segment
@@ -34,7 +35,7 @@ _NOT_TAG = re.compile(r"[^A-Za-z0-9_.\-/]")
 _SD_ESCAPE = str.maketrans({'"': '\\"', "\\": "\\\\", "]": "\\]"})
 _TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?::([^}]*))?\}")
 _TIME, _STREAM, _MESSAGE, _CUT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of a record
-_FIRST_26 = itemgetter(slice(26))
+_FIRST_26, _AT_19, _LAST = itemgetter(slice(26)), itemgetter(slice(19, 20)), itemgetter(slice(-1, None))
 
 
 def printusascii(text: str, limit: int) -> str:
@@ -182,10 +183,11 @@ class SyslogEncoder:
         stream, when no record is truncated upstream or too long here; None otherwise, and for RFC 3164, and
         ``_careful`` makes the same bytes record by record.
 
-        Timestamps: when every time is Docker's and the CRI's usual ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` (30
-        characters; checked once on the joined times: one ``.`` at 19 and one ``Z`` at 29 in each),
-        ``timestamp_5424(t)`` is ``t[:26] + "Z"`` and the ``Z`` is baked into the template; otherwise each time
-        goes through ``timestamp_5424``. Anything unexpected (a time or message of the wrong type, a lone
+        Timestamps: when every time has exactly one ``.``, at 19, and one ``Z``, at its end (checked once on the
+        joined times; Docker's and the CRI's ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ``, Go's with trailing zeros
+        dropped too), ``timestamp_5424(t)`` is ``t.replace("Z", "000000")[:26] + "Z"`` (just ``t[:26] + "Z"``
+        with all nine digits) and the ``Z`` is baked into the template; otherwise each time goes through
+        ``timestamp_5424``. Anything unexpected (a time or message of the wrong type, a lone
         surrogate) also returns None, so ``_careful`` handles it, or raises, as it always did."""
         fmt = self.fmt
         records = seg.records
@@ -197,11 +199,16 @@ class SyslogEncoder:
             times = list(map(_TIME, records))
             joined = "".join(times)
             n = len(times)
-            uniform = (len(joined) == 30 * n and joined.count(".") == n and joined.count("Z") == n
-                       and joined[19::30] == "." * n and joined[29::30] == "Z" * n)
+            # Every time has one "." and one "Z" (counted on the joined times) and they are at 19 and 29, so every
+            # time is 30 characters (the usual CRI and Docker form); or, checked per time, at 19 and at its end.
+            one_each = joined.count(".") == n and joined.count("Z") == n
+            nine_digits = (one_each and len(joined) == 30 * n and joined[19::30] == "." * n
+                           and joined[29::30] == "Z" * n)
+            plain = nine_digits or (one_each and "".join(map(_AT_19, times)) == "." * n
+                                    and "".join(map(_LAST, times)) == "Z" * n)
             octet = framed and fmt.framing == "octet"
             end = b"\n" if framed and fmt.framing == "lf" else b""
-            zulu = b"Z" if uniform else b""
+            zulu = b"Z" if plain else b""
             templates: dict[str, bytes] = {}
             fixed: dict[str, int] = {}  # bytes of prefix, suffix and a baked-in Z
             for stream in set(map(_STREAM, records)):
@@ -209,7 +216,12 @@ class SyslogEncoder:
                 template = prefix.replace(b"%", b"%%") + b"%s" + zulu + suffix.replace(b"%", b"%%") + b"%s" + end
                 templates[stream] = b"%d " + template if octet else template
                 fixed[stream] = len(prefix) + len(zulu) + len(suffix)
-            stamps = map(_FIRST_26, times) if uniform else map(timestamp_5424, times)
+            if not plain:
+                stamps: Iterable[str] = map(timestamp_5424, times)
+            elif nine_digits:
+                stamps = map(_FIRST_26, times)
+            else:  # Go's RFC3339Nano drops trailing zeros: pad, then cut to microseconds
+                stamps = map(_FIRST_26, map(str.replace, times, repeat("Z"), repeat("000000")))
             messages: Iterable[str] = map(_MESSAGE, records)
             if fmt.framing == "lf":
                 messages = [m.replace("\n", " ") for m in messages]

@@ -182,7 +182,8 @@ class CarefulSyslogEncoder(SyslogEncoder):
 
 UNIFORM = ["2026-11-28T04:14:51.685761325Z", "2026-11-28T23:59:59.000000000Z", "2026-11-28T04:14:51.999999999Z"]
 ODD_TIMES = ["2026-11-28T04:14:51.68ZZZZZZZZZ", "2026.11-28T04:14:51.685761325Z", "2026-11-28T04:14:51.6857613251Z",
-             "x" * 30]
+             "x" * 30, "2026-11-28T04:14:51.12345Z", "2026-11-28T04:14:51.1234567890123Z",  # 26 + 34 = 2 * 30
+             "2026-11-28T04:14:51.5Z", "2026-11-28T04:14:51.123456Z", "2026-11-28T04:14:51.1234567Z", "Z.", ".Z"]
 syslog_time = st.sampled_from(UNIFORM * 4 + TIMES + ODD_TIMES)
 syslog_record = st.tuples(syslog_time, st.sampled_from(["stdout", "stderr", "stdout", "stderr", "other"]),
                           st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=120)
@@ -226,3 +227,17 @@ def test_syslog_fast_path_takes_plain_segments_and_refuses_the_rest() -> None:
                 (UNIFORM[0], "stdout", "lone \ud800", 0, False)]:
         assert enc._fast(Segment(source(), [*plain, odd]), framed=True) is None  # type: ignore[list-item]
     assert SyslogEncoder(SyslogFormat(rfc="rfc3164"))._fast(Segment(source(), plain), framed=True) is None
+
+
+@pytest.mark.parametrize("times", [
+    ["2026-11-28T04:14:51.12345Z", "2026-11-28T04:14:51.1234567890123Z"],  # 60 characters, yet not 2 x 30
+    ["2026-11-28T04:14:51.685761325Z", "2026-11-28T04:14:51.6857613Z", "2026-11-28T04:14:51.5Z"],  # Go's trimming
+    ["2026-11-28T04:14:51.685761325Z", "2026-11-28T04:14:51Z"],  # a whole second has no fraction at all
+    UNIFORM,
+])
+def test_syslog_timestamps_of_every_shape_in_one_segment(times: list[str]) -> None:
+    records: list[LogRecord] = [(t, "stdout", f"m{i}", i, False) for i, t in enumerate(times)]
+    for framing in ("octet", "lf"):
+        fmt = SyslogFormat(framing=framing)
+        assert SyslogEncoder(fmt).encode([Segment(source(), records)]) == \
+            CarefulSyslogEncoder(fmt).encode([Segment(source(), records)])
