@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
@@ -17,7 +18,6 @@ import structlog
 from agent import __version__
 from agent.config import Config, parse_duration, parse_size, redact_uri
 from agent.model import ContainerInfo, Runtime, Snapshot
-from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner, Sink
 from agent.routes import FILTER_KEYS, Route, parse_route
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
@@ -26,15 +26,16 @@ from collectors.cri import CriMetadata
 from collectors.discovery import CgroupRef
 from collectors.docker import DockerMetadata, info_from_inspect
 from collectors.host import HostFilesystems
-from collectors.logs.checkpoints import CheckpointStore
-from collectors.logs.sources import SourceSpec, scan
 from collectors.manager import CollectOptions, Collector, FsUsage
-from exporters.http.elasticsearch import ElasticsearchSink
-from exporters.http.sink import HttpSink
-from exporters.logs.file import FileSink, StdoutSink
 from exporters.prometheus.http import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
-from exporters.syslog.sink import SyslogSink
+
+if TYPE_CHECKING:
+    from agent.pipeline import LogOptions, LogPipeline, Sink
+    from collectors.logs.sources import SourceSpec
+
+# The log pipeline and its sinks (watchdog, the syslog and HTTP encoders) are imported only where routes are
+# built: an agent without --route never loads them (~2 MB of RSS).
 
 log = structlog.get_logger("lookout.wiring")
 
@@ -214,6 +215,11 @@ def route_kind(route: Route) -> RouteKind:
 
 def make_sink(route: Route, state_dir: Path) -> Sink:
     """The sink for a route; raises ValueError naming what is wrong with the route's options."""
+    from exporters.http.elasticsearch import ElasticsearchSink
+    from exporters.http.sink import HttpSink
+    from exporters.logs.file import FileSink, StdoutSink
+    from exporters.syslog.sink import SyslogSink
+
     scheme = route.scheme
     kind = route_kind(route)
     if kind.params is not None:
@@ -261,6 +267,8 @@ def route_options(route: Route, base: LogOptions) -> LogOptions:
 
 def check_route(uri: str, state_dir: Path) -> str | None:
     """The problem with a route's options, found by building (not connecting) its sink; None when fine."""
+    from agent.pipeline import LogOptions
+
     try:
         route = parse_route(uri)
         make_sink(route, state_dir)
@@ -273,6 +281,10 @@ def check_route(uri: str, state_dir: Path) -> str | None:
 def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:
     if not config.routes:
         return None
+    from agent.pipeline import LogMetrics, LogOptions, LogPipeline, RouteRunner
+    from collectors.logs.checkpoints import CheckpointStore
+    from collectors.logs.sources import scan
+
     store = CheckpointStore(config.state_dir)
     metrics = LogMetrics(telemetry.registry)
     options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
