@@ -55,6 +55,32 @@ async def fs_usage_loop(agent: Agent) -> None:
         await asyncio.sleep(agent.config.fs_usage_interval)
 
 
+class Supervisor:
+    """Watches the agent's long-running tasks. A task that ends with an exception is a bug: it is logged with
+    its traceback and the agent stops in order (queued log batches drained, acknowledged offsets written) and
+    exits 1, so systemd or the kubelet restarts it and the routes resume from their checkpoints. Kept running
+    half-dead, a route whose reader died would silently ship nothing while /healthz said ok."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.failed: list[str] = []
+
+    def watch(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # a task with nothing to do (no filesystem usage to measure) returns
+        self.failed.append(task.get_name())
+        log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}",
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        self.stop.set()
+
+
 async def serve(config: Config) -> None:
     agent = build(config)
     wake = asyncio.Event()
@@ -83,6 +109,8 @@ async def serve(config: Config) -> None:
     if agent.logs is not None:
         tasks += agent.logs.tasks()
         log.info("log_routes", routes=[r.label for r in agent.logs.runners])
+    supervisor = Supervisor(stop)
+    supervisor.watch(tasks)
     await stop.wait()
     log.info("stopping")
     if agent.logs is not None:
@@ -93,6 +121,9 @@ async def serve(config: Config) -> None:
     if agent.logs is not None:
         await agent.logs.close()  # acknowledged offsets are written; unacknowledged batches are re-read
     await runner.cleanup()
+    if supervisor.failed:
+        log.error("stopped_after_failure", tasks=supervisor.failed)
+        raise SystemExit(1)
     log.info("stopped")
 
 

@@ -5,6 +5,7 @@ that any message text round-trips through a strict RFC 5424 parser written here,
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -318,3 +319,28 @@ def test_truncation_stays_within_the_limit_on_a_character_boundary(text: str, li
     else:
         body = decoded.split("[4242]: ", 1)[1]
         assert body == text or (body.endswith("...") and text.startswith(body[:-3]) and enc.last_truncated == 1)
+
+
+# --- damaged times ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_time", ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-28 04:05:06Z",
+                                      "2026-11-28T04:05:06+02:00", "2026-11-28T04:05:06.Z", "٢٠٢٦-11-28T04:05:06Z"])
+@pytest.mark.parametrize("rfc", ["rfc5424", "rfc3164"])
+def test_a_record_with_a_damaged_time_is_still_sent_with_a_valid_timestamp(bad_time: str, rfc: str) -> None:
+    """A json-file line whose ``time`` is not RFC 3339 UTC (a damaged file) must neither stop the route's
+    encoder nor make an unparsable message: RFC 5424 sends the NILVALUE, RFC 3164 the relay's own time."""
+    good: LogRecord = ("2026-11-28T04:05:06.5Z", "stdout", "before", 0, False)
+    bad: LogRecord = (bad_time, "stdout", "damaged", 40, False)
+    after: LogRecord = ("2026-11-28T04:05:07Z", "stderr", "after", 80, False)
+    lines = encode([good, bad, after], rfc=rfc, framing="lf").splitlines()
+    assert [line.rsplit(b" ", 1)[1] for line in lines] == [b"before", b"damaged", b"after"]
+    if rfc == "rfc5424":
+        assert lines[1].split(b" ")[:3] == [b"<14>1", b"-", b"node-7"]
+        assert lines[0].split(b" ")[1] == b"2026-11-28T04:05:06.500000Z"
+    else:
+        now = time.gmtime()
+        stamp = lines[1].split(b">", 1)[1][:15].decode()
+        assert re.fullmatch(r"[A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d", stamp)
+        assert stamp[:6] == time.strftime("%b ", now) + f"{now.tm_mday:2d}"
+        assert lines[2].split(b">", 1)[1][:15] == b"Nov 28 04:05:07"
