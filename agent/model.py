@@ -7,6 +7,7 @@ exporters render as *no series*, never as a fake zero.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -232,6 +233,11 @@ class Snapshot:
 # newline, ``offset`` is the byte offset of the record's first line in its file. A plain tuple, not
 # an object: millions are built per minute on the hot path, and a tuple costs a tenth of a class.
 LogRecord = tuple[str, str, str, int, bool]
+
+# What a record's ``time`` should match: a damaged file can hold anything there, and sinks that need a
+# real timestamp check it before use (match, then the time is safe to slice by position).
+RFC3339_UTC = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)"
+                         r"(?:\.\d+)?Z\Z", re.ASCII)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiohttp
 import orjson
 
-from agent.model import LogSource, Segment
+from agent.model import RFC3339_UTC, LogSource, Segment
 from exporters.http.common import (
     PostingSink,
     RetryableError,
@@ -147,11 +147,12 @@ class ElasticsearchSink(PostingSink):
             tmpl, _ = self._fragment(seg.source)
             key = seg.source.file_key
             for time, stream, message, offset, _cut in seg.records:
+                if not RFC3339_UTC.match(time):  # a damaged file: ES would refuse the document; index it now
+                    time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 index = self._index_for(time)
                 doc_id = document_id(key, offset)
                 action = dumps({op: {"_index": index, "_id": doc_id}}) + b"\n"
-                stamp = time if '"' not in time and "\\" not in time else "1970-01-01T00:00:00Z"
-                items.append(EsItem(index, doc_id, action, tmpl % (stamp.encode(), dumps(message),
+                items.append(EsItem(index, doc_id, action, tmpl % (time.encode(), dumps(message),
                                                                   stream.encode(), offset)))
         return EsBatch(items)
 

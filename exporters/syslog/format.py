@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from operator import itemgetter
 
-from agent.model import LogSource, Segment
+from agent.model import RFC3339_UTC, LogSource, Segment
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
@@ -36,8 +36,6 @@ _NOT_TAG = re.compile(r"[^A-Za-z0-9_.\-/]")
 _SD_ESCAPE = str.maketrans({'"': '\\"', "\\": "\\\\", "]": "\\]"})
 _TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?::([^}]*))?\}")
 _TIME, _STREAM, _MESSAGE, _CUT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of a record
-_RFC3339_UTC = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)"
-                          r"(?:\.\d+)?Z\Z", re.ASCII)
 _FIRST_26, _AT_19, _LAST = itemgetter(slice(26)), itemgetter(slice(19, 20)), itemgetter(slice(-1, None))
 
 
@@ -54,7 +52,7 @@ def sd_escape(value: str) -> str:
 def timestamp_5424(time: str) -> str:
     """RFC 3339 UTC with exactly six fraction digits (RFC 5424 allows at most six); the NILVALUE ``-`` for a
     time that is not RFC 3339 UTC (a damaged log file), so the message still parses and nothing is lost."""
-    if not _RFC3339_UTC.match(time):
+    if not RFC3339_UTC.match(time):
         return "-"
     base, _dot, frac = time.rstrip("Z").partition(".")
     return f"{base}.{(frac + '000000')[:6]}Z"
@@ -63,7 +61,7 @@ def timestamp_5424(time: str) -> str:
 def timestamp_3164(time: str) -> str:
     """``Mmm dd hh:mm:ss`` (space-padded day), from the record's UTC time; for a time that is not RFC 3339 UTC,
     the current time, as RFC 3164 §4.3.2 has a relay stamp a message that lacks a valid TIMESTAMP."""
-    if not _RFC3339_UTC.match(time):
+    if not RFC3339_UTC.match(time):
         time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{_MONTHS[int(time[5:7]) - 1]} {int(time[8:10]):2d} {time[11:19]}"
 

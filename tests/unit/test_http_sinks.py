@@ -168,6 +168,30 @@ async def test_es_bulk_indexes_every_record_once_with_gzip_and_basic_auth(tmp_pa
     assert set(es.writes.values()) == {1}
 
 
+async def test_es_a_damaged_record_time_is_indexed_at_the_current_time(tmp_path: Path, es: EsStandin) -> None:
+    """Elasticsearch refuses a document whose mapped date field does not parse; a json-file line with a damaged
+    ``time`` is indexed with the agent's current time instead of being dead-lettered."""
+    sink = es_sink(es, tmp_path)
+    recs: list[LogRecord] = [("2026-11-28T04:00:00.1Z", "stdout", "good", 0, False),
+                             ("", "stdout", "no time", 100, False),
+                             ("2026-11-28T04:00:0\"x", "stderr", "quoted", 200, False)]
+    before = datetime.now(UTC)
+    try:
+        assert await deliver(sink, sink.encode([Segment(source(), recs)]), len(recs)) == []
+    finally:
+        await sink.close()
+    (req,) = es.bulk_requests()
+    assert [s for *_, s in req.items] == [201] * 3
+    today = before.strftime("logs-lookout-%Y.%m.%d")
+    names = {"logs-lookout-2026.11.28", today}  # the damaged records go to today's index
+    docs = {d["message"]: d for name in names for d in es.docs(name)}
+    assert docs["good"]["@timestamp"] == "2026-11-28T04:00:00.1Z"
+    for message in ("no time", "quoted"):
+        stamp = datetime.strptime(docs[message]["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert before - timedelta(seconds=1) <= stamp <= datetime.now(UTC)
+    assert dead_letters(tmp_path) == []
+
+
 async def test_es_whole_request_429_and_dropped_connection_never_duplicate(tmp_path: Path, es: EsStandin) -> None:
     sink = es_sink(es, tmp_path)
     recs = records(50)
