@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import ContainerInfo, LogRecord, LogSource, Segment
-from collectors.logs.decoders import JsonFileDecoder
+from collectors.logs.decoders import _LINES, JsonFileDecoder
 from exporters.logs import ndjson
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
@@ -94,22 +95,36 @@ def test_json_file_fast_path_decodes_exactly_as_the_loop(lines: list[bytes], cut
     assert decode_all(JsonFileDecoder(cap), data, cuts) == decode_all(CarefulJsonFileDecoder(cap), data, cuts)
 
 
+def fast_path(decoder: JsonFileDecoder, lines: list[bytes], base_offset: int) -> list[LogRecord] | None:
+    """What ``decode`` gets from its fast path for these lines: None where it falls back to the loop."""
+    try:
+        docs = _LINES.decode(b"[" + b",".join(lines) + b"]")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return decoder._decode_fast(docs, lines, base_offset)
+
+
 def test_the_fast_path_takes_well_formed_chunks_and_refuses_the_rest() -> None:
     good = b"".join(orjson.dumps({"log": f"line {i} ✓\n", "stream": "stdout", "time": TIMES[0]}) + b"\n"
                     for i in range(50))
     decoder = JsonFileDecoder()
     lines = good.split(b"\n")[:-1]
-    docs = orjson.loads(b"[" + b",".join(lines) + b"]")
-    fast = decoder._decode_fast(docs, lines, 100)
+    fast = fast_path(decoder, lines, 100)
     assert fast is not None and fast == CarefulJsonFileDecoder().decode(good, 100).records
     assert fast[1] == ("2026-11-28T04:14:51.685761325Z", "stdout", "line 1 ✓", 100 + len(lines[0]) + 1, False)
+    with_attrs = orjson.dumps({"log": "x\n", "stream": "stdout", "attrs": {"tag": "web"}, "time": TIMES[0]})
+    assert fast_path(decoder, [*lines, with_attrs], 0) is not None  # docker --log-opt labels=...: attrs ignored
     partial = orjson.dumps({"log": "no newline yet", "stream": "stdout", "time": TIMES[0]})
+    line = orjson.dumps({"log": "x\n", "stream": "stdout", "time": TIMES[0]})
     for bad in (partial, orjson.dumps({"log": "x\n", "stream": "stdin", "time": TIMES[0]}),
-                orjson.dumps({"log": "x\n", "stream": "stdout", "time": None})):
-        docs = orjson.loads(b"[" + b",".join([*lines, bad]) + b"]")
-        assert decoder._decode_fast(docs, [*lines, bad], 0) is None
+                orjson.dumps({"log": "x\n", "stream": "stdout", "time": None}),
+                orjson.dumps({"stream": "stdout", "time": TIMES[0]}),  # Docker omits an empty log
+                b'{"log":"bad \xff\\n","stream":"stdout","time":"t"}',  # invalid UTF-8
+                line + b"," + line,  # one line holding two records
+                b"[1, 2]", b"", b"{"):
+        assert fast_path(decoder, [*lines, bad], 0) is None, bad
     long_line = orjson.dumps({"log": "é" * 300 + "\n", "stream": "stdout", "time": TIMES[0]})
-    assert JsonFileDecoder(1200)._decode_fast([orjson.loads(long_line)], [long_line], 0) is None  # 301 > 1200 // 4
+    assert fast_path(JsonFileDecoder(1200), [long_line], 0) is None  # 301 > 1200 // 4
 
 
 # --- NDJSON ------------------------------------------------------------------------------------------------
