@@ -128,6 +128,8 @@ class Collector:
         if not cgroups - {"/"} and not os.path.isdir(self._roots[0]):
             scrape_error = True
             self.errors["cgroups"] += 1
+        self.reader.specs.begin_cycle(cgroups)
+        docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
         for cgroup in sorted(cgroups):
@@ -135,7 +137,8 @@ class Collector:
             if ref is None:
                 continue
             try:
-                result = self.reader.read(cgroup)
+                # A Docker container's limits are re-read when its template changes (an event, config.v2.json).
+                result = self.reader.read(cgroup, docker_get(ref.container_id) if ref.container_id else None)
             except (OSError, ValueError) as exc:
                 self.errors["cgroup_stats"] += 1
                 log.debug("cgroup_read_failed", cgroup=cgroup, error=str(exc))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.model import BlkioDevice, ContainerStats, CpuStats, MemoryStats, PressureStats, ProcessStats
+from agent.model import BlkioDevice, ContainerStats, CpuStats, MemoryStats, PressureStats, ProcessStats, Spec
 from collectors.cgroups import parsers as p
 from collectors.cgroups.mounts import CgroupLayout
 
@@ -73,6 +75,64 @@ class DeviceNames:
 
 IO_COST_KEYS = ("usage", "wait", "indebt", "indelay")
 
+# A cgroup's limit files are re-read every SPEC_REFRESH_CYCLES cycles (staggered by cgroup), and at least every
+# SPEC_MAX_AGE seconds. At the default 10 s housekeeping both mean every 30 s; at 1 s every 3 s (cAdvisor
+# re-reads a container's spec at most every 5 s, when its info is asked for); from 15 s housekeeping on the age
+# comes first. A Docker container's limits are re-read at once when its metadata changes (below).
+SPEC_REFRESH_CYCLES = 3
+SPEC_MAX_AGE = 30.0
+
+
+class SpecCache:
+    """Each cgroup's limits (``Spec`` and ``pids.max``) between cycles.
+
+    The limit files (6-7 of the ~20 files read per container) change only when someone changes a limit, so they
+    are re-read only when a cgroup is new, when its entry is due (every ``SPEC_REFRESH_CYCLES`` cycles,
+    staggered by a hash of the cgroup path so that each cycle re-reads about the same share, like the socket
+    counts in ``collectors.host``; or when it is ``SPEC_MAX_AGE`` seconds old), and when the metadata object it
+    was read under (``source``: the container's Docker template) is no longer the same object. Docker's event
+    stream replaces that template on every event of the container (``update``, ``start``, ``restart``...),
+    and the disk fallback when ``config.v2.json`` is rewritten, which ``docker update`` does. So a
+    ``docker update`` shows at the next cycle, as before; a limit changed behind the runtime's back (or a
+    CRI container's or a systemd unit's) shows within ``SPEC_REFRESH_CYCLES`` cycles or ``SPEC_MAX_AGE``
+    seconds plus one cycle, whichever comes first.
+
+    Cached ``Spec`` objects are shared by the snapshots that use them: nothing may modify them.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        # cgroup -> (spec, threads_max, source, read at (clock), stagger phase)
+        self._entries: dict[str, tuple[Spec, int, object, float, int]] = {}
+        self._clock = clock
+        self._cycle = 0
+        self._now = clock()
+
+    def begin_cycle(self, live: Set[str]) -> None:
+        """Called once per housekeeping cycle with the cgroups found: forget the others."""
+        self._cycle += 1
+        self._now = self._clock()
+        for gone in self._entries.keys() - live:
+            del self._entries[gone]
+
+    def get(self, cgroup: str, source: object) -> tuple[Spec, int] | None:
+        """The cached limits, or None when they are to be read (new, due, or the metadata changed)."""
+        entry = self._entries.get(cgroup)
+        if (entry is None or entry[2] is not source or (self._cycle + entry[4]) % SPEC_REFRESH_CYCLES == 0
+                or self._now - entry[3] >= SPEC_MAX_AGE):
+            return None
+        return entry[0], entry[1]
+
+    def put(self, cgroup: str, source: object, spec: Spec, threads_max: int) -> None:
+        old = self._entries.get(cgroup)
+        phase = old[4] if old is not None else zlib.crc32(cgroup.encode())
+        self._entries[cgroup] = (spec, threads_max, source, self._now, phase)
+
+    def drop(self, cgroup: str) -> None:
+        self._entries.pop(cgroup, None)
+
+    def __contains__(self, cgroup: object) -> bool:
+        return cgroup in self._entries
+
 
 def _blkio(service_bytes: dict[tuple[int, int], dict[str, int]],
            serviced: dict[tuple[int, int], dict[str, int]], devices: DeviceNames) -> list[BlkioDevice]:
@@ -99,14 +159,13 @@ class V1Reader:
         self.devices = devices
         self.wanted = wanted
         self.ns_per_tick = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+        self.specs = SpecCache()
 
-    def read(self, cgroup: str) -> tuple[ContainerStats, list[int]] | None:
+    def read_spec(self, cgroup: str) -> tuple[Spec, int, bool]:
+        """The limit files: (spec, threads_max from pids.max, whether any of them was there)."""
         sub = "" if cgroup == "/" else cgroup
-        w = self.wanted
-        stats = ContainerStats(timestamp=time.time())
+        spec = Spec()
         alive = False
-        spec = stats.spec
-
         if self.cpu:
             d = self.cpu + sub
             shares = read_file(d + "/cpu.shares")
@@ -118,6 +177,35 @@ class V1Reader:
                 spec.cpu_period = int(period) if period else 0
                 q = int(quota) if quota else -1
                 spec.cpu_quota = q if q > 0 else 0
+        if self.memory:
+            d = self.memory + sub
+            limit = read_file(d + "/memory.limit_in_bytes")
+            if limit is not None:
+                alive = spec.has_memory = True
+                spec.memory_limit = p.memory_limit(int(limit))
+                memsw = read_file(d + "/memory.memsw.limit_in_bytes")
+                spec.memory_swap_limit = p.memory_limit(int(memsw)) if memsw else 0
+                soft = read_file(d + "/memory.soft_limit_in_bytes")
+                spec.memory_reservation = p.memory_limit(int(soft)) if soft else 0
+        threads_max = 0
+        if self.wanted.process and self.pids and cgroup != "/":
+            maximum = read_file(self.pids + sub + "/pids.max")
+            threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+        return spec, threads_max, alive
+
+    def read(self, cgroup: str, source: object = None) -> tuple[ContainerStats, list[int]] | None:
+        """``source``: the container's metadata object (see ``SpecCache``); a different one re-reads the limits."""
+        sub = "" if cgroup == "/" else cgroup
+        w = self.wanted
+        timestamp = time.time()
+        cached = self.specs.get(cgroup, source)
+        if cached is None:
+            spec, threads_max, alive = self.read_spec(cgroup)
+            self.specs.put(cgroup, source, spec, threads_max)
+        else:
+            (spec, threads_max), alive = cached, False
+        stats = ContainerStats(timestamp=timestamp, spec=spec)
+
         if w.cpu and self.cpuacct:
             d = self.cpuacct + sub
             percpu = read_file(d + "/cpuacct.usage_percpu") if w.percpu else None
@@ -153,14 +241,6 @@ class V1Reader:
 
         if self.memory:
             d = self.memory + sub
-            limit = read_file(d + "/memory.limit_in_bytes")
-            if limit is not None:
-                alive = spec.has_memory = True
-                spec.memory_limit = p.memory_limit(int(limit))
-                memsw = read_file(d + "/memory.memsw.limit_in_bytes")
-                spec.memory_swap_limit = p.memory_limit(int(memsw)) if memsw else 0
-                soft = read_file(d + "/memory.soft_limit_in_bytes")
-                spec.memory_reservation = p.memory_limit(int(soft)) if soft else 0
             if w.memory:
                 usage = read_file(d + "/memory.usage_in_bytes")
                 stat = read_file(d + "/memory.stat")
@@ -184,15 +264,21 @@ class V1Reader:
 
         procs = read_file(self.procs_root + sub + "/cgroup.procs") if self.procs_root else None
         pids = p.parse_pids(procs) if procs else []
+        if not alive and procs is None and cached is not None:
+            # Only the limit files can tell whether the cgroup is still there (e.g. in the memory hierarchy
+            # alone): read them, as an uncached cycle would have.
+            spec, threads_max, alive = self.read_spec(cgroup)
+            self.specs.put(cgroup, source, spec, threads_max)
+            stats.spec = spec
         if not alive and procs is None:
+            self.specs.drop(cgroup)
             return None
         if w.process:
             proc = ProcessStats(processes=len(pids))
             if self.pids and cgroup != "/":
                 current = read_file(self.pids + sub + "/pids.current")
-                maximum = read_file(self.pids + sub + "/pids.max")
                 proc.threads = int(current) if current else 0
-                proc.threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+                proc.threads_max = threads_max
             stats.processes = proc
         return stats, pids
 
@@ -239,16 +325,43 @@ class V2Reader:
         self.root = layout.unified
         self.devices = devices
         self.wanted = wanted
+        self.specs = SpecCache()
 
-    def read(self, cgroup: str) -> tuple[ContainerStats, list[int]] | None:
+    def read_spec(self, cgroup: str) -> tuple[Spec, int]:
+        """The limit files: (spec, threads_max from pids.max)."""
+        d = self.root + ("" if cgroup == "/" else cgroup)
+        spec = Spec()
+        cpu_max = read_file(d + "/cpu.max")
+        weight = read_file(d + "/cpu.weight")
+        if cpu_max is not None or weight is not None:
+            spec.has_cpu = True
+            if cpu_max:
+                spec.cpu_quota, spec.cpu_period = p.parse_cpu_max(cpu_max)
+            spec.cpu_shares = p.weight_to_shares(int(weight)) if weight else 0
+        mem_max = read_file(d + "/memory.max")
+        if mem_max is not None:
+            spec.has_memory = True
+            spec.memory_limit = p.memory_limit(p.parse_int(mem_max))
+            swap_max = read_file(d + "/memory.swap.max")
+            spec.memory_swap_limit = p.memory_limit(p.parse_int(swap_max)) if swap_max else 0
+            mem_min = read_file(d + "/memory.min")
+            spec.memory_reservation = p.memory_limit(p.parse_int(mem_min)) if mem_min else 0
+        threads_max = 0
+        if self.wanted.process:
+            maximum = read_file(d + "/pids.max")
+            threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+        return spec, threads_max
+
+    def read(self, cgroup: str, source: object = None) -> tuple[ContainerStats, list[int]] | None:
+        """``source``: the container's metadata object (see ``SpecCache``); a different one re-reads the limits."""
         is_root = cgroup == "/"
         d = self.root + ("" if is_root else cgroup)
         w = self.wanted
-        stats = ContainerStats(timestamp=time.time())
-        spec = stats.spec
+        timestamp = time.time()
 
         procs = read_file(d + "/cgroup.procs")
         if procs is None:
+            self.specs.drop(cgroup)
             return None  # every v2 cgroup has cgroup.procs: the cgroup is gone
         pids = p.parse_pids(procs)
         if not pids and not is_root:
@@ -257,13 +370,13 @@ class V2Reader:
             nested = read_file(d + "/container/cgroup.procs")
             pids = p.parse_pids(nested) if nested else pids
 
-        cpu_max = read_file(d + "/cpu.max")
-        weight = read_file(d + "/cpu.weight")
-        if cpu_max is not None or weight is not None:
-            spec.has_cpu = True
-            if cpu_max:
-                spec.cpu_quota, spec.cpu_period = p.parse_cpu_max(cpu_max)
-            spec.cpu_shares = p.weight_to_shares(int(weight)) if weight else 0
+        cached = self.specs.get(cgroup, source)
+        if cached is None:
+            spec, threads_max = self.read_spec(cgroup)
+            self.specs.put(cgroup, source, spec, threads_max)
+        else:
+            spec, threads_max = cached
+        stats = ContainerStats(timestamp=timestamp, spec=spec)
         if w.cpu:
             cpu_stat = read_file(d + "/cpu.stat")
             if cpu_stat:
@@ -279,14 +392,6 @@ class V2Reader:
                     burst_ns=s.get("burst_usec", 0) * 1000,
                 )
 
-        mem_max = read_file(d + "/memory.max")
-        if mem_max is not None:
-            spec.has_memory = True
-            spec.memory_limit = p.memory_limit(p.parse_int(mem_max))
-            swap_max = read_file(d + "/memory.swap.max")
-            spec.memory_swap_limit = p.memory_limit(p.parse_int(swap_max)) if swap_max else 0
-            mem_min = read_file(d + "/memory.min")
-            spec.memory_reservation = p.memory_limit(p.parse_int(mem_min)) if mem_min else 0
         events = None
         if w.memory or w.oom:
             raw_events = read_file(d + "/memory.events")
@@ -324,8 +429,7 @@ class V2Reader:
             else:
                 threads = read_file(d + "/cgroup.threads")
                 proc.threads = len(threads.split()) if threads else len(pids)
-            maximum = read_file(d + "/pids.max")
-            proc.threads_max = max(p.parse_int(maximum), 0) if maximum else 0
+            proc.threads_max = threads_max
             stats.processes = proc
         return stats, pids
 
