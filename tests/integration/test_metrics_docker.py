@@ -26,7 +26,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from tests.helpers import kernel
 from tests.helpers.agent import AgentProcess
-from tests.helpers.docker import IMAGE, Container, ContainerRunner, DockerEngine
+from tests.helpers.docker import IMAGE, Container, ContainerRunner, DockerEngine, docker
 from tests.helpers.metrics import Metrics, parse
 from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.wait import wait_for
@@ -201,6 +201,30 @@ def test_memory_limit_usage_match_kernel_and_docker_api(base_agent: AgentProcess
     cli_usage = mem["usage"] - inactive_file
     assert within(cli_usage, working_set, 2 * MiB, 0.05), (
         f"docker stats' usage-minus-inactive-file {cli_usage} vs agent working set {working_set}")
+
+
+def test_docker_update_shows_at_the_next_cycle(base_agent: AgentProcess, containers: ContainerRunner,
+                                               docker_engine: DockerEngine) -> None:
+    """``docker update`` rewrites the limit files and emits an ``update`` event: the agent reads the container's
+    limits again at its next cycle (they are otherwise kept for up to 3 cycles, see ``SpecCache``). Three
+    updates in a row, each seen within one interval: a cache that missed the event would pass each with a
+    chance of about 2 in 3 only."""
+    c = containers.run("--memory", "64m", "--memory-swap", "128m", "--cpus", "0.5", purpose="update")
+    cg = docker_engine.expected_cgroup(c)
+    wait_seen(base_agent, cg, c.name)
+    families = ("container_spec_memory_limit_bytes", "container_spec_memory_swap_limit_bytes",
+                "container_spec_cpu_quota")
+
+    def served() -> tuple[float, ...]:
+        m = base_agent.metrics()
+        return tuple(m.value(family, id=cg) for family in families)
+
+    for mem, cpus in ((96, 0.25), (80, 0.75), (112, 1.5)):
+        docker("update", "--memory", f"{mem}m", "--memory-swap", f"{2 * mem}m", "--cpus", str(cpus), c.id)
+        want = (mem * MiB, 2 * mem * MiB, round(cpus * 100000))
+        wait_for(lambda want=want: served() == want, timeout=INTERVAL + SLACK,
+                 message=f"{families} to be {want} after `docker update`",
+                 describe=lambda: f"served: {served()}")
 
 
 # --- network ----------------------------------------------------------------------------------------
