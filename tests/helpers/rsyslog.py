@@ -290,10 +290,18 @@ class Rsyslog:
             proc.wait(5)
 
     def kill9(self) -> None:
+        """``kill -9``; a record omfile was half-way through writing stays torn, so the output files are ended
+        with a newline: otherwise the restarted rsyslogd's first record would be glued to the torn one and
+        read as lost, although the receiver got it."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
+        for path in self.workdir.glob("out-*.json"):
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with path.open("ab") as fh:
+                    fh.write(b"\n")
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """Every message the input ``name`` received, as rsyslog parsed it (``sdp`` decoded to a dict)."""
