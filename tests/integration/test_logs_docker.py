@@ -343,7 +343,11 @@ def test_kill_9_twice_during_a_stream_loses_nothing(agent: AgentFactory, contain
           f"unacknowledged windows {windows} (sum {sum(windows)}), torn output lines {len(out.bad)}")
     assert set(got) == set(range(1, CRASH_LINES + 1))
     assert 0 <= duplicates <= sum(windows)
-    assert not out.bad, out.bad[:3]
+    # SIGKILL can stop the sink's write() of a batch part-way (the kernel checks for fatal signals between
+    # pages), leaving at most one torn line per kill; the restarted sink ends it with a newline before it
+    # appends, and the records in it are sent again (their offsets were never acknowledged).
+    assert len(out.bad) <= len(windows), out.bad[:3]
+    assert all(not line.rstrip().endswith(b"}") for line in out.bad), out.bad[:3]
     # Every record is at its own offset: a duplicate is the same record again, never a different one.
     by_offset: dict[int, set[str]] = {}
     for r in out.of(c):
