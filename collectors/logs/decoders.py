@@ -21,7 +21,7 @@ from agent.model import LogRecord
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 _STREAMS = frozenset({"stdout", "stderr"})
 _STREAM_NAMES = {"stdout": "stdout", "stderr": "stderr"}
-_TIME, _MESSAGE, _TRUNCATED = itemgetter(0), itemgetter(2), itemgetter(4)  # of a record
+_MESSAGE, _TRUNCATED = itemgetter(2), itemgetter(4)  # of a record
 _PLUS_ONE = (1).__add__
 
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiohttp
 import orjson
 
-from agent.model import RFC3339_UTC, LogSource, Segment
+from agent.model import RFC3339_UTC, LogSource, Segment, utc_now_rfc3339
 from exporters.http.common import (
     PostingSink,
     RetryableError,
@@ -148,7 +148,7 @@ class ElasticsearchSink(PostingSink):
             key = seg.source.file_key
             for time, stream, message, offset, _cut in seg.records:
                 if not RFC3339_UTC.match(time):  # a damaged file: ES would refuse the document; index it now
-                    time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    time = utc_now_rfc3339()
                 index = self._index_for(time)
                 doc_id = document_id(key, offset)
                 action = dumps({op: {"_index": index, "_id": doc_id}}) + b"\n"

@@ -17,11 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import repeat
 from operator import itemgetter
 
-from agent.model import RFC3339_UTC, LogSource, Segment
+from agent.model import RFC3339_UTC, LogSource, Segment, utc_now_rfc3339
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
@@ -62,7 +61,7 @@ def timestamp_3164(time: str) -> str:
     """``Mmm dd hh:mm:ss`` (space-padded day), from the record's UTC time; for a time that is not RFC 3339 UTC,
     the current time, as RFC 3164 §4.3.2 has a relay stamp a message that lacks a valid TIMESTAMP."""
     if not RFC3339_UTC.match(time):
-        time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        time = utc_now_rfc3339()
     return f"{_MONTHS[int(time[5:7]) - 1]} {int(time[8:10]):2d} {time[11:19]}"
 
 
