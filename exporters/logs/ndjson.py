@@ -10,8 +10,8 @@ The per-source part is serialized once per source and spliced into every record.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 
+import msgspec
 import orjson
 
 from agent.model import LogRecord, LogSource, Segment
@@ -40,6 +40,61 @@ def source_fragment(source: LogSource) -> bytes:
     return orjson.dumps(meta)[1:-1]
 
 
+_SPLICE_KEY = b'"container_id":'
+
+
+class _Line(msgspec.Struct, gc=False, omit_defaults=True):
+    """One output line for msgspec's ``encode_lines``. ``container_id`` carries the whole per-source part,
+    pre-encoded: its value and every key after it (``"<id>","container_name":…,"file":"…"``). msgspec writes a
+    ``Raw`` value verbatim, so the source's fragment is copied into each line, never re-escaped. ``truncated`` is
+    left out when False (``omit_defaults``), as the format wants."""
+
+    time: str
+    stream: str
+    message: str
+    container_id: msgspec.Raw
+    offset: int
+    truncated: bool = False
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class NdjsonEncoder:
+    """A segment is encoded by one msgspec ``encode_lines`` call over light structs that share the source's
+    pre-encoded part (``_Line``): no bytes object per record and one output buffer. Anything msgspec refuses (a
+    value of the wrong type, a lone surrogate) takes the per-record template loop (``_careful``), which writes
+    the same bytes for every record msgspec takes, and raises as it always did for the rest."""
+
+    def __init__(self) -> None:
+        self._sources: dict[int, tuple[LogSource, bytes, bytes, msgspec.Raw]] = {}
+
+    def _source(self, source: LogSource) -> tuple[bytes, bytes, msgspec.Raw]:
+        cached = self._sources.get(id(source))
+        if cached is None or cached[0] is not source:
+            if len(self._sources) > 4096:
+                self._sources.clear()
+            frag = source_fragment(source)
+            assert frag.startswith(_SPLICE_KEY)
+            raw = msgspec.Raw(frag[len(_SPLICE_KEY):])
+            frag = frag.replace(b"%", b"%%")
+            plain = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d}\n'
+            cut = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d,"truncated":true}\n'
+            cached = self._sources[id(source)] = (source, plain, cut, raw)
+        return cached[1], cached[2], cached[3]
+
+    def encode(self, segments: Sequence[Segment]) -> bytes:
+        out: list[bytes] = []
+        for seg in segments:
+            plain, cut, raw = self._source(seg.source)
+            try:
+                out.append(_ENCODER.encode_lines([_Line(time, stream, message, raw, offset, truncated)
+                                                  for time, stream, message, offset, truncated in seg.records]))
+            except (TypeError, ValueError, UnicodeEncodeError):
+                out.append(_careful(seg.records, plain, cut))
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
 def _json_str(text: str) -> bytes:
     """A JSON string body; runtime timestamps and stream names are plain ASCII and need no escaping."""
     if text.isascii() and '"' not in text and "\\" not in text and text.isprintable():
@@ -47,65 +102,8 @@ def _json_str(text: str) -> bytes:
     return orjson.dumps(text)[1:-1]
 
 
-class NdjsonEncoder:
-    """One template per source: only the time, stream, message and offset are formatted per record.
-
-    A segment whose times need no escaping and whose records are not truncated (the usual case) takes a leaner
-    loop with the stream baked into one template per stream (``_encode_plain``); any other segment takes the
-    general loop. Both write the same bytes."""
-
-    def __init__(self) -> None:
-        self._templates: dict[int, tuple[LogSource, bytes, bytes, dict[str, bytes]]] = {}
-
-    def _template(self, source: LogSource) -> tuple[bytes, bytes, dict[str, bytes]]:
-        cached = self._templates.get(id(source))
-        if cached is None or cached[0] is not source:
-            if len(self._templates) > 4096:
-                self._templates.clear()
-            frag = source_fragment(source).replace(b"%", b"%%")
-            plain = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d}\n'
-            cut = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d,"truncated":true}\n'
-            by_stream = {stream: b'{"time":"%s","stream":"' + stream.encode() + b'","message":%s,' + frag
-                         + b',"offset":%d}\n' for stream in ("stdout", "stderr")}
-            cached = self._templates[id(source)] = (source, plain, cut, by_stream)
-        return cached[1], cached[2], cached[3]
-
-    def encode(self, segments: Sequence[Segment]) -> bytes:
-        dumps = orjson.dumps
-        out: list[bytes] = []
-        for seg in segments:
-            plain, cut, by_stream = self._template(seg.source)
-            lines = _encode_plain(seg.records, by_stream)
-            if lines is not None:
-                out += lines
-                continue
-            out.extend(
-                (cut if truncated else plain) % (_json_str(time), _json_str(stream), dumps(message), offset)
-                for time, stream, message, offset, truncated in seg.records
-            )
-        return b"".join(out)
-
-
-_TIME = itemgetter(0)
-_TRUNCATED = itemgetter(4)
-
-
-def _encode_plain(records: Sequence[LogRecord], by_stream: dict[str, bytes]) -> list[bytes] | None:
-    """The lines of a segment with no truncated record and only times that need no escaping, with the stream
-    baked into the template; None for any other segment (the caller's per-record loop writes the same bytes).
-
-    The times are checked once, joined: the joined string passes ``_json_str``'s plain test exactly when every
-    time does. Anything unexpected (a stream without a template, a value of the wrong type) also returns None,
-    so the loop handles it, or raises, as it always did."""
-    try:
-        joined = "".join(map(_TIME, records))
-        if (any(map(_TRUNCATED, records)) or not joined.isascii() or '"' in joined or "\\" in joined
-                or not joined.isprintable()):
-            return None
-        dumps = orjson.dumps
-        # A comprehension, not map(): each orjson.dumps result is freed right away (orjson allocates ~1 KiB per
-        # call and shrinks it; thousands of them alive at once made the same work ~4x slower in glibc malloc).
-        return [by_stream[stream] % (time.encode(), dumps(message), offset)
-                for time, stream, message, offset, _truncated in records]
-    except (KeyError, TypeError):
-        return None
+def _careful(records: Sequence[LogRecord], plain: bytes, cut: bytes) -> bytes:
+    """The records one by one through the source's templates."""
+    dumps = orjson.dumps
+    return b"".join((cut if truncated else plain) % (_json_str(time), _json_str(stream), dumps(message), offset)
+                    for time, stream, message, offset, truncated in records)

@@ -142,13 +142,13 @@ record = st.tuples(st.sampled_from(TIMES + ["2026-11-28T04:14:51.685761325Z"] * 
 
 
 def careful_ndjson(segments: list[Segment]) -> bytes:
-    """The per-record loop alone (the fast path switched off)."""
-    original = ndjson._encode_plain
-    ndjson._encode_plain = lambda records, by_stream: None  # type: ignore[assignment]
-    try:
-        return NdjsonEncoder().encode(segments)
-    finally:
-        ndjson._encode_plain = original
+    """The per-record template loop alone (the msgspec path switched off)."""
+    encoder = NdjsonEncoder()
+    out = []
+    for seg in segments:
+        plain, cut, _raw = encoder._source(seg.source)
+        out.append(ndjson._careful(seg.records, plain, cut))
+    return b"".join(out)
 
 
 @settings(max_examples=400, deadline=None)
@@ -161,14 +161,17 @@ def test_ndjson_fast_path_writes_the_same_bytes(segments: list[list[LogRecord]],
     assert [orjson.loads(line)["message"] for line in out.splitlines()] == [r[2] for s in segments for r in s]
 
 
-def test_ndjson_fast_path_takes_plain_segments_and_refuses_the_rest() -> None:
-    src = source()
-    plain: list[LogRecord] = [(TIMES[0], "stdout", "a", 0, False), (TIMES[2], "stderr", 'b"\n', 10, False)]
-    by_stream = NdjsonEncoder()._template(src)[2]
-    assert ndjson._encode_plain(plain, by_stream) is not None
-    for odd in [(TIMES[0], "stdout", "a", 0, True), ('"quoted"', "stdout", "a", 0, False),
-                ("zeit-ü", "stdout", "a", 0, False), (TIMES[0], "other", "a", 0, False)]:
-        assert ndjson._encode_plain([*plain, odd], by_stream) is None  # type: ignore[list-item]
+def test_ndjson_lines_are_the_documented_record() -> None:
+    src = source(pod="web-0")
+    records: list[LogRecord] = [(TIMES[0], "stdout", 'a "quoted"\ttab ✓', 7, False),
+                                ("zeit-ü", "stderr", "cut", 1 << 40, True)]
+    out = NdjsonEncoder().encode([Segment(src, records)])
+    first, second = (orjson.loads(line) for line in out.splitlines())
+    assert out.endswith(b"\n") and out.count(b"\n") == 2
+    assert list(first) == ["time", "stream", "message", "container_id", "container_name", "image", "labels", "pod",
+                           "namespace", "container", "host", "file", "offset"]
+    assert first["message"] == 'a "quoted"\ttab ✓' and first["offset"] == 7 and first["labels"] == src.container.labels
+    assert (second["time"], second["truncated"], second["offset"]) == ("zeit-ü", True, 1 << 40)
 
 
 def test_ndjson_encoding_errors_are_the_loops_errors() -> None:
