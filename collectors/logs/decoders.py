@@ -35,7 +35,7 @@ class _Line(msgspec.Struct, gc=False):
     time: str
 
 
-_LINES = msgspec.json.Decoder(list[_Line])
+_LINES = msgspec.json.Decoder(_Line)  # ``decode_lines``: a chunk straight from the file, no array built
 
 
 class _Pending:
@@ -158,10 +158,9 @@ class JsonFileDecoder(_Joiner):
         lines = chunk.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
-        joined = b"[" + b",".join(lines) + b"]"
         if not self.pending:
             try:
-                fast = self._decode_fast(_LINES.decode(joined), lines, base_offset)
+                fast = self._decode_fast(_LINES.decode_lines(chunk), lines, base_offset)
             except (msgspec.DecodeError, UnicodeDecodeError):  # invalid JSON or UTF-8, a line not three strings
                 fast = None
             if fast is not None:
@@ -169,7 +168,7 @@ class JsonFileDecoder(_Joiner):
                 return out
         try:
             # One orjson call for the whole chunk; a bad line anywhere falls back to line by line.
-            docs = orjson.loads(joined)
+            docs = orjson.loads(b"[" + b",".join(lines) + b"]")
             if len(docs) != len(lines):
                 docs = None
         except orjson.JSONDecodeError:
@@ -218,9 +217,11 @@ class JsonFileDecoder(_Joiner):
         has at most ``max_line_bytes // 4`` characters, ``stream`` stdout or stderr, and a string ``time``;
         and nothing held from an earlier chunk (checked by the caller). The fifth field, the record's
         ``truncated`` flag, is built as "log does not end in a newline": False for every record that passes."""
-        if len(docs) != len(lines):
-            return None  # a line that held two values ("{...},{...}") joined into the array
         lengths = list(map(len, lines))
+        # ``decode_lines`` skips blank lines and reads a line holding two values ("{...} {...}") as two: with no
+        # blank line, every line gave at least one value, so equal counts mean exactly one value per line.
+        if len(docs) != len(lines) or (lengths and not min(lengths)) or any(map(bytes.isspace, lines)):
+            return None
         offsets = accumulate(map(_PLUS_ONE, lengths), initial=base_offset)
         try:
             # KeyError for a stream other than stdout and stderr; records share the two stream strings.

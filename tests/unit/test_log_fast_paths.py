@@ -65,7 +65,9 @@ def docker_line(draw: st.DrawFn) -> bytes:
         ]))
         return orjson.dumps(doc)
     return draw(st.sampled_from([b"", b"[1,2]", b'"text"', b"7", b'{"log":"torn', b'{"log":"bad \xff\\n","stream":'
-                                 b'"stdout","time":"t"}', b"null", b"1,2"]))
+                                 b'"stdout","time":"t"}', b"null", b"1,2", b"   ", b" \t",
+                                 b'{"log":"a\\n","stream":"stdout","time":"t"} '
+                                 b'{"log":"b\\n","stream":"stdout","time":"t"}']))
 
 
 def decode_all(decoder: JsonFileDecoder, data: bytes, cuts: list[int]) -> list[object]:
@@ -98,7 +100,7 @@ def test_json_file_fast_path_decodes_exactly_as_the_loop(lines: list[bytes], cut
 def fast_path(decoder: JsonFileDecoder, lines: list[bytes], base_offset: int) -> list[LogRecord] | None:
     """What ``decode`` gets from its fast path for these lines: None where it falls back to the loop."""
     try:
-        docs = _LINES.decode(b"[" + b",".join(lines) + b"]")
+        docs = _LINES.decode_lines(b"".join(line + b"\n" for line in lines))
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     return decoder._decode_fast(docs, lines, base_offset)
@@ -120,9 +122,12 @@ def test_the_fast_path_takes_well_formed_chunks_and_refuses_the_rest() -> None:
                 orjson.dumps({"log": "x\n", "stream": "stdout", "time": None}),
                 orjson.dumps({"stream": "stdout", "time": TIMES[0]}),  # Docker omits an empty log
                 b'{"log":"bad \xff\\n","stream":"stdout","time":"t"}',  # invalid UTF-8
-                line + b"," + line,  # one line holding two records
-                b"[1, 2]", b"", b"{"):
+                line + b"," + line, line + b" " + line,  # one line holding two records
+                b"[1, 2]", b"", b" \t ", b"{"):
         assert fast_path(decoder, [*lines, bad], 0) is None, bad
+    # Two values on one line and a blank line elsewhere: as many values as lines, but not one per line.
+    assert fast_path(decoder, [*lines, line + b" " + line, b""], 0) is None
+    assert fast_path(decoder, [line + b" " + line, *lines, b" " * 40], 0) is None
     long_line = orjson.dumps({"log": "é" * 300 + "\n", "stream": "stdout", "time": TIMES[0]})
     assert fast_path(JsonFileDecoder(1200), [long_line], 0) is None  # 301 > 1200 // 4
 
