@@ -2,4 +2,5 @@
 
 from agent.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process (agent.offload) imports it
+    raise SystemExit(main())

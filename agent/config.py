@@ -152,6 +152,7 @@ class Config:
     routes: tuple[str, ...] = ()
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
+    log_workers: int = -1  # -1: one per CPU (agent.offload.default_workers)
     config_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -209,6 +210,9 @@ OPTIONS: tuple[Option, ...] = (
            "(default head); files that appear later are always read from the head", str, metavar="head|tail"),
     Option("max-line-bytes", "longest log record; longer ones are cut there and marked truncated "
            "(default 1MiB)", str, metavar="BYTES"),
+    Option("log-workers", "processes that decode and encode log chunks beside each file and syslog TCP/TLS "
+           "route's reader: auto (one per CPU, at most 4; none on one CPU) or a number, 0 for none (default auto)",
+           str, metavar="N|auto"),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 
@@ -381,6 +385,12 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
             kwargs["max_line_bytes"] = parse_size(str(values["max-line-bytes"]))
         except ValueError as exc:
             problems.append(f"--max-line-bytes: {exc}")
+    workers = str(values.get("log-workers", "auto")).strip().lower()
+    if workers != "auto":
+        if workers.isdigit() and int(workers) <= 64:
+            kwargs["log_workers"] = int(workers)
+        else:
+            problems.append(f"--log-workers: use auto or a number from 0 to 64, not {workers!r}")
 
     config = Config(**kwargs)
     if check_state_dir and not any(p.startswith("--state-dir") for p in problems):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -36,6 +36,9 @@ from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.decoders import CriDecoder, JsonFileDecoder, time_order_key
 from collectors.logs.files import READ_CHUNK, Tail
 from collectors.logs.sources import DirectoryWatch, SourceSpec, watch
+
+if TYPE_CHECKING:
+    from agent.offload import ChunkWorkers, Job
 
 log = structlog.get_logger("lookout.pipeline")
 
@@ -90,6 +93,7 @@ class LogOptions:
     batch_bytes: int = BATCH_BYTES
     batch_records: int = BATCH_RECORDS
     flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
+    workers: int = 0  # chunk worker processes for routes whose sink can use them (agent.offload)
 
 
 class LogMetrics:
@@ -129,14 +133,31 @@ class LogMetrics:
                                     "answered 429 or 5xx for them.", ["route"], registry=r)
         self.up = Gauge("lookout_route_up", "1 while the route's last send succeeded, 0 while it is failing.",
                         ["route"], registry=r)
+        self.worker_chunks = Counter("lookout_log_worker_chunks", "Log chunks read ahead and given to a chunk "
+                                     "worker process, by outcome: taken (shipped as the worker encoded it) or "
+                                     "reread (decoded by the reader after all: a partial line, a bad line, a "
+                                     "changed file or a late or failed worker).", ["route", "outcome"],
+                                     registry=r)
         self.batch_latency = Histogram("lookout_route_batch_duration_seconds", "Time to deliver one batch, "
                                        "retries included.", ["route"],
                                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
 
 
+@dataclass(slots=True)
+class EncodedSegment:
+    """A chunk of one file that a chunk worker decoded and encoded (agent.offload): only its payload and count
+    come back. ``first_offset`` is where its first record starts (the chunk's start: nothing was held)."""
+
+    source: LogSource
+    payload: bytes
+    count: int
+    first_offset: int
+    truncated: int = 0
+
+
 @dataclass
 class Batch:
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment | EncodedSegment] = field(default_factory=list)
     count: int = 0
     started: float = 0.0
     # file key -> (path, offset, source id, tail): the offsets to acknowledge once sent
@@ -156,11 +177,21 @@ class Batch:
         One read decodes a whole chunk (up to 1 MiB of lines), so a batch can overshoot the route's
         ``batch=`` count; the receiver must still get at most ``limit`` records per request. This batch
         acknowledges each file only up to the first record that moved to the rest (never past a record
-        still being joined); the rest carries the original acknowledgements."""
+        still being joined); the rest carries the original acknowledgements. A chunk encoded by a worker
+        cannot be cut: it moves whole, or stays whole when it comes first (only stream sinks, whose receivers
+        see no requests, take such chunks)."""
         rest = Batch(started=time.monotonic(), acks=dict(self.acks))
-        kept: list[Segment] = []
+        kept: list[Segment | EncodedSegment] = []
         room = limit
         for seg in self.segments:
+            if isinstance(seg, EncodedSegment):
+                if room >= seg.count or not kept:
+                    kept.append(seg)
+                    room = max(room - seg.count, 0)
+                else:
+                    rest.segments.append(seg)
+                    room = 0
+                continue
             if room >= len(seg.records):
                 kept.append(seg)
                 room -= len(seg.records)
@@ -172,17 +203,23 @@ class Batch:
         moved_from: dict[str, int] = {}  # file key -> lowest offset of a record that moved
         for seg in rest.segments:
             key = seg.source.file_key
-            low = min(r[3] for r in seg.records)  # a joined record carries its first part's (earlier) offset
+            # a joined record carries its first part's (earlier) offset
+            low = seg.first_offset if isinstance(seg, EncodedSegment) else min(r[3] for r in seg.records)
             moved_from[key] = min(low, moved_from.get(key, low))
         for key, low in moved_from.items():
             if key in self.acks:
                 path, offset, sid, tail = self.acks[key]
                 self.acks[key] = (path, min(offset, low), sid, tail)
-        rest.count = self.count - limit
+        kept_count = sum(_count(seg) for seg in kept)
+        rest.count = self.count - kept_count
         moved = rest.count / self.count if self.count else 0.0
         rest.size = int(self.size * moved)
-        self.segments, self.count, self.size = kept, limit, self.size - rest.size
+        self.segments, self.count, self.size = kept, kept_count, self.size - rest.size
         return rest
+
+
+def _count(seg: Segment | EncodedSegment) -> int:
+    return seg.count if isinstance(seg, EncodedSegment) else len(seg.records)
 
 
 class SourceState:
@@ -300,6 +337,8 @@ class LogPipeline:
 
     async def close(self) -> None:
         for runner in self.runners:
+            if runner.offload is not None:
+                await asyncio.to_thread(runner.offload.close)
             await runner.sink.close()
         await asyncio.to_thread(self.store.flush)
 
@@ -336,6 +375,16 @@ class RouteRunner:
             counter.labels(label)
         for reason in ("filtered", "rejected"):
             metrics.dropped.labels(label, reason)
+        # Chunk workers (agent.offload), for sinks whose payloads concatenate, when the route reads every stream.
+        self.offload: ChunkWorkers | None = None
+        self._jobs: dict[tuple[str, int], Job] = {}  # (file key, offset) -> a chunk read ahead
+        spec = getattr(sink, "offload_spec", lambda: None)()
+        if options.workers > 0 and spec is not None and not route.filter.streams:
+            from agent.offload import ChunkWorkers
+
+            self.offload = ChunkWorkers(options.workers, spec, options.max_line_bytes, self._worker_failed)
+            for outcome in ("taken", "reread"):
+                metrics.worker_chunks.labels(label, outcome)
         for gauge in (metrics.files_watched, metrics.lag_bytes, metrics.queue_depth):
             gauge.labels(label).set(0)
         metrics.up.labels(label).set(1)
@@ -548,6 +597,30 @@ class RouteRunner:
 
     def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         decoder = state.decoder
+        if self.offload is not None and state.spec.format == "json-file":
+            job = self._jobs.pop((tail.key, start), None)
+            if job is not None:
+                pool = self.offload
+                done = None
+                if job.data == data and not decoder.pending:
+                    done = pool.take(job)
+                else:
+                    pool.drop(job)
+                self._prefetch(state, tail, start + len(data))
+                if done is not None:
+                    payload, count, truncated = done
+                    metrics, label = self.metrics, self.label
+                    metrics.worker_chunks.labels(label, "taken").inc()
+                    metrics.bytes_read.labels(label).inc(len(data))
+                    metrics.records_read.labels(label).inc(count)
+                    batch.segments.append(EncodedSegment(self._source(state, tail), payload, count, start, truncated))
+                    batch.count += count
+                    batch.size += len(data)
+                    self._ack(batch, state, tail)
+                    return
+                self.metrics.worker_chunks.labels(self.label, "reread").inc()
+            else:
+                self._prefetch(state, tail, start + len(data))  # the workers start on what follows at once
         decoder.file = tail.key
         out = decoder.decode(data, start)
         metrics, label = self.metrics, self.label
@@ -572,6 +645,35 @@ class RouteRunner:
         batch.size += len(data)
         self._ack(batch, state, tail)
 
+    def _prefetch(self, state: SourceState, tail: Tail, offset: int) -> None:
+        """Hand the chunks after ``offset`` to the chunk workers, up to one more than there are workers."""
+        pool = self.offload
+        assert pool is not None
+        for _ in range(pool.size + 1):
+            job = self._jobs.get((tail.key, offset))
+            if job is None:
+                try:
+                    data = tail.peek(offset)
+                except OSError:
+                    return
+                if not data:
+                    return
+                job = pool.submit(data, offset, self._source(state, tail))
+                if job is None:
+                    return
+                self._jobs[(tail.key, offset)] = job
+            offset += len(job.data)
+
+    def _drop_jobs(self, key: str | None = None) -> None:
+        """Give up the chunks read ahead in file ``key`` (every file when None)."""
+        if self.offload is None:
+            return
+        for job_key in [k for k in self._jobs if key is None or k[0] == key]:
+            self.offload.drop(self._jobs.pop(job_key))
+
+    def _worker_failed(self, why: str) -> None:
+        log.error("log_chunk_worker_failed", route=self.label, error=why)
+
     def _ack(self, batch: Batch, state: SourceState, tail: Tail) -> None:
         offset = state.decoder.safe_offset(tail.offset, tail.key)
         batch.acks[tail.key] = (tail.path, offset, state.spec.source_id, tail)
@@ -579,6 +681,7 @@ class RouteRunner:
     def _finish(self, state: SourceState, tail: Tail, batch: Batch) -> None:
         """A file read to its end and replaced: close it; the next file in order becomes active."""
         self._ack(batch, state, tail)
+        self._drop_jobs(tail.key)
         with self._files_lock:
             tail.close()
             state.tails.remove(tail)
@@ -591,6 +694,8 @@ class RouteRunner:
             for sid in [sid for sid, st in self.states.items() if st.gone]:
                 state = self.states[sid]
                 if all(t.unread() == 0 for t in state.tails):
+                    for tail in state.tails:
+                        self._drop_jobs(tail.key)
                     state.close()
                     del self.states[sid]
             self._order = sorted(self.states)
@@ -638,7 +743,26 @@ class RouteRunner:
         return batch
 
     def encode(self, batch: Batch) -> None:
-        batch.payload = self.sink.encode(batch.segments)
+        segments = batch.segments
+        if not any(isinstance(seg, EncodedSegment) for seg in segments):
+            batch.payload = self.sink.encode(segments)  # type: ignore[arg-type]
+        else:
+            # Runs of decoded segments are encoded here; a worker's payload goes in as it is, in order.
+            parts: list[bytes] = []
+            run: list[Segment] = []
+            for seg in segments:
+                if isinstance(seg, EncodedSegment):
+                    if run:
+                        parts.append(self.sink.encode(run))  # type: ignore[arg-type]
+                        run = []
+                    parts.append(seg.payload)
+                    if seg.truncated:
+                        self.sink.events["truncated"] += seg.truncated
+                else:
+                    run.append(seg)
+            if run:
+                parts.append(self.sink.encode(run))  # type: ignore[arg-type]
+            batch.payload = b"".join(parts)
         self._drain_events(ENCODE_EVENTS)
 
     def _drain_events(self, names: tuple[str, ...]) -> int:

@@ -287,8 +287,11 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
 
     store = CheckpointStore(config.state_dir)
     metrics = LogMetrics(telemetry.registry)
+    from agent.offload import default_workers
+
     options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
-                         host=host_name(config))
+                         host=host_name(config),
+                         workers=config.log_workers if config.log_workers >= 0 else default_workers())
     lookup = LogMetadata(docker, config.env_metadata_allowlist, config.host_root)
     runners = []
     for uri in config.routes:

@@ -42,10 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from benchlib import tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTAINER_ID = "5e1f" + "0123456789abcdef" * 3 + "0badc0ffee00"
 FORMAT_VERSION = 3  # bump when the generated log changes, so a cached one is rebuilt
 
@@ -145,9 +145,8 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of the agent and every process below it (chunk workers, when it runs any), all threads."""
+    return tree_cpu_seconds(pid)
 
 
 def vm(pid: int) -> dict[str, int]:

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from benchlib import tree_cpu_seconds, tree_peak_rss_kb
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CID = "b" * 64
 LINES = 1_000_000
 
@@ -266,15 +266,13 @@ class Sink:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+    """utime + stime of the shipper and every process below it (Lookout's chunk workers), all threads."""
+    return tree_cpu_seconds(pid)
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak RSS summed over the shipper and its worker processes (shared pages counted in each)."""
+    return tree_peak_rss_kb(pid) / 1024
 
 
 def measure(name: str, cmd: list[str], sink: Sink, lines: int, log_path: Path, timeout: float = 120,

@@ -53,6 +53,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, their children, ...), e.g. the agent's chunk workers."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo += children.get(child, [])
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of every live process below it, plus what its reaped children used."""
+    total = 0.0
+    for i, proc in enumerate([pid, *descendants(pid)]):
+        try:
+            with open(f"/proc/{proc}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if i == 0 else 0)
+    return total / CLK_TCK
+
+
+def tree_peak_rss_kb(pid: int) -> int:
+    """The sum of VmHWM over a process and its live descendants (shared pages counted in each: an upper bound)."""
+    total = 0
+    for proc in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            total += memory_kb(proc).get("VmHWM", 0)
+    return total
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) in kB."""
     out = {}

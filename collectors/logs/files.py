@@ -99,6 +99,13 @@ class Tail:
         self.begun = True
         return data[: end + 1], start, 0
 
+    def peek(self, offset: int, limit: int = READ_CHUNK) -> bytes:
+        """The complete lines ``read`` would return from ``offset`` if the file stays as it is (b"" if there are
+        none yet, or the first line is longer than ``limit``); reads ahead without moving anything."""
+        data = os.pread(self.fd, limit, offset)
+        end = data.rfind(b"\n")
+        return data[: end + 1] if end >= 0 else b""
+
     def _skip_long_line(self, limit: int) -> tuple[bytes, int, int]:
         """A physical line longer than the read buffer: skip it up to its newline (counted by the caller)."""
         pos = self.offset + limit

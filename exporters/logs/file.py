@@ -29,6 +29,10 @@ class FileSink:
     def encode(self, segments: Sequence[Segment]) -> bytes:
         return self.encoder.encode(segments)
 
+    def offload_spec(self) -> tuple[str, None]:
+        """How a chunk worker encodes for this sink (agent.offload): the same NDJSON, appended as bytes."""
+        return ("ndjson", None)
+
     def _write(self, payload: object) -> None:
         assert isinstance(payload, bytes)
         if self._fd < 0:

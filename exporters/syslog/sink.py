@@ -89,6 +89,11 @@ class SyslogSink:
             self.events["truncated"] += self.encoder.last_truncated
         return payload
 
+    def offload_spec(self) -> tuple[str, SyslogFormat] | None:
+        """How a chunk worker encodes for this sink (agent.offload): TCP and TLS payloads are framed bytes that
+        concatenate; UDP datagrams and RELP frames are lists and stay in the reader."""
+        return ("syslog", self.encoder.fmt) if self.scheme in ("syslog+tcp", "syslog+tls") else None
+
     async def send(self, payload: object, count: int) -> None:
         await asyncio.to_thread(self.transport.send, payload)  # type: ignore[arg-type]
 

@@ -440,21 +440,18 @@ async def test_tcp_receiver_restart_loses_only_what_its_kernel_acknowledged(
     local.start(uri)
     runner = local.runner(uri)
 
-    # Which records each payload holds, and which payloads send() reported delivered.
-    contents: dict[int, tuple[object, list[str]]] = {}
+    # Which records the payloads send() reported delivered hold, read from the octet-counted frames themselves
+    # (a payload may come from the reader's encoder or from a chunk worker).
     delivered: set[str] = set()
-    encode, send = runner.sink.encode, runner.sink.send
-
-    def tracking_encode(segments: Any) -> object:
-        payload = encode(segments)
-        contents[id(payload)] = (payload, [r[2] for seg in segments for r in seg.records])
-        return payload
+    send = runner.sink.send
 
     async def tracking_send(payload: object, count: int) -> None:
         await send(payload, count)
-        delivered.update(contents.pop(id(payload))[1])
+        assert isinstance(payload, bytes)
+        messages = frame_messages(payload)
+        assert len(messages) == count
+        delivered.update(messages)
 
-    runner.sink.encode = tracking_encode  # type: ignore[method-assign]
     runner.sink.send = tracking_send  # type: ignore[method-assign]
 
     deadline = time.monotonic() + 60
@@ -487,6 +484,25 @@ async def test_tcp_receiver_restart_loses_only_what_its_kernel_acknowledged(
         print(f"\n[TCP kill -9] {lines} lines, rsyslogd killed after writing {written_at_kill}: {len(lost)} lost "
               f"(all acknowledged by its kernel; its receive queue held {recv_q} bytes at the kill), "
               f"{duplicates} duplicate(s) resent after the reconnect")
+
+
+def frame_messages(payload: bytes) -> list[str]:
+    """The MSG of every octet-counted RFC 5424 frame in ``payload`` (the text after the structured data)."""
+    out = []
+    pos = 0
+    while pos < len(payload):
+        space = payload.index(b" ", pos)
+        end = space + 1 + int(payload[pos:space])
+        out.append(payload[space + 1:end].decode().rsplit('"] ', 1)[1])
+        pos = end
+    return out
+
+
+def test_frame_messages_reads_octet_counted_frames() -> None:
+    frames = [b'<14>1 2026-11-28T04:00:00.000000Z h web - - [lookout@32473 stream="stdout"] tcp line ' + str(i).encode()
+              + b" \xc3\xa9]" for i in range(3)]
+    payload = b"".join(b"%d %s" % (len(f), f) for f in frames)
+    assert frame_messages(payload) == [f"tcp line {i} é]" for i in range(3)]
 
 
 def test_receiver_records_parse_helper_round_trip(tmp_path: Path) -> None:

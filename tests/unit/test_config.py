@@ -155,3 +155,13 @@ def test_usage_errors_are_one_line_too(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lookout: invalid configuration:")
     assert "--housekeeping-interval" in err[0]
+
+
+def test_log_workers(state: str) -> None:
+    assert config_from(["--state-dir", state]).log_workers == -1  # auto: agent.offload.default_workers()
+    assert config_from(["--state-dir", state, "--log-workers", "AUTO"]).log_workers == -1
+    assert config_from(["--state-dir", state, "--log-workers", "0"]).log_workers == 0
+    assert config_from(["--state-dir", state, "--log-workers", "3"]).log_workers == 3
+    for bad in ("-1", "many", "65", "1.5"):
+        with pytest.raises(ConfigError, match="--log-workers: use auto or a number from 0 to 64"):
+            config_from(["--state-dir", state, "--log-workers", bad])

@@ -1,0 +1,237 @@
+"""Chunk workers (agent.offload): real worker processes give exactly the bytes the reader would have made.
+
+Each worker decodes a chunk from shared memory and encodes it for the route; the reader takes that payload only
+when the worker's decoder ended with nothing held, no error and nothing cut. These tests feed real processes real
+json-file chunks (plain ones, and ones with partials, bad lines and over-long lines), kill workers mid-way, and
+run the whole pipeline twice over the same multi-MiB log, with and without workers, comparing the outputs byte for
+byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.model import ContainerInfo, LogSource, Segment
+from agent.offload import ChunkWorkers, default_workers
+from collectors.logs.decoders import JsonFileDecoder
+from exporters.logs.ndjson import NdjsonEncoder
+from exporters.syslog.format import SyslogEncoder, SyslogFormat
+from tests.unit.test_log_pipeline import Harness, records, wait_for
+
+SOURCE = LogSource("/var/lib/docker/containers/c/c-json.log", "8:1:ab",
+                   ContainerInfo(cgroup="", container_id="c" * 64, name="web", image="nginx:1.27",
+                                 labels={"team": "a%b"}), "node-1")
+
+
+def line(i: int, text: str = "", stream: str = "stdout", end: str = "\n") -> bytes:
+    msg = text or f"request {i} finished in {i % 97} ms ✓ \"quoted\"\ttab"
+    return orjson.dumps({"log": msg + end, "stream": stream, "time": f"2026-11-28T04:00:{i % 60:02d}.{i:09d}Z"})
+
+
+def chunk(lines: list[bytes]) -> bytes:
+    return b"".join(x + b"\n" for x in lines)
+
+
+def local(data: bytes, offset: int, encode) -> bytes:  # type: ignore[no-untyped-def]
+    return encode([Segment(SOURCE, JsonFileDecoder().decode(data, offset).records)])
+
+
+@pytest.fixture
+def workers():  # type: ignore[no-untyped-def]
+    failures: list[str] = []
+    pool = ChunkWorkers(2, ("ndjson", None), 1 << 20, failures.append)
+    pool.failures_seen = failures  # type: ignore[attr-defined]
+    yield pool
+    pool.close()
+
+
+def test_a_plain_chunk_comes_back_encoded_exactly_as_the_reader_would(workers: ChunkWorkers) -> None:
+    data = chunk([line(i, stream="stderr" if i % 5 == 0 else "stdout") for i in range(3000)])
+    job = workers.submit(data, 4096, SOURCE)
+    assert job is not None
+    payload, count, truncated = workers.take(job)  # type: ignore[misc]
+    assert (count, truncated) == (3000, 0)
+    assert payload == local(data, 4096, NdjsonEncoder().encode)
+    assert orjson.loads(payload.split(b"\n")[1])["offset"] == 4096 + len(line(0)) + 1
+
+
+def test_chunks_the_reader_must_decode_itself_come_back_as_none(workers: ChunkWorkers) -> None:
+    good = [line(i) for i in range(10)]
+    partial = line(10, "first part of a long line", end="")  # Docker's 16 KiB partial: no newline yet
+    bad = b'{"log":"torn by a cra'
+    for data in (chunk([*good, partial]), chunk([*good, bad, *good])):
+        job = workers.submit(data, 0, SOURCE)
+        assert job is not None
+        assert workers.take(job) is None
+    # A partial completed within the chunk holds nothing at its end: as the reader would make it.
+    joined = chunk([partial, *good])
+    job = workers.submit(joined, 0, SOURCE)
+    assert job is not None and workers.take(job) == (local(joined, 0, NdjsonEncoder().encode), 10, 0)
+    too_long = ChunkWorkers(1, ("ndjson", None), 1024)
+    try:
+        job = too_long.submit(chunk([line(0, "x" * 2000)]), 0, SOURCE)
+        assert job is not None and too_long.take(job) is None  # cut at max-line-bytes: the reader counts it
+    finally:
+        too_long.close()
+    assert workers.failures_seen == []  # type: ignore[attr-defined]
+
+
+def test_syslog_payloads_are_the_readers_bytes_and_count_what_they_cut() -> None:
+    fmt = SyslogFormat(max_message_bytes=480)
+    pool = ChunkWorkers(1, ("syslog", fmt), 1 << 20)
+    try:
+        data = chunk([line(i) for i in range(200)] + [line(200, "y" * 1000)])
+        job = pool.submit(data, 0, SOURCE)
+        assert job is not None
+        payload, count, truncated = pool.take(job)  # type: ignore[misc]
+        encoder = SyslogEncoder(fmt)
+        assert payload == local(data, 0, encoder.encode)
+        assert (count, truncated) == (201, encoder.last_truncated) and truncated == 1
+        frame = payload.split(b" ", 1)[1]
+        assert frame.startswith(b"<14>1 2026-11-28T04:00:00.000000Z node-1 web - - [lookout@32473 container_id=")
+    finally:
+        pool.close()
+
+
+def test_many_jobs_in_flight_keep_their_own_slots(workers: ChunkWorkers) -> None:
+    chunks = [chunk([line(i * 1000 + j) for j in range(1000)]) for i in range(12)]
+    offsets = [sum(map(len, chunks[:i])) for i in range(len(chunks))]
+    taken = 0
+    jobs: list = []
+    for data, offset in zip(chunks, offsets, strict=True):
+        job = workers.submit(data, offset, SOURCE)
+        if job is None:  # every slot busy: take the oldest first, as the reader does
+            old = jobs.pop(0)
+            assert workers.take(old) == (local(old.data, old.offset, NdjsonEncoder().encode), 1000, 0)
+            taken += 1
+            job = workers.submit(data, offset, SOURCE)
+        assert job is not None
+        jobs.append(job)
+    dropped = jobs.pop(0)
+    workers.drop(dropped)  # given up: its slot comes back once its answer is in
+    for job in jobs:
+        assert workers.take(job) == (local(job.data, job.offset, NdjsonEncoder().encode), 1000, 0)
+        taken += 1
+    assert taken == 11
+    assert workers.submit(chunks[0], 0, SOURCE) is not None
+
+
+def test_a_killed_worker_costs_only_its_chunks_and_is_replaced_then_given_up(workers: ChunkWorkers) -> None:
+    data = chunk([line(i) for i in range(6000)])
+    job = workers.submit(data, 0, SOURCE)
+    assert job is not None
+    os.kill(job.worker.process.pid, signal.SIGKILL)
+    job.worker.process.join(5)
+    assert workers.take(job) is None  # the reader decodes this chunk itself
+    assert len(workers.failures_seen) == 1 and "died" in workers.failures_seen[0]  # type: ignore[attr-defined]
+    again = workers.submit(data, 0, SOURCE)  # a new worker took its place
+    assert again is not None and workers.take(again) is not None
+    for _ in range(2):
+        victim = workers.submit(data, 0, SOURCE)
+        assert victim is not None
+        os.kill(victim.worker.process.pid, signal.SIGKILL)
+        victim.worker.process.join(5)
+        assert workers.take(victim) is None
+    assert workers.disabled and workers.submit(data, 0, SOURCE) is None
+    assert "decoding in the reader from now on" in workers.failures_seen[-1]  # type: ignore[attr-defined]
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert default_workers() == (0 if cpus < 2 else min(cpus, 4))
+
+
+# --- the whole pipeline, with and without workers ----------------------------------------------------------
+
+
+def big_log(n: int) -> bytes:
+    """~n lines as Docker writes them, with what the workers must leave to the reader mixed in: 16 KiB partials,
+    broken lines, a line over --max-line-bytes, blank lines."""
+    out = []
+    for i in range(n):
+        if i in (1234, 31234, 31235):
+            out += [line(i, "p" * 16384, end=""), line(i, "q" * 16384, end=""), line(i, "end of the long one")]
+        elif i in (20099, 50000):
+            out.append(b'{"log":"torn by a cra')
+        elif i in (7, 45007):
+            out.append(line(i, "z" * 70000))  # over the 64 KiB cap below: cut and marked truncated
+        elif i == 55005:
+            out.append(b"")
+        else:
+            out.append(line(i, stream="stderr" if i % 3 == 0 else "stdout"))
+    return chunk(out)
+
+
+async def ship(tmp: Path, log: bytes, workers: str, kill_workers: bool = False) -> tuple[bytes, dict[str, float]]:
+    harness = Harness(tmp)
+    c = harness.container("web", labels={"team": "api"})
+    c.write_raw(log)
+    expected = len(JsonFileDecoder(64 << 10).decode(log, 0).records)
+    pipeline = harness.start(extra=("--log-workers", workers, "--max-line-bytes", "64KiB"))
+    runner = pipeline.runners[0]
+    try:
+        if kill_workers:
+            await wait_for(lambda: runner.offload is not None and len(runner.offload._workers) == 2, 20)
+            assert runner.offload is not None
+            for worker in list(runner.offload._workers):
+                os.kill(worker.process.pid, signal.SIGKILL)
+        await wait_for(lambda: runner.metrics.sent.labels(runner.label)._value.get() >= expected, 60)
+        await asyncio.sleep(0.5)
+        outcomes = {o: runner.metrics.worker_chunks.labels(runner.label, o)._value.get() for o in ("taken", "reread")}
+    finally:
+        await harness.stop()
+    return harness.out.read_bytes(), outcomes
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to be worth testing")
+async def test_the_pipeline_ships_the_same_bytes_with_workers_as_without(tmp_path: Path) -> None:
+    log = big_log(60_000)  # ~7 MiB: several chunks read ahead
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alone, none = await ship(tmp_path / "a", log, "0")
+    shared, outcomes = await ship(tmp_path / "b", log, "2")
+    assert none == {"taken": 0.0, "reread": 0.0}
+    assert outcomes["taken"] >= 3 and outcomes["reread"] >= 1, outcomes  # both paths were taken
+    # The file field names each harness's own log path: compare everything else byte for byte.
+    a_path, b_path = (str(tmp_path / x / "docker").encode() for x in ("a", "b"))
+    assert shared.replace(b_path, a_path) == alone
+    got = records(tmp_path / "b" / "out.ndjson")
+    assert len(got) == 60_000 - 3  # every line but the broken and blank ones, partials joined into one
+    assert sum(1 for r in got if r.get("truncated")) == 2
+    assert sum(1 for r in got if r["message"].startswith("p" * 16384 + "q" * 16384 + "end")) == 3
+    assert [r["offset"] for r in got] == sorted(r["offset"] for r in got)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to be worth testing")
+async def test_killed_workers_lose_nothing(tmp_path: Path) -> None:
+    log = big_log(60_000)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alone, _ = await ship(tmp_path / "a", log, "0")
+    shared, _outcomes = await ship(tmp_path / "b", log, "2", kill_workers=True)
+    a_path, b_path = (str(tmp_path / x / "docker").encode() for x in ("a", "b"))
+    assert shared.replace(b_path, a_path) == alone
+
+
+def test_a_job_given_up_as_stale_is_never_taken(workers: ChunkWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.offload as offload
+
+    monkeypatch.setattr(offload, "STALE_JOB", 0.0)
+    data = chunk([line(i) for i in range(100)])
+    jobs = [workers.submit(data, 0, SOURCE) for _ in range(4)]
+    assert all(jobs) and workers.submit(data, 0, SOURCE) is None  # every slot taken: the oldest are given up
+    assert all(job.abandoned for job in jobs if job is not None)
+    assert [workers.take(job) for job in jobs if job is not None] == [None] * 4
+    deadline = time.monotonic() + 10
+    fresh = None
+    while fresh is None and time.monotonic() < deadline:  # the slots come back as the given-up answers come in
+        fresh = workers.submit(data, 100, SOURCE)
+        time.sleep(0.01)
+    assert fresh is not None and workers.take(fresh) == (local(data, 100, NdjsonEncoder().encode), 100, 0)
