@@ -48,6 +48,8 @@ def workers():  # type: ignore[no-untyped-def]
     failures: list[str] = []
     pool = ChunkWorkers(2, ("ndjson", None), 1 << 20, failures.append)
     pool.failures_seen = failures  # type: ignore[attr-defined]
+    assert pool.submit(chunk([line(0)]), 0, SOURCE) is None  # none running yet: they start in the background
+    pool.start(wait=True)
     yield pool
     pool.close()
 
@@ -75,6 +77,7 @@ def test_chunks_the_reader_must_decode_itself_come_back_as_none(workers: ChunkWo
     job = workers.submit(joined, 0, SOURCE)
     assert job is not None and workers.take(job) == (local(joined, 0, NdjsonEncoder().encode), 10, 0)
     too_long = ChunkWorkers(1, ("ndjson", None), 1024)
+    too_long.start(wait=True)
     try:
         job = too_long.submit(chunk([line(0, "x" * 2000)]), 0, SOURCE)
         assert job is not None and too_long.take(job) is None  # cut at max-line-bytes: the reader counts it
@@ -86,6 +89,7 @@ def test_chunks_the_reader_must_decode_itself_come_back_as_none(workers: ChunkWo
 def test_syslog_payloads_are_the_readers_bytes_and_count_what_they_cut() -> None:
     fmt = SyslogFormat(max_message_bytes=480)
     pool = ChunkWorkers(1, ("syslog", fmt), 1 << 20)
+    pool.start(wait=True)
     try:
         data = chunk([line(i) for i in range(200)] + [line(200, "y" * 1000)])
         job = pool.submit(data, 0, SOURCE)
@@ -131,9 +135,12 @@ def test_a_killed_worker_costs_only_its_chunks_and_is_replaced_then_given_up(wor
     job.worker.process.join(5)
     assert workers.take(job) is None  # the reader decodes this chunk itself
     assert len(workers.failures_seen) == 1 and "died" in workers.failures_seen[0]  # type: ignore[attr-defined]
-    again = workers.submit(data, 0, SOURCE)  # a new worker took its place
+    assert len(workers._workers) == 1
+    workers.start(wait=True)  # a new worker takes its place
+    again = workers.submit(data, 0, SOURCE)
     assert again is not None and workers.take(again) is not None
     for _ in range(2):
+        workers.start(wait=True)
         victim = workers.submit(data, 0, SOURCE)
         assert victim is not None
         os.kill(victim.worker.process.pid, signal.SIGKILL)
