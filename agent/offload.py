@@ -268,6 +268,8 @@ class ChunkWorkers:
     def drop(self, job: Job) -> None:
         """Give up a job: its slot is free once its answer is in (it may be in already)."""
         self.jobs.pop(job.id, None)
+        if job.abandoned:  # dropped before (as stale): its slot is given back once, not twice
+            return
         job.abandoned = True
         if job.answer is not None and job.worker.alive:
             job.worker.free.append(job.slot)

@@ -343,6 +343,12 @@ class LogPipeline:
         await asyncio.to_thread(self.store.flush)
 
 
+def _newer(other: Tail, tail: Tail) -> bool:
+    """True when ``other`` began after ``tail`` by their first records' times (or either time is unknown, where
+    the order they were found in is all there is)."""
+    return not (other.order and tail.order) or other.order >= tail.order
+
+
 class RouteRunner:
     def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
                  options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
@@ -581,15 +587,23 @@ class RouteRunner:
             self._ack(batch, state, tail)
             return True
         if not data:
-            # End of this file. Move on only when a newer file exists or the path now names another file;
-            # read once more after that check so a write racing the rename is not lost.
-            if len(state.tails) > 1 or tail.replaced():
+            # End of this file. Move on only when the path now names another file or a newer file of the source
+            # exists; read once more after that check so a write racing the rename is not lost.
+            later = state.tails[1:]
+            if tail.replaced() or any(_newer(other, tail) for other in later):
                 data, start, _ = tail.read(READ_CHUNK)
                 if not data:
                     self._finish(state, tail, batch)
                     if len(state.tails) == 0:
                         self._refresh_files(state, force=True)
                     return True
+            elif later:
+                # Only older files follow: found after this one was begun (a rotation raced a listing), so this
+                # one may still be the live file. Read them first and come back to it, never close it early.
+                with self._files_lock:
+                    state.tails.remove(tail)
+                    state.tails.append(tail)
+                return True
             else:
                 return False
         self._decode(state, tail, data, start, batch)

@@ -243,6 +243,27 @@ async def test_rotated_and_deleted_files_still_open_are_drained(harness: Harness
     assert messages(harness.out) == sent
 
 
+async def test_an_older_file_found_late_never_ends_the_live_file_early(harness: Harness):
+    """A rotation racing a listing can make the route find a rotated file only after it began the newer, live one.
+    The older file is read then, and the live file stays open: what is written to it afterwards still arrives."""
+    c = harness.container("late")
+    harness.start()
+    sent = c.write(10)
+    await wait_for(lambda: len(records(harness.out)) == 10)
+    older = [f"older {i}" for i in range(20)]
+    staged = c.dir / "staged"
+    staged.write_bytes(b"".join(
+        orjson.dumps({"log": m + "\n", "stream": "stdout", "time": f"2026-11-28T03:00:00.{i:09d}Z"}) + b"\n"
+        for i, m in enumerate(older)))
+    staged.rename(f"{c.log}.1")  # older than the live file by its records' times
+    await asyncio.sleep(0.3)  # found and read; the live file is at its end meanwhile
+    sent += c.write(10, prefix="after")
+    await wait_for(lambda: len(records(harness.out)) >= 40)
+    await asyncio.sleep(0.2)
+    got = messages(harness.out)
+    assert got == sent[:10] + older + sent[10:]
+
+
 async def test_copytruncate_restarts_at_zero(harness: Harness):
     c = harness.container("trunc")
     sent = c.write(30)

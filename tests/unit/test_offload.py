@@ -242,3 +242,23 @@ def test_a_job_given_up_as_stale_is_never_taken(workers: ChunkWorkers, monkeypat
         fresh = workers.submit(data, 100, SOURCE)
         time.sleep(0.01)
     assert fresh is not None and workers.take(fresh) == (local(data, 100, NdjsonEncoder().encode), 100, 0)
+
+
+def test_a_job_dropped_twice_gives_its_slot_back_once(workers: ChunkWorkers,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader drops a job it finds stale-reclaimed (its chunk changed, or its file was finished): a slot handed
+    out twice would let two chunks share it and one chunk's payload be taken for the other's."""
+    import agent.offload as offload
+
+    data = chunk([line(i) for i in range(100)])
+    job = workers.submit(data, 0, SOURCE)
+    assert job is not None
+    deadline = time.monotonic() + 10
+    while job.answer is None and time.monotonic() < deadline:
+        workers._collect(job.worker, wait_for=None)
+        time.sleep(0.01)
+    assert job.answer is not None
+    monkeypatch.setattr(offload, "STALE_JOB", 0.0)
+    workers._reclaim_stale()  # given up as stale (as when every slot is busy for too long) ...
+    workers.drop(job)  # ... and dropped again by the reader when it reaches that chunk
+    assert sorted(job.worker.free) == list(range(offload.SLOTS))
