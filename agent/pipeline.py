@@ -343,6 +343,13 @@ class LogPipeline:
         await asyncio.to_thread(self.store.flush)
 
 
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
+
+
 def _newer(other: Tail, tail: Tail) -> bool:
     """True when ``other`` began after ``tail`` by their first records' times (or either time is unknown, where
     the order they were found in is all there is)."""
@@ -446,25 +453,34 @@ class RouteRunner:
     def _refresh_files(self, state: SourceState, force: bool = False) -> None:
         """Open files of the source not yet known (new, or after rotation), in reading order."""
         with self._files_lock:
-            self._open_new_files(state, force)
+            # A rotation while the names are opened one by one (oldest first) can make a name open a newer file
+            # than the listing showed and skip the one that was there; list again until every name still names
+            # the file opened through it and the listing is the same, so an older file is never found after a newer
+            # one has been begun.
+            for _ in range(3):
+                if self._open_new_files(state, force):
+                    break
+                force = True
 
-    def _open_new_files(self, state: SourceState, force: bool) -> None:
+    def _open_new_files(self, state: SourceState, force: bool) -> bool:
+        """Open the new files; False when a name no longer named the file opened through it by the end."""
         try:
             mtime = os.stat(state.spec.directory).st_mtime
         except OSError:
             mtime = -2.0
         if mtime == state.dir_mtime and not force:
-            return
+            return True
         state.dir_mtime = mtime
         births = self.watch.births(state.spec.directory) if self.watch is not None else None
         if births is not None and births.generation != state.births_generation:
             state.births_generation, state.known_new, state.lost, state.suspect_since = births.generation, 0, 0, 0.0
         created = births.created if births is not None else 0  # before the listing: all of these are in it, or gone
         files = state.spec.files()
-        initial, state.initial = state.initial, False
+        initial = state.initial
         open_keys = {t.key for t in state.tails}
         open_inos = {t.ino for t in state.tails}
         present: set[str] = set()
+        opened: list[tuple[str, int]] = []
         pending = 0
         for path in files:
             tail = Tail.open(path)
@@ -472,6 +488,7 @@ class RouteRunner:
                 state.dir_mtime = -1.0  # gone, or no complete first line yet: look again next time
                 pending += 1
                 continue
+            opened.append((path, tail.ino))
             if tail.ino in open_inos:
                 present.update(t.key for t in state.tails if t.ino == tail.ino)
                 tail.close()
@@ -498,6 +515,10 @@ class RouteRunner:
             self._insert(state, tail)
             open_keys.add(tail.key)
             open_inos.add(tail.ino)
+        if not all(_inode(path) == ino for path, ino in opened) or state.spec.files() != files:
+            state.dir_mtime = -1.0  # list again next time, even if this was the last try
+            return False  # a file renamed meanwhile may be missing from ``present``: forget nothing yet
+        state.initial = False
         # Forget finished files that are gone from disk (their checkpoints too).
         for key in list(state.done):
             if key not in present:
@@ -505,6 +526,7 @@ class RouteRunner:
                 self.store.forget(self.route.id, key)
         if births is not None:
             self._account(state, created - pending)
+        return True
 
     def _account(self, state: SourceState, created: int) -> None:
         """Count files the runtime created and deleted before this route opened them (Docker's ``max-file``

@@ -264,6 +264,32 @@ async def test_an_older_file_found_late_never_ends_the_live_file_early(harness: 
     assert got == sent[:10] + older + sent[10:]
 
 
+async def test_a_rotation_while_the_files_are_opened_keeps_their_order(harness: Harness,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """The names are listed, then opened one by one: a rotation in between makes ``.1`` open the newer file and
+    hides the older one (now ``.2``). The route lists again until the names are stable, so it finds the older file
+    before it begins the newer ones, and the lines come out in the order they were written."""
+    c = harness.container("race")
+    sent = c.write(10, prefix="a")
+    c.rotate(max_file=3)
+    sent += c.write(10, prefix="b")
+    real_open = Tail.open
+    raced: list[str] = []
+
+    def open_racing_a_rotation(path: str) -> Tail | None:
+        if path.endswith(".1") and not raced:
+            raced.append(path)
+            c.rotate(max_file=3)  # a -> .2, b -> .1, a new live file
+        return real_open(path)
+
+    monkeypatch.setattr(Tail, "open", staticmethod(open_racing_a_rotation))
+    harness.start()
+    sent += c.write(10, prefix="c")
+    await wait_for(lambda: len(records(harness.out)) >= 30)
+    await asyncio.sleep(0.2)
+    assert raced and messages(harness.out) == sent
+
+
 async def test_copytruncate_restarts_at_zero(harness: Harness):
     c = harness.container("trunc")
     sent = c.write(30)
