@@ -27,7 +27,7 @@ from collectors.discovery import CgroupRef
 from collectors.docker import DockerMetadata, info_from_inspect
 from collectors.host import HostFilesystems
 from collectors.manager import CollectOptions, Collector, FsUsage
-from exporters.prometheus.http import Exposition
+from exporters.prometheus.exposition import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 
 if TYPE_CHECKING:
@@ -215,11 +215,8 @@ def route_kind(route: Route) -> RouteKind:
 
 def make_sink(route: Route, state_dir: Path) -> Sink:
     """The sink for a route; raises ValueError naming what is wrong with the route's options."""
-    from exporters.http.elasticsearch import ElasticsearchSink
-    from exporters.http.sink import HttpSink
-    from exporters.logs.file import FileSink, StdoutSink
-    from exporters.syslog.sink import SyslogSink
-
+    # Each sink's module only when a route uses it: the HTTP sinks import aiohttp (~0.1 s), and a syslog or
+    # file route ships before the agent imports it for its own HTTP server (see agent.runtime.serve).
     scheme = route.scheme
     kind = route_kind(route)
     if kind.params is not None:
@@ -230,10 +227,16 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
     if scheme == "file":
         if route.host or not route.path.startswith("/") or route.path.endswith("/"):
             raise ValueError("needs an absolute file path: file:///path/to/out.ndjson")
+        from exporters.logs.file import FileSink
+
         return FileSink(route.path)
     if scheme == "stdout":
+        from exporters.logs.file import StdoutSink
+
         return StdoutSink()
     if scheme.startswith("syslog+"):
+        from exporters.syslog.sink import SyslogSink
+
         if not route.host:
             raise ValueError("needs a host: syslog+tcp://HOST:PORT")
         try:
@@ -241,6 +244,9 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"TLS files: {exc}") from exc
     if scheme in ("http", "https", "elasticsearch+http", "elasticsearch+https"):
+        from exporters.http.elasticsearch import ElasticsearchSink
+        from exporters.http.sink import HttpSink
+
         try:
             if scheme.startswith("elasticsearch+"):
                 return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.model import MachineInfo, Snapshot
-from exporters.prometheus import http
+from exporters.prometheus import exposition
 from exporters.prometheus.http import Exposition, compress_chunks, decompress_pieces, make_app
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -77,8 +77,8 @@ def test_publish_renders_both_formats_when_both_were_asked_then_drops_the_unused
 
 
 def test_decompress_pieces_is_bounded_and_lossless(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(http, "STREAM_INPUT", 1000)
-    monkeypatch.setattr(http, "STREAM_OUTPUT", 4096)
+    monkeypatch.setattr(exposition, "STREAM_INPUT", 1000)
+    monkeypatch.setattr(exposition, "STREAM_OUTPUT", 4096)
     chunks = [f"line {i} {'x' * (i % 97)}\n" for i in range(20_000)]
     packed = compress_chunks(iter(chunks))
     text = "".join(chunks).encode()
