@@ -46,14 +46,81 @@ STALE_JOB = 5.0  # a job not taken for this long gives its slot to another (its 
 EncoderSpec = tuple[str, Any]
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may run on, up to ``MAX_WORKERS``; none on a single CPU, where a worker
-    would only take turns with the reader."""
+def default_workers(root: str = "/") -> int:
+    """One worker per CPU this process may use, up to ``MAX_WORKERS``; none below two, where a worker would only take
+    turns with the reader. The CPUs it may use are its affinity, capped by its cgroup's CPU quota: an agent run as a
+    DaemonSet with ``limits.cpu: 500m`` on a 64-CPU node starts no workers (each is ~30-35 MB of RSS, plus ~35 MB once
+    for multiprocessing's forkserver and resource tracker, all counted against the pod's memory limit, for CPU the
+    quota does not give)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_limit(root)
+    if quota is not None:
+        cpus = min(cpus, int(quota))
     return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
+
+
+def cgroup_cpu_limit(root: str = "/") -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (``cpu.max`` on v2, ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
+    on v1; the smallest along the path up to the mount's root), or None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    base = os.path.join(root, "sys/fs/cgroup")
+    v1 = v2 = None
+    for line in lines:
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if "cpu" in controllers.split(","):
+            v1 = path
+        elif hid == "0" and not controllers:
+            v2 = path
+    if v1 is not None:  # a hybrid host keeps the cpu controller on v1
+        for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+            if os.path.isdir(os.path.join(base, name)):
+                return _smallest(os.path.join(base, name), v1, _v1_quota)
+        return None
+    if v2 is not None:
+        return _smallest(base, v2, _v2_quota)
+    return None
+
+
+def _smallest(mount: str, path: str, read: Callable[[str], float | None]) -> float | None:
+    """The smallest quota from the cgroup's directory up to the mount's root. Inside a container the mount's root
+    is often the container's own cgroup, and the host path from /proc/self/cgroup does not exist below it."""
+    found = None
+    directory = os.path.normpath(os.path.join(mount, path.lstrip("/")))
+    while True:
+        quota = read(directory) if os.path.isdir(directory) else None
+        if quota is not None and (found is None or quota < found):
+            found = quota
+        if len(directory) <= len(mount):
+            return found
+        directory = os.path.dirname(directory)
+
+
+def _v2_quota(directory: str) -> float | None:
+    try:
+        with open(os.path.join(directory, "cpu.max")) as fh:
+            quota, _, period = fh.read().partition(" ")
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_quota(directory: str) -> float | None:
+    try:
+        with open(os.path.join(directory, "cpu.cfs_quota_us")) as fh:
+            quota = int(fh.read())
+        with open(os.path.join(directory, "cpu.cfs_period_us")) as fh:
+            period = int(fh.read())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 # --- the worker process ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from agent.model import ContainerInfo, LogSource, Segment
-from agent.offload import ChunkWorkers, default_workers
+from agent.offload import ChunkWorkers, cgroup_cpu_limit, default_workers
 from collectors.logs.decoders import JsonFileDecoder
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
@@ -150,9 +150,49 @@ def test_a_killed_worker_costs_only_its_chunks_and_is_replaced_then_given_up(wor
     assert "decoding in the reader from now on" in workers.failures_seen[-1]  # type: ignore[attr-defined]
 
 
-def test_default_workers_follow_the_cpus_this_process_may_use() -> None:
-    cpus = len(os.sched_getaffinity(0))
-    assert default_workers() == (0 if cpus < 2 else min(cpus, 4))
+def test_default_workers_follow_the_cpus_this_process_may_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert default_workers(str(tmp_path)) == 4  # no cgroup files: the affinity, capped at 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert default_workers(str(tmp_path)) == 0  # one CPU: the reader alone
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    cgroup_tree(tmp_path, {"proc/self/cgroup": "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n",
+                           "sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cpu.max": "50000 100000\n",
+                           "sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope/cpu.max":
+                               "max 100000\n"})
+    assert default_workers(str(tmp_path)) == 0  # a DaemonSet's limits.cpu 500m on a 64-CPU node
+
+
+def cgroup_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.mark.parametrize(("files", "want"), [
+    # cgroup v2: the smallest cpu.max from the process's cgroup up to the root
+    ({"proc/self/cgroup": "0::/a/b\n", "sys/fs/cgroup/cpu.max": "max 100000\n",
+      "sys/fs/cgroup/a/cpu.max": "300000 100000\n", "sys/fs/cgroup/a/b/cpu.max": "max 100000\n"}, 3.0),
+    ({"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "150000 100000\n"}, 1.5),  # a private cgroup namespace
+    ({"proc/self/cgroup": "0::/a\n", "sys/fs/cgroup/a/cpu.max": "max 100000\n"}, None),
+    # cgroup v1, comounted cpu,cpuacct; -1 is no quota
+    ({"proc/self/cgroup": "5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n",
+      "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000\n",
+      "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 2.0),
+    # v1 inside a container: the mount's root is the container's cgroup and the host path is not below it
+    ({"proc/self/cgroup": "5:cpu,cpuacct:/docker/abc\n",
+      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "50000\n",
+      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({"proc/self/cgroup": "5:cpu,cpuacct:/\n", "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    ({"proc/self/cgroup": "0::/x\n", "sys/fs/cgroup/x/cpu.max": "garbage\n"}, None),  # unreadable: no cap
+    ({}, None),  # no /proc/self/cgroup at all
+])
+def test_the_cgroup_cpu_quota_caps_the_workers(tmp_path: Path, files: dict[str, str], want: float | None) -> None:
+    cgroup_tree(tmp_path, files)
+    assert cgroup_cpu_limit(str(tmp_path)) == want
 
 
 # --- the whole pipeline, with and without workers ----------------------------------------------------------
