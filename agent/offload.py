@@ -41,6 +41,7 @@ SLOT_INPUT = 1 << 20  # a chunk (collectors.logs.files.READ_CHUNK)
 SLOT_BYTES = 16 << 20  # input + payload; a larger payload comes back over the pipe
 MAX_WORKERS = 4
 STALE_JOB = 5.0  # a job not taken for this long gives its slot to another (its file's reader moved on)
+ANSWER_TIMEOUT = 10.0  # a worker alive but silent this long while the reader waits (stopped, starved) is given up
 
 # The encoder a route's sink names with its ``offload_spec()``: ("ndjson", None) or ("syslog", SyslogFormat).
 EncoderSpec = tuple[str, Any]
@@ -187,7 +188,10 @@ def _serve(conn: Connection, area: str) -> None:
             answer: tuple[Any, ...] = work(shm, slot, length, offset, source, spec, max_line_bytes, encoders)
         except Exception as exc:  # the reader decodes this chunk itself; the error tells why
             answer = ("failed", 0, 0, 0, f"{type(exc).__name__}: {exc}")
-        conn.send((job_id, *answer))
+        try:
+            conn.send((job_id, *answer))
+        except OSError:  # the reader closed its end (shutdown, or it gave this worker up)
+            return
 
 
 # --- the reader's side -------------------------------------------------------------------------------------
@@ -200,6 +204,7 @@ class Job:
     slot: int
     data: bytes
     offset: int
+    source: LogSource
     submitted: float
     answer: tuple[Any, ...] | None = None
     abandoned: bool = False
@@ -208,13 +213,26 @@ class Job:
 class _Worker:
     def __init__(self, context: Any) -> None:
         self.area = os.memfd_create("lookout-chunks", os.MFD_CLOEXEC)
-        os.ftruncate(self.area, SLOTS * SLOT_BYTES)
-        self.shm = mmap.mmap(self.area, SLOTS * SLOT_BYTES)
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, f"/proc/{os.getpid()}/fd/{self.area}"),
-                                       name="lookout-chunk-worker", daemon=True)
-        self.process.start()
-        child.close()
+        try:
+            os.ftruncate(self.area, SLOTS * SLOT_BYTES)
+            self.shm = mmap.mmap(self.area, SLOTS * SLOT_BYTES)
+        except BaseException:
+            os.close(self.area)
+            raise
+        try:
+            self.conn, child = context.Pipe()
+            try:
+                self.process = context.Process(target=_serve, args=(child, f"/proc/{os.getpid()}/fd/{self.area}"),
+                                               name="lookout-chunk-worker", daemon=True)
+                self.process.start()
+            finally:
+                child.close()
+        except BaseException:
+            with contextlib.suppress(NameError, AttributeError, OSError):
+                self.conn.close()
+            self.shm.close()
+            os.close(self.area)
+            raise
         self.free = list(range(SLOTS))
         self.jobs: dict[int, Job] = {}
         self.alive = True
@@ -273,8 +291,8 @@ class ChunkWorkers:
                                             "exporters.syslog.format"])
             while len(self._workers) < self.size and not self.disabled:
                 self._workers.append(_Worker(context))  # the reader uses each as soon as it is in
-        except (OSError, ValueError) as exc:
-            self._start_error = f"cannot start chunk workers: {exc}"
+        except Exception as exc:  # reported (and counted) on the reader's next submit
+            self._start_error = f"cannot start chunk workers: {type(exc).__name__}: {exc}"
 
     def submit(self, data: bytes, offset: int, source: LogSource) -> Job | None:
         if self.disabled or len(data) > SLOT_INPUT:
@@ -296,7 +314,7 @@ class ChunkWorkers:
         base = slot * SLOT_BYTES
         worker.shm[base:base + len(data)] = data
         self._ids += 1
-        job = Job(self._ids, worker, slot, data, offset, time.monotonic())
+        job = Job(self._ids, worker, slot, data, offset, source, time.monotonic())
         try:
             worker.conn.send((job.id, slot, len(data), offset, source, self.spec, self.max_line_bytes))
         except (OSError, ValueError) as exc:
@@ -316,7 +334,7 @@ class ChunkWorkers:
         if job.answer is None and worker.alive:
             self._collect(worker, wait_for=job)
         answer = job.answer
-        if answer is None:
+        if answer is None or not worker.alive:  # a dead worker's slots are unmapped: its answers are worthless
             return None
         status, records, truncated, size, extra = answer
         if status != "ok":
@@ -345,6 +363,9 @@ class ChunkWorkers:
         """Read the worker's answers that are ready (all of them until ``wait_for``'s, when given)."""
         try:
             while worker.alive and ((wait_for is not None and wait_for.answer is None) or worker.conn.poll()):
+                if wait_for is not None and wait_for.answer is None and not worker.conn.poll(ANSWER_TIMEOUT):
+                    self._lost(worker, f"chunk worker silent for {ANSWER_TIMEOUT:.0f} s")  # closing kills it
+                    return
                 answer = worker.conn.recv()
                 job = worker.jobs.pop(answer[0], None)
                 if job is None:
@@ -361,6 +382,9 @@ class ChunkWorkers:
         for job in worker.jobs.values():
             job.answer = None
         worker.jobs.clear()
+        for job in self.jobs.values():  # answered already: the payload was in the slots unmapped below
+            if job.worker is worker:
+                job.answer = None
         self._workers.remove(worker)
         worker.close()
         self._fail(why)

@@ -50,6 +50,9 @@ BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
 # Files per source the inotify thread holds open ahead of the reader (see ``RouteRunner.pin_new_files``).
 PIN_MAX_FILES = 16
+# A CRI log file renamed by the kubelet's rotation is still written by the runtime until the kubelet has it reopen
+# the live name (ReopenContainerLog): it is ended only once it has not changed for this long.
+CRI_REOPEN_GRACE = 1.0
 # The interpreter's GIL switch interval while logs are shipped. Each system call of the inotify thread's
 # pinning (a listing, then open/fstat/pread per file) releases the GIL, and getting it back from the busy
 # reader takes up to one interval: at CPython's 5 ms default one pin could take longer than a file lives at
@@ -350,10 +353,15 @@ def _inode(path: str) -> int:
         return -1
 
 
-def _newer(other: Tail, tail: Tail) -> bool:
-    """True when ``other`` began after ``tail`` by their first records' times (or either time is unknown, where
-    the order they were found in is all there is)."""
-    return not (other.order and tail.order) or other.order >= tail.order
+def _live_rank(path: str) -> int | None:
+    """None for a rotated file's name (complete: runtimes write only to the live name); for a live name, the CRI
+    restart count of ``<n>.log`` (0 for Docker's ``<id>-json.log``): a higher one is a later container's file."""
+    name = os.path.basename(path)
+    if name.endswith("-json.log"):
+        return 0
+    if name.endswith(".log") and name[:-4].isdigit():
+        return int(name[:-4])
+    return None
 
 
 class RouteRunner:
@@ -372,6 +380,7 @@ class RouteRunner:
         # Files present at the very first start (no checkpoints at all) honour --read-from.
         self._initial = fresh_start
         self._order: list[str] = []
+        self._gc_due = False
         self._rr = 0
         self._failing = False
         # Guards opening and closing a source's files: the reader thread, discovery's thread and the
@@ -609,19 +618,25 @@ class RouteRunner:
             self._ack(batch, state, tail)
             return True
         if not data:
-            # End of this file. Move on only when the path now names another file or a newer file of the source
-            # exists; read once more after that check so a write racing the rename is not lost.
+            # End of this file. It is complete when it has a rotated name, its name now names another file, or a
+            # later live file of the source exists (a CRI container's next restart); otherwise it is the live file
+            # and the runtime may write more. Read once more after that check so a write racing a rename is not lost.
             later = state.tails[1:]
-            if tail.replaced() or any(_newer(other, tail) for other in later):
+            rank = _live_rank(tail.path)
+            if (rank is None or tail.replaced()
+                    or any((other := _live_rank(t.path)) is not None and other > rank for t in later)):
+                if state.spec.format == "cri" and self._recently_written(tail):
+                    return False  # the kubelet renames first and has the runtime reopen after: more may come
                 data, start, _ = tail.read(READ_CHUNK)
                 if not data:
                     self._finish(state, tail, batch)
                     if len(state.tails) == 0:
                         self._refresh_files(state, force=True)
                     return True
-            elif later:
-                # Only older files follow: found after this one was begun (a rotation raced a listing), so this
-                # one may still be the live file. Read them first and come back to it, never close it early.
+            elif later and state.decoder.safe_offset(tail.offset, tail.key) == tail.offset:
+                # The live file, and only rotated files follow: found after it was begun (a rotation raced a
+                # listing). Read them first and come back to it, never close it early; but not while a line of it
+                # is half joined, which the older file's next line would otherwise be joined to.
                 with self._files_lock:
                     state.tails.remove(tail)
                     state.tails.append(tail)
@@ -631,6 +646,13 @@ class RouteRunner:
         self._decode(state, tail, data, start, batch)
         return True
 
+    @staticmethod
+    def _recently_written(tail: Tail) -> bool:
+        try:
+            return time.time() - os.fstat(tail.fd).st_mtime < CRI_REOPEN_GRACE
+        except OSError:
+            return False
+
     def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         decoder = state.decoder
         if self.offload is not None and state.spec.format == "json-file":
@@ -638,7 +660,8 @@ class RouteRunner:
             if job is not None:
                 pool = self.offload
                 done = None
-                if job.data == data and not decoder.pending:
+                # The worker's payload only for the same bytes, nothing held, and the source's metadata as it is now.
+                if job.data == data and not decoder.pending and job.source is self._source(state, tail):
                     done = pool.take(job)
                 else:
                     pool.drop(job)
@@ -725,7 +748,12 @@ class RouteRunner:
         state.sources.pop(tail.key, None)
 
     def collect_garbage(self) -> None:
-        """Drop sources whose directory is gone and whose open files are drained."""
+        """Have the reader drop sources whose directory is gone and whose open files are drained (on its next
+        ``read_batch``: it owns the files and the chunks read ahead, and may be reading them right now)."""
+        self._gc_due = True
+
+    def _collect_garbage(self) -> None:
+        self._gc_due = False
         with self._files_lock:
             for sid in [sid for sid, st in self.states.items() if st.gone]:
                 state = self.states[sid]
@@ -773,6 +801,8 @@ class RouteRunner:
         return lag
 
     def read_batch(self, records: int, size: int) -> Batch:
+        if self._gc_due:
+            self._collect_garbage()
         batch = Batch()
         self.fill(batch, records, size)
         self.update_gauges()

@@ -82,7 +82,7 @@ class Harness:
         cid = f"{self.count:064x}"
         return FakeContainer(self.docker_root, cid, name, labels or {}, env or [])
 
-    def start(self, *routes: str, extra: tuple[str, ...] = ()) -> LogPipeline:
+    def start(self, *routes: str, extra: tuple[str, ...] = (), run: bool = True) -> LogPipeline:
         argv = ["run", "--host-root", str(self.tmp / "host"), "--docker-root", str(self.docker_root),
                 "--docker-socket", "", "--state-dir", str(self.state), *extra]
         for route in routes or (f"file://{self.out}",):
@@ -96,7 +96,7 @@ class Harness:
         for runner in pipeline.runners:
             runner.options.poll_interval = 0.02
         self.pipeline = pipeline
-        self.tasks = pipeline.tasks()
+        self.tasks = pipeline.tasks() if run else []
         return pipeline
 
     async def crash(self) -> None:
@@ -288,6 +288,80 @@ async def test_a_rotation_while_the_files_are_opened_keeps_their_order(harness: 
     await wait_for(lambda: len(records(harness.out)) >= 30)
     await asyncio.sleep(0.2)
     assert raced and messages(harness.out) == sent
+
+
+async def test_a_cri_restart_after_the_clock_stepped_back_keeps_the_new_live_file(harness: Harness):
+    """The container restarted (``1.log``) after the node's clock was stepped back, so its first record is older
+    than ``0.log``'s. A later restart count is the newer file whatever the times say: ``0.log`` is ended, ``1.log``
+    stays the live file and what is written to it later still arrives (found by review: the time order ended it)."""
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    cid = "c" * 64
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    bundle = host / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_bytes(orjson.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "api-7d9f",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app"}}))
+    (pod_dir / "0.log").write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F run0 a\n"
+                                    b"2026-11-28T04:00:00.000000002Z stdout F run0 b\n")
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) == 2)
+    new = pod_dir / "1.log"  # the container restarted; the clock was stepped back 1 h meanwhile
+    new.write_bytes(b"2026-11-28T03:00:00.000000001Z stdout F run1 a\n")
+    await wait_for(lambda: len(records(harness.out)) == 3)
+    await asyncio.sleep(0.5)
+    with new.open("ab") as fh:
+        fh.write(b"2026-11-28T03:00:01.000000001Z stdout F run1 b (written later)\n")
+    await asyncio.sleep(1.5)
+    got = [r["message"] for r in records(harness.out)]
+    assert got == ["run0 a", "run0 b", "run1 a", "run1 b (written later)"], got
+
+
+def _doc(msg: str, t: str) -> bytes:
+    return orjson.dumps({"log": msg, "stream": "stdout", "time": t}) + b"\n"
+
+
+async def test_a_half_joined_line_of_the_live_file_is_not_joined_to_an_older_file(harness: Harness):
+    """The live file ends in the first part of a long line (a Docker partial) when an older file is found late: the
+    reader stays on the live file until the line is complete, instead of joining the older file's next line to it."""
+    c = harness.container("late")
+    harness.start()
+    c.write(3)
+    await wait_for(lambda: len(records(harness.out)) == 3)
+    c.write_raw(_doc("HEAD of a long line from the live file|", "2026-11-28T04:00:01.000000000Z"))  # Docker partial
+    await asyncio.sleep(0.3)
+    staged = c.dir / "staged"
+    staged.write_bytes(b"".join(_doc(f"older {i}\n", f"2026-11-28T03:00:00.{i:09d}Z") for i in range(3)))
+    staged.rename(f"{c.log}.1")
+    await asyncio.sleep(0.5)
+    c.write_raw(_doc("TAIL of the long line\n", "2026-11-28T04:00:01.000000001Z"))
+    await asyncio.sleep(1.0)
+    got = [r["message"] for r in records(harness.out)]
+    assert "HEAD of a long line from the live file|TAIL of the long line" in got, got
+
+
+async def test_a_gone_source_is_dropped_by_the_reader_not_by_discovery(harness: Harness):
+    """Discovery runs in its own thread while the reader reads: it only marks a removed container's source, and the
+    reader (which owns the files and the chunks read ahead) closes and drops it on its next read, never while it
+    may be reading it (found by review: a file closed under the reader, the read-ahead jobs changed under it)."""
+    import shutil
+
+    c = harness.container("gone")
+    sent = c.write(5)
+    pipeline = harness.start(run=False)
+    runner = pipeline.runners[0]
+    runner.update_sources(pipeline.scan())
+    assert runner.read_batch(100, 1 << 20).count == len(sent)
+    shutil.rmtree(c.dir)
+    runner.update_sources(pipeline.scan())
+    [state] = runner.states.values()
+    [tail] = state.tails
+    runner.collect_garbage()  # the discovery thread's call
+    assert runner.states and tail.fd >= 0
+    runner.read_batch(100, 1 << 20)  # the reader's next read
+    assert not runner.states and tail.fd == -1
 
 
 async def test_copytruncate_restarts_at_zero(harness: Harness):

@@ -10,6 +10,7 @@ byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -302,3 +303,43 @@ def test_a_job_dropped_twice_gives_its_slot_back_once(workers: ChunkWorkers,
     workers._reclaim_stale()  # given up as stale (as when every slot is busy for too long) ...
     workers.drop(job)  # ... and dropped again by the reader when it reaches that chunk
     assert sorted(job.worker.free) == list(range(offload.SLOTS))
+
+
+def test_an_answer_of_a_worker_that_died_since_is_not_taken(workers: ChunkWorkers) -> None:
+    """A worker answered job A (the reader collected it along with another answer), then died: its slots are
+    unmapped with it, so A is decoded by the reader (None), not read from memory that is gone."""
+    a = workers.submit(chunk([line(i) for i in range(100)]), 0, SOURCE)
+    assert a is not None
+    deadline = time.monotonic() + 10
+    while a.answer is None and time.monotonic() < deadline:
+        workers._collect(a.worker, wait_for=None)
+        time.sleep(0.01)
+    assert a.answer is not None
+    os.kill(a.worker.process.pid, signal.SIGKILL)
+    a.worker.process.join(5)
+    workers.submit(chunk([line(1)]), 10_000, SOURCE)  # finds the worker gone
+    assert not a.worker.alive and workers.take(a) is None
+    assert "chunk worker died" in workers.failures_seen[-1]  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_stops_answering_is_given_up(workers: ChunkWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker alive but silent (stopped, starved) does not hold the reader: after ``ANSWER_TIMEOUT`` the job is
+    the reader's to decode and the worker is killed and replaced."""
+    import agent.offload as offload
+
+    monkeypatch.setattr(offload, "ANSWER_TIMEOUT", 0.5)
+    job = None
+    for worker in workers._workers:
+        os.kill(worker.process.pid, signal.SIGSTOP)
+    try:
+        job = workers.submit(chunk([line(i) for i in range(100)]), 0, SOURCE)
+        assert job is not None
+        started = time.monotonic()
+        assert workers.take(job) is None
+        assert 0.4 < time.monotonic() - started < 5
+        assert "silent" in workers.failures_seen[-1]  # type: ignore[attr-defined]
+    finally:
+        for worker in workers._workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signal.SIGCONT)
+    assert job is not None and not job.worker.process.is_alive()
