@@ -57,71 +57,12 @@ def default_workers(root: str = "/") -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    quota = cgroup_cpu_limit(root)
+    from collectors.cgroups.quota import own_cpu_limit  # the reader's process only, not the workers'
+
+    quota = own_cpu_limit(root)
     if quota is not None:
         cpus = min(cpus, int(quota))
     return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
-
-
-def cgroup_cpu_limit(root: str = "/") -> float | None:
-    """The CPU quota of this process's cgroup in CPUs (``cpu.max`` on v2, ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
-    on v1; the smallest along the path up to the mount's root), or None when there is none or it cannot be read."""
-    try:
-        with open(os.path.join(root, "proc/self/cgroup")) as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    base = os.path.join(root, "sys/fs/cgroup")
-    v1 = v2 = None
-    for line in lines:
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if "cpu" in controllers.split(","):
-            v1 = path
-        elif hid == "0" and not controllers:
-            v2 = path
-    if v1 is not None:  # a hybrid host keeps the cpu controller on v1
-        for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
-            if os.path.isdir(os.path.join(base, name)):
-                return _smallest(os.path.join(base, name), v1, _v1_quota)
-        return None
-    if v2 is not None:
-        return _smallest(base, v2, _v2_quota)
-    return None
-
-
-def _smallest(mount: str, path: str, read: Callable[[str], float | None]) -> float | None:
-    """The smallest quota from the cgroup's directory up to the mount's root. Inside a container the mount's root
-    is often the container's own cgroup, and the host path from /proc/self/cgroup does not exist below it."""
-    found = None
-    directory = os.path.normpath(os.path.join(mount, path.lstrip("/")))
-    while True:
-        quota = read(directory) if os.path.isdir(directory) else None
-        if quota is not None and (found is None or quota < found):
-            found = quota
-        if len(directory) <= len(mount):
-            return found
-        directory = os.path.dirname(directory)
-
-
-def _v2_quota(directory: str) -> float | None:
-    try:
-        with open(os.path.join(directory, "cpu.max")) as fh:
-            quota, _, period = fh.read().partition(" ")
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
-
-
-def _v1_quota(directory: str) -> float | None:
-    try:
-        with open(os.path.join(directory, "cpu.cfs_quota_us")) as fh:
-            quota = int(fh.read())
-        with open(os.path.join(directory, "cpu.cfs_period_us")) as fh:
-            period = int(fh.read())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
 
 
 # --- the worker process ------------------------------------------------------------------------------------
@@ -212,27 +153,26 @@ class Job:
 
 class _Worker:
     def __init__(self, context: Any) -> None:
-        self.area = os.memfd_create("lookout-chunks", os.MFD_CLOEXEC)
+        area = os.memfd_create("lookout-chunks", os.MFD_CLOEXEC)
+        shm = conn = None
         try:
-            os.ftruncate(self.area, SLOTS * SLOT_BYTES)
-            self.shm = mmap.mmap(self.area, SLOTS * SLOT_BYTES)
-        except BaseException:
-            os.close(self.area)
-            raise
-        try:
-            self.conn, child = context.Pipe()
+            os.ftruncate(area, SLOTS * SLOT_BYTES)
+            shm = mmap.mmap(area, SLOTS * SLOT_BYTES)
+            conn, child = context.Pipe()
             try:
-                self.process = context.Process(target=_serve, args=(child, f"/proc/{os.getpid()}/fd/{self.area}"),
-                                               name="lookout-chunk-worker", daemon=True)
-                self.process.start()
+                process = context.Process(target=_serve, args=(child, f"/proc/{os.getpid()}/fd/{area}"),
+                                          name="lookout-chunk-worker", daemon=True)
+                process.start()
             finally:
                 child.close()
-        except BaseException:
-            with contextlib.suppress(NameError, AttributeError, OSError):
-                self.conn.close()
-            self.shm.close()
-            os.close(self.area)
+        except BaseException:  # nothing of a worker that did not start stays open
+            if conn is not None:
+                conn.close()
+            if shm is not None:
+                shm.close()
+            os.close(area)
             raise
+        self.area, self.shm, self.conn, self.process = area, shm, conn, process
         self.free = list(range(SLOTS))
         self.jobs: dict[int, Job] = {}
         self.alive = True
@@ -382,9 +322,6 @@ class ChunkWorkers:
         for job in worker.jobs.values():
             job.answer = None
         worker.jobs.clear()
-        for job in self.jobs.values():  # answered already: the payload was in the slots unmapped below
-            if job.worker is worker:
-                job.answer = None
         self._workers.remove(worker)
         worker.close()
         self._fail(why)

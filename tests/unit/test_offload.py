@@ -20,7 +20,8 @@ import orjson
 import pytest
 
 from agent.model import ContainerInfo, LogSource, Segment
-from agent.offload import ChunkWorkers, cgroup_cpu_limit, default_workers
+from agent.offload import ChunkWorkers, Job, default_workers
+from collectors.cgroups.quota import own_cpu_limit
 from collectors.logs.decoders import JsonFileDecoder
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
@@ -193,7 +194,7 @@ def cgroup_tree(root: Path, files: dict[str, str]) -> None:
 ])
 def test_the_cgroup_cpu_quota_caps_the_workers(tmp_path: Path, files: dict[str, str], want: float | None) -> None:
     cgroup_tree(tmp_path, files)
-    assert cgroup_cpu_limit(str(tmp_path)) == want
+    assert own_cpu_limit(str(tmp_path)) == want
 
 
 # --- the whole pipeline, with and without workers ----------------------------------------------------------
@@ -285,6 +286,15 @@ def test_a_job_given_up_as_stale_is_never_taken(workers: ChunkWorkers, monkeypat
     assert fresh is not None and workers.take(fresh) == (local(data, 100, NdjsonEncoder().encode), 100, 0)
 
 
+def answered(workers: ChunkWorkers, job: Job) -> None:
+    """Wait until the reader side has collected ``job``'s answer without taking it (as ``submit`` does)."""
+    deadline = time.monotonic() + 10
+    while job.answer is None and time.monotonic() < deadline:
+        workers._collect(job.worker, wait_for=None)
+        time.sleep(0.01)
+    assert job.answer is not None
+
+
 def test_a_job_dropped_twice_gives_its_slot_back_once(workers: ChunkWorkers,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader drops a job it finds stale-reclaimed (its chunk changed, or its file was finished): a slot handed
@@ -294,11 +304,7 @@ def test_a_job_dropped_twice_gives_its_slot_back_once(workers: ChunkWorkers,
     data = chunk([line(i) for i in range(100)])
     job = workers.submit(data, 0, SOURCE)
     assert job is not None
-    deadline = time.monotonic() + 10
-    while job.answer is None and time.monotonic() < deadline:
-        workers._collect(job.worker, wait_for=None)
-        time.sleep(0.01)
-    assert job.answer is not None
+    answered(workers, job)
     monkeypatch.setattr(offload, "STALE_JOB", 0.0)
     workers._reclaim_stale()  # given up as stale (as when every slot is busy for too long) ...
     workers.drop(job)  # ... and dropped again by the reader when it reaches that chunk
@@ -310,11 +316,7 @@ def test_an_answer_of_a_worker_that_died_since_is_not_taken(workers: ChunkWorker
     unmapped with it, so A is decoded by the reader (None), not read from memory that is gone."""
     a = workers.submit(chunk([line(i) for i in range(100)]), 0, SOURCE)
     assert a is not None
-    deadline = time.monotonic() + 10
-    while a.answer is None and time.monotonic() < deadline:
-        workers._collect(a.worker, wait_for=None)
-        time.sleep(0.01)
-    assert a.answer is not None
+    answered(workers, a)
     os.kill(a.worker.process.pid, signal.SIGKILL)
     a.worker.process.join(5)
     workers.submit(chunk([line(1)]), 10_000, SOURCE)  # finds the worker gone
