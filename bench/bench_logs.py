@@ -14,7 +14,9 @@ Each run starts the agent as a real process::
     python -m agent run --host-root <empty dir> --docker-root <workdir>/docker --docker-socket '' \\
         --state-dir <fresh dir> --route file://<out> --listen 127.0.0.1:<port>
 
-(pinned to one CPU with ``taskset`` unless ``--cpu none``) and measures, until
+(pinned to one CPU with ``taskset`` unless ``--cpu none``; before each run 1 GiB is written to a file and deleted,
+untimed, so the first write into memory the VM gave back to its host is not charged to the agent: see
+``benchlib.warm_page_cache``; ``--no-warm-up`` skips it) and measures, until
 ``lookout_route_records_sent_total`` (polled on /metrics) reaches the line count: wall time from spawn and
 from /healthz answering, lines/s, the agent's CPU seconds (utime+stime of all its threads from
 /proc/<pid>/stat), lines per CPU second and peak RSS (VmHWM). Then it checks the output: exactly one record
@@ -42,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from benchlib import tree_cpu_seconds
+from benchlib import CLK_TCK, tree_cpu_seconds, warm_page_cache
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -159,6 +161,13 @@ def vm(pid: int) -> dict[str, int]:
     return out
 
 
+def user_system(pid: int) -> tuple[float, float]:
+    """The agent process's own user and system CPU seconds (all threads, not its workers)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 def get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
@@ -207,6 +216,7 @@ def run_once(root: Path, lines: int, cpu: str, poll: float) -> dict[str, object]
         if done is None or ready is None:
             raise RuntimeError("the agent did not ship every line within 600 s")
         cpu_s = cpu_seconds(proc.pid)
+        user_s, system_s = user_system(proc.pid)
         mem = vm(proc.pid)
     finally:
         proc.terminate()
@@ -224,6 +234,7 @@ def run_once(root: Path, lines: int, cpu: str, poll: float) -> dict[str, object]
         "lines": lines, "wall_s": round(wall, 3), "wall_from_ready_s": round(done - ready, 3),
         "startup_s": round(ready - started, 3), "lines_per_s": round(lines / wall),
         "lines_per_s_from_ready": round(lines / (done - ready)), "cpu_s": round(cpu_s, 2),
+        "agent_user_s": user_s, "agent_system_s": system_s,
         "lines_per_cpu_s": round(lines / cpu_s), "peak_rss_mib": round(mem["VmHWM"] / 2**20, 1),
         "rss_at_end_mib": round(mem["VmRSS"] / 2**20, 1), "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after], "output": check,
@@ -270,6 +281,8 @@ def main() -> int:
     parser.add_argument("--cpu", default="1", help="CPU to pin the agent to with taskset, or 'none'")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between /metrics polls")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/logs-*.json")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="skip writing and deleting 1 GiB before each run (see benchlib.warm_page_cache)")
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -281,12 +294,16 @@ def main() -> int:
           f"(ready in {time.monotonic() - t:.1f}s)", flush=True)
     runs = []
     for i in range(args.runs):
+        warm = None if args.no_warm_up else round(warm_page_cache(Path(tempfile.gettempdir()), 1024), 2)
         r = run_once(root, args.lines, args.cpu, args.poll)
+        r["warm_up_system_s"] = warm
         runs.append(r)
         print(f"run {i + 1}: {r['wall_s']}s wall ({r['startup_s']}s start-up), {r['lines_per_s']:,} lines/s "
-              f"({r['lines_per_s_from_ready']:,} from ready), {r['cpu_s']} CPU s, "
+              f"({r['lines_per_s_from_ready']:,} from ready), {r['cpu_s']} CPU s "
+              f"({r['agent_user_s']} user + {r['agent_system_s']} sys), "
               f"{r['lines_per_cpu_s']:,} lines/CPU s, "
-              f"peak RSS {r['peak_rss_mib']} MiB, load {r['loadavg_before']} -> {r['loadavg_after']}, "
+              f"peak RSS {r['peak_rss_mib']} MiB, warm-up {warm} sys s, "
+              f"load {r['loadavg_before']} -> {r['loadavg_after']}, "
               f"output {r['output']}", flush=True)
     keys = ("wall_s", "wall_from_ready_s", "lines_per_s", "lines_per_s_from_ready", "cpu_s", "lines_per_cpu_s",
             "peak_rss_mib")
@@ -296,7 +313,8 @@ def main() -> int:
              and r["output"]["equal_to_input"] for r in runs)  # type: ignore[index]
     result = {
         "benchmark": "logs", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv), "lines": args.lines, "log_bytes": size, "cpu_pin": args.cpu,
+        "command": " ".join(sys.argv), "warm_up": not args.no_warm_up, "lines": args.lines, "log_bytes": size,
+        "cpu_pin": args.cpu,
         "median": median, "runs": runs, "verified": ok,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                     "cpu_model": cpu_model()},
