@@ -4,7 +4,8 @@ Python imports ``sitecustomize`` at start-up, so putting this directory on PYTHO
 to every agent process a benchmark starts. ``LK_PATCH`` is a comma list of:
 
 - ``subchunk``: the renderer yields at most 256 containers' lines of a family per chunk;
-- ``trim``: ``malloc_trim(0)`` after every cycle.
+- ``trim``: ``malloc_trim(0)`` after every cycle;
+- ``nomallopt``: glibc's own mmap and trim thresholds (only ``M_ARENA_MAX`` set), i.e. without ``09ae94d``.
 
     LK_PATCH=trim PYTHONPATH=bench/experiments \
         python bench/bench_metrics.py --skip inprocess,scrape --cpu-cycles 10 --prom-scrapes 10
@@ -66,3 +67,11 @@ if "trim" in _patches:
         _libc.malloc_trim(0)
         return snap
     wiring.Agent.cycle = cycle
+if "nomallopt" in _patches:
+    import ctypes
+
+    import agent.runtime as runtime
+
+    def limit_malloc_arenas(arenas: int = 1) -> None:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX only
+    runtime.limit_malloc_arenas = limit_malloc_arenas
