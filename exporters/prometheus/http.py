@@ -25,6 +25,9 @@ from exporters.prometheus.exposition import (
 __all__ = ["Compressed", "Exposition", "compress_chunks", "decompress_pieces", "make_app"]
 
 EXPOSITION = web.AppKey("exposition", Exposition)
+# The cached gzip body goes to the socket at most this much at a time: what the socket does not take at once is
+# copied into the transport's buffer, so a write of a whole ~4 MB body could hold a second copy of it.
+WRITE_PIECE = 1 << 18
 
 LANDING = """<!doctype html>
 <html><head><title>Lookout</title></head>
@@ -66,7 +69,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if compress:
         headers["Content-Encoding"] = "gzip"
         own = igzip.compress(own, 1)
-        length = (len(cached.body) if cached else 0) + len(own)
+        length = (cached.size if cached else 0) + len(own)
     else:
         length = (cached.text_bytes if cached else 0) + len(own)
     response = web.StreamResponse(headers=headers)
@@ -75,9 +78,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if request.method != "HEAD":
         if cached is not None:
             if compress:
-                await response.write(cached.body)
+                for part in cached.parts:
+                    view = memoryview(part)
+                    for start in range(0, len(view), WRITE_PIECE):
+                        await response.write(view[start:start + WRITE_PIECE])
             else:
-                for piece in decompress_pieces(cached.body):
+                for piece in decompress_pieces(cached.parts):
                     await response.write(piece)
         await response.write(own)
     await response.write_eof()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterator
 
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.model import MachineInfo, Snapshot
-from exporters.prometheus import exposition
+from exporters.prometheus import exposition, http
 from exporters.prometheus.http import Exposition, compress_chunks, decompress_pieces, make_app
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -76,6 +77,56 @@ def test_publish_renders_both_formats_when_both_were_asked_then_drops_the_unused
     assert renderer.calls == [True, False]
 
 
+def test_the_previous_snapshot_and_bodies_are_let_go_before_the_new_bodies_are_built() -> None:
+    """At the peak of a cycle only the new snapshot and the body being built are held, not the old ones too."""
+    exp, renderer = Exposition(registry()), FakeRenderer()
+    exp.asked(True)
+    exp.asked(False)
+    old = snapshot()
+    exp.publish(old, renderer.chunks)  # both formats
+    held_during_render: list[tuple[set[bool], bool]] = []
+
+    def chunks(snap: Snapshot, openmetrics: bool = False) -> Iterator[str]:
+        held_during_render.append((set(exp._gzip), exp.snapshot is old))
+        yield from renderer.chunks(snap, openmetrics)
+
+    exp.asked(True)
+    exp.publish(snapshot(), chunks)
+    assert held_during_render == [(set(), False)]
+    assert b'form="om"' in exp.body(True, False)
+
+
+def test_a_scrape_that_must_render_waits_for_a_running_publish_instead_of_rendering_beside_it() -> None:
+    exp, renderer = Exposition(registry()), FakeRenderer()
+    exp.publish(snapshot(), renderer.chunks)  # text only
+    inside, release = threading.Event(), threading.Event()
+    running, most = [0], [0]
+
+    def chunks(snap: Snapshot, openmetrics: bool = False) -> Iterator[str]:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        inside.set()
+        release.wait(5)
+        yield from renderer.chunks(snap, openmetrics)
+        running[0] -= 1
+
+    exp.asked(True)  # the next publish renders OpenMetrics
+    new = snapshot()
+    publisher = threading.Thread(target=exp.publish, args=(new, chunks))
+    publisher.start()
+    assert inside.wait(5)
+    got: list[bytes] = []
+    scraper = threading.Thread(target=lambda: got.append(exp.body(True, False)))
+    scraper.start()
+    scraper.join(0.3)
+    assert scraper.is_alive()  # waits for the publish rather than rendering the old snapshot beside it
+    release.set()
+    publisher.join(5)
+    scraper.join(5)
+    assert most[0] == 1 and got and b'form="om"' in got[0]
+    assert exp.snapshot is new and renderer.calls.count(True) == 1  # the publish's body served the scrape
+
+
 def test_decompress_pieces_is_bounded_and_lossless(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(exposition, "STREAM_INPUT", 1000)
     monkeypatch.setattr(exposition, "STREAM_OUTPUT", 4096)
@@ -84,12 +135,23 @@ def test_decompress_pieces_is_bounded_and_lossless(monkeypatch) -> None:  # type
     text = "".join(chunks).encode()
     assert packed.text_bytes == len(text)
     assert gzip.decompress(packed.body) == text
-    pieces = list(decompress_pieces(packed.body))
+    assert packed.size == len(packed.body)
+    pieces = list(decompress_pieces(packed.parts))
     assert len(pieces) > 10 and max(map(len, pieces)) <= 4096
     assert b"".join(pieces) == text
 
 
-async def test_metrics_handler_serves_every_form_with_its_length() -> None:
+def test_compressed_body_is_kept_in_the_compressors_pieces() -> None:
+    """A ~2.7 MB text is not joined into one body after compression: the pieces are what a scrape writes."""
+    chunks = ["".join(f"line {i} x\n" for i in range(start, start + 2000)) for start in range(0, 200_000, 2000)]
+    packed = compress_chunks(chunks)
+    assert len(packed.parts) > 1 and packed.size == sum(map(len, packed.parts))
+    assert gzip.decompress(packed.body) == "".join(chunks).encode()
+    assert b"".join(decompress_pieces(packed.parts)) == "".join(chunks).encode()
+
+
+async def test_metrics_handler_serves_every_form_with_its_length(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(http, "WRITE_PIECE", 1000)  # the gzip body's pieces are written in slices
     exp, renderer = Exposition(registry()), FakeRenderer(lines=50_000)
     exp.publish(snapshot(), renderer.chunks)
     async with TestClient(TestServer(make_app(exp))) as client:
