@@ -326,7 +326,7 @@ def report(results: dict[str, dict[str, object]]) -> str:
         rows.append([tag, cp["interval"], cp["cycles"], cp["cpu_per_cycle_ms"], cp["wall_per_cycle_ms"],
                      cp["render_wall_per_cycle_ms"], pc["cycles"], pc["cpu_per_cycle_ms"],
                      pc["fresh"].get("p50", "-"), pc["fresh"].get("p95", "-"), pc["fresh"].get("n", 0),
-                     round(pc["rss_kb"]["VmRSS"] / 1024, 1), round(pc["rss_kb"]["VmHWM"] / 1024, 1)])
+                     round(bl.mb(pc["rss_kb"]["VmRSS"]), 1), round(bl.mb(pc["rss_kb"]["VmHWM"]), 1)])
     if rows:
         lines.append("\nAgent process, CPU phase (/proc/<pid>/stat utime+stime per cycle); then one "
                      "Prometheus-style scrape (OpenMetrics+gzip) per housekeeping period")
@@ -353,9 +353,9 @@ def report(results: dict[str, dict[str, object]]) -> str:
                 continue
             p = sp["payload"]
             rows.append([tag, p["series"], f"{p['text_bytes'] / 1e6:.1f}", f"{p['text_gzip_bytes'] / 1e6:.2f}",
-                         f"{p['om_gzip_bytes'] / 1e6:.2f}", round(sp["rss_kb_after_first_snapshot"]["VmRSS"] / 1024, 1),
-                         round(sp["rss_kb_after_scrapes"]["VmRSS"] / 1024, 1),
-                         round(sp["rss_kb_after_scrapes"]["VmHWM"] / 1024, 1)])
+                         f"{p['om_gzip_bytes'] / 1e6:.2f}", round(bl.mb(sp["rss_kb_after_first_snapshot"]["VmRSS"]), 1),
+                         round(bl.mb(sp["rss_kb_after_scrapes"]["VmRSS"]), 1),
+                         round(bl.mb(sp["rss_kb_after_scrapes"]["VmHWM"]), 1)])
         lines.append("\nPayload and memory")
         lines.append(bl.table(rows, ["tree", "series", "text MB", "text gz MB", "OM gz MB", "RSS MB 1st snap",
                                      "RSS MB after scrapes", "HWM MB"]))
@@ -384,14 +384,14 @@ def report(results: dict[str, dict[str, object]]) -> str:
             rows.append([tag, "CPU per cycle (in-process)", f"{v} ms", f"<= {TARGET_CYCLE_CPU_MS:.0f} ms",
                          verdict(v <= TARGET_CYCLE_CPU_MS)])
         if isinstance(cp, dict):
-            mb = max(cp["rss_kb"]["VmRSS"], cp["prometheus_cadence"]["rss_kb"]["VmRSS"]) / 1024
+            mb = bl.mb(max(cp["rss_kb"]["VmRSS"], cp["prometheus_cadence"]["rss_kb"]["VmRSS"]))
             rows.append([tag, "agent RSS, Prometheus-only clients (VmRSS)", f"{mb:.1f} MB",
                          f"<= {TARGET_RSS_MB:.0f} MB", verdict(mb <= TARGET_RSS_MB)])
-            mb = cp["prometheus_cadence"]["rss_kb"]["VmHWM"] / 1024
+            mb = bl.mb(cp["prometheus_cadence"]["rss_kb"]["VmHWM"])
             rows.append([tag, "  same, peak (VmHWM)", f"{mb:.1f} MB", f"<= {TARGET_RSS_MB:.0f} MB",
                          verdict(mb <= TARGET_RSS_MB)])
         if isinstance(sp, dict):
-            mb = sp["rss_kb_after_scrapes"]["VmRSS"] / 1024
+            mb = bl.mb(sp["rss_kb_after_scrapes"]["VmRSS"])
             n = sum(m["all"]["n"] for m in sp["modes"].values())
             rows.append([tag, f"agent RSS after {n} back-to-back scrapes (VmRSS)", f"{mb:.1f} MB",
                          f"<= {TARGET_RSS_MB:.0f} MB", verdict(mb <= TARGET_RSS_MB)])

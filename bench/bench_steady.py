@@ -211,8 +211,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             "window_s": round(wall, 1),
             "agent_cpu_s": round(cpu_s, 3),
             "agent_cpu_pct_of_one_core": round(cpu_s / wall * 100, 3),
-            "rss_mb": {"end": round(mem["VmRSS"] / 1024, 1), "max_sampled": round(max(rss_values) / 1024, 1),
-                       "min_sampled": round(min(rss_values) / 1024, 1), "hwm": round(mem["VmHWM"] / 1024, 1)},
+            "rss_mb": {"end": round(bl.mb(mem["VmRSS"]), 1), "max_sampled": round(bl.mb(max(rss_values)), 1),
+                       "min_sampled": round(bl.mb(min(rss_values)), 1), "hwm": round(bl.mb(mem["VmHWM"]), 1)},
             "agent_cycles_total": counters.get("collection_count"),
             "agent_cycle_wall_avg_ms": round(counters["collection_sum"] / counters["collection_count"] * 1000, 1)
             if counters.get("collection_count") else None,

@@ -117,6 +117,11 @@ def tree_peak_rss_kb(pid: int) -> int:
     return total
 
 
+def mb(kib: int) -> float:
+    """/proc's "kB" (KiB) in MB of 10^6 bytes, the unit of the issues' RSS targets (80 MB = 76.3 MiB)."""
+    return kib * 1024 / 1e6
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) in kB."""
     out = {}
