@@ -62,7 +62,7 @@ class Agent:
         collector = self.build_collector()
         if collector is None:
             return None
-        with self.telemetry.collection_duration.time(), self.exposition.exclusive():
+        with self.exposition.exclusive(), self.telemetry.collection_duration.time():
             snapshot = collector.collect()
             with self.telemetry.render_duration.time():
                 self.exposition.publish(snapshot, self.renderer.chunks)

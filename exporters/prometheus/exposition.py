@@ -76,7 +76,7 @@ def decompress_pieces(parts: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class Exposition:
-    """The latest snapshot and its rendered forms, swapped in whole by the housekeeping task.
+    """The latest snapshot and its rendered forms, set by the housekeeping task's ``publish``.
 
     Only the gzip-compressed exposition is kept (a 1,000-container host's text is ~36 MB, its gzip ~4
     MB); Prometheus always asks for gzip, and other clients get it decompressed piece by piece.
@@ -85,6 +85,10 @@ class Exposition:
     for OpenMetrics, ``curl`` for text), or the previous publish's formats when nobody scraped in
     between (a scrape interval longer than the housekeeping interval). Before any scrape that is
     text. A format nobody asked for recently is rendered on its first request and kept the same way.
+
+    A render that raises (a bug) is not retried for that snapshot and format: the error reaches the publish's
+    caller (or the one scrape that rendered on demand), and later scrapes get the self-metrics alone, so the
+    agent's own health stays scrapable and scrapes do not each repeat a failing render.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -98,6 +102,7 @@ class Exposition:
         # scrape rendering during a collection raised the agent's peak RSS by both (~4 MB at 1,000 containers).
         # Always taken before ``_lock``, never inside it; reentrant, as a cycle publishes while it holds it.
         self._rendering = threading.RLock()
+        self._failed: set[bool] = set()  # formats whose render raised for the current snapshot
         self._asked: set[bool] = set()  # formats requested since the last publish (True: OpenMetrics)
         self._eager: frozenset[bool] = frozenset({False})
 
@@ -128,12 +133,27 @@ class Exposition:
                 self.snapshot = snapshot
                 self._render = render
                 self._gzip = {}
+                self._failed = set()
+                self._eager = formats
+            error: Exception | None = None
             for openmetrics in sorted(formats):
-                body = compress_chunks(render(snapshot, openmetrics))
+                try:
+                    body = compress_chunks(render(snapshot, openmetrics))
+                except Exception as exc:  # kept: the other format is still rendered, then this is raised
+                    with self._lock:
+                        self._failed.add(openmetrics)
+                    error = error or exc
+                    continue
                 with self._lock:
                     self._gzip[openmetrics] = body
-            with self._lock:
-                self._eager = formats
+            if error is not None:
+                raise error
+
+    def ready(self, openmetrics: bool) -> Compressed | None:
+        """The latest snapshot's body in this format if it is rendered, without waiting or rendering (cheap
+        enough for the event loop: a scrape needs a thread only when it must wait or render)."""
+        with self._lock:
+            return self._gzip.get(openmetrics)
 
     def compressed(self, openmetrics: bool) -> Compressed | None:
         """The container metrics of the latest snapshot in one format, gzipped (rendered now if not yet; while a
@@ -146,12 +166,18 @@ class Exposition:
             with self._lock:
                 body = self._gzip.get(openmetrics)
                 snapshot, render = self.snapshot, self._render
+                if openmetrics in self._failed:
+                    return None
             if body is not None or snapshot is None:
                 return body
-            body = compress_chunks(render(snapshot, openmetrics))
-            with self._lock:
-                if self.snapshot is snapshot:
-                    self._gzip[openmetrics] = body
+            try:
+                body = compress_chunks(render(snapshot, openmetrics))
+            except Exception:
+                with self._lock:
+                    self._failed.add(openmetrics)
+                raise
+            with self._lock:  # only publish changes the snapshot, under _rendering, which this holds
+                self._gzip[openmetrics] = body
             return body
 
     def own(self, openmetrics: bool) -> bytes:

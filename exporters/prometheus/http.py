@@ -64,7 +64,10 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     openmetrics = accepts(request.headers.get("Accept", ""), "application/openmetrics-text")
     compress = accepts(request.headers.get("Accept-Encoding", ""), "gzip")
     exposition.asked(openmetrics)
-    cached, own = await asyncio.to_thread(_parts, exposition, openmetrics)
+    cached = exposition.ready(openmetrics)
+    if cached is None:  # being published, or a format not rendered ahead: wait or render in a thread
+        cached = await asyncio.to_thread(exposition.compressed, openmetrics)
+    own = exposition.own(openmetrics)
     headers = {"Content-Type": OM_TYPE if openmetrics else TEXT_TYPE}
     if compress:
         headers["Content-Encoding"] = "gzip"
@@ -88,10 +91,6 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         await response.write(own)
     await response.write_eof()
     return response
-
-
-def _parts(exposition: Exposition, openmetrics: bool) -> tuple[Compressed | None, bytes]:
-    return exposition.compressed(openmetrics), exposition.own(openmetrics)
 
 
 async def healthz(request: web.Request) -> web.Response:

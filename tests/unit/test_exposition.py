@@ -6,6 +6,7 @@ import gzip
 import threading
 from collections.abc import Iterator
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
@@ -125,6 +126,46 @@ def test_a_scrape_that_must_render_waits_for_a_running_publish_instead_of_render
     scraper.join(5)
     assert most[0] == 1 and got and b'form="om"' in got[0]
     assert exp.snapshot is new and renderer.calls.count(True) == 1  # the publish's body served the scrape
+
+
+def test_a_failing_render_is_raised_once_and_scrapes_then_get_the_self_metrics_without_rendering_again() -> None:
+    exp, renderer = Exposition(registry()), FakeRenderer()
+    exp.asked(True)
+    exp.asked(False)
+    exp.publish(snapshot(), renderer.chunks)
+    calls: list[bool] = []
+
+    def broken(snap: Snapshot, openmetrics: bool = False) -> Iterator[str]:
+        calls.append(openmetrics)
+        if openmetrics:
+            raise RuntimeError("a getter bug")
+        yield from renderer.chunks(snap, openmetrics)
+
+    exp.asked(True)
+    exp.asked(False)
+    with pytest.raises(RuntimeError, match="a getter bug"):
+        exp.publish(snapshot(), broken)
+    assert sorted(calls) == [False, True]  # the other format was still rendered
+    assert exp.compressed(True) is None and exp.compressed(True) is None  # not rendered again per scrape
+    assert b"lookout_test_total 1.0" in exp.body(True, False) and b"container_x" not in exp.body(True, False)
+    assert b'form="text"' in exp.body(False, False)
+    assert sorted(calls) == [False, True]
+    exp.publish(snapshot(), renderer.chunks)  # the next snapshot renders afresh
+    assert b'form="om"' in exp.body(True, False)
+
+
+def test_during_a_collection_a_cached_format_is_ready_and_a_missing_one_waits() -> None:
+    exp, renderer = Exposition(registry()), FakeRenderer()
+    exp.publish(snapshot(), renderer.chunks)  # text only
+    got: list[bytes] = []
+    with exp.exclusive():  # what Agent.cycle holds while it collects
+        assert exp.ready(False) is not None and exp.ready(True) is None
+        scraper = threading.Thread(target=lambda: got.append(exp.body(True, False)))
+        scraper.start()
+        scraper.join(0.3)
+        assert scraper.is_alive() and renderer.calls == [False]  # no render beside the collection
+    scraper.join(5)
+    assert got and b'form="om"' in got[0] and renderer.calls == [False, True]
 
 
 def test_decompress_pieces_is_bounded_and_lossless(monkeypatch) -> None:  # type: ignore[no-untyped-def]
