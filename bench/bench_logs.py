@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from benchlib import CLK_TCK, tree_cpu_seconds, warm_page_cache
+from benchlib import tree_cpu_seconds, user_system_seconds, warm_page_cache
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -161,13 +161,6 @@ def vm(pid: int) -> dict[str, int]:
     return out
 
 
-def user_system(pid: int) -> tuple[float, float]:
-    """The agent process's own user and system CPU seconds (all threads, not its workers)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
 def get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
@@ -216,7 +209,7 @@ def run_once(root: Path, lines: int, cpu: str, poll: float) -> dict[str, object]
         if done is None or ready is None:
             raise RuntimeError("the agent did not ship every line within 600 s")
         cpu_s = cpu_seconds(proc.pid)
-        user_s, system_s = user_system(proc.pid)
+        user_s, system_s = user_system_seconds(proc.pid)  # the agent's own, not its workers'
         mem = vm(proc.pid)
     finally:
         proc.terminate()

@@ -46,11 +46,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc/<pid>/stat."""
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """utime and stime of a process (all threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), from /proc/<pid>/stat."""
+    return sum(user_system_seconds(pid))
 
 
 def descendants(pid: int) -> list[int]:

@@ -158,10 +158,9 @@ class Exposition:
     def compressed(self, openmetrics: bool) -> Compressed | None:
         """The container metrics of the latest snapshot in one format, gzipped (rendered now if not yet; while a
         publish renders, after it, which may have rendered this format already)."""
-        with self._lock:
-            body = self._gzip.get(openmetrics)
-            if body is not None or self._render is None:
-                return body
+        body = self.ready(openmetrics)
+        if body is not None or self._render is None:  # before the first publish there is nothing to wait for
+            return body
         with self._rendering:
             with self._lock:
                 body = self._gzip.get(openmetrics)
