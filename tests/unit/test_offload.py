@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+from agent import offload
 from agent.model import ContainerInfo, LogSource, Segment
 from agent.offload import ChunkWorkers, Job, default_workers
 from collectors.cgroups.quota import own_cpu_limit
@@ -46,11 +48,16 @@ def local(data: bytes, offset: int, encode) -> bytes:  # type: ignore[no-untyped
 
 
 @pytest.fixture
-def workers():  # type: ignore[no-untyped-def]
+def workers(monkeypatch):  # type: ignore[no-untyped-def]
     failures: list[str] = []
     pool = ChunkWorkers(2, ("ndjson", None), 1 << 20, failures.append)
     pool.failures_seen = failures  # type: ignore[attr-defined]
+    # Worker starts are held until the first submit has returned: with a forkserver already warm from an
+    # earlier test, the background start could otherwise win the race against the submit that began it.
+    gate, real = threading.Event(), offload._Worker
+    monkeypatch.setattr(offload, "_Worker", lambda context: gate.wait(10) and real(context))
     assert pool.submit(chunk([line(0)]), 0, SOURCE) is None  # none running yet: they start in the background
+    gate.set()
     pool.start(wait=True)
     yield pool
     pool.close()
