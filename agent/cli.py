@@ -41,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    from agent.wiring import check_route  # builds (never connects) each route's sink: its options' problems
+
     try:
-        config = load_config(args, unknown=unknown)  # route options too: every problem at once
+        config = load_config(args, unknown=unknown, check_route=check_route)  # every problem at once
     except ConfigError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2

@@ -7,16 +7,23 @@ together (``ConfigError.problems``) so a user fixes a bad configuration in one r
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import re
 import tempfile
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from agent.params import (  # re-exported: the parsers of flags and files
+    parse_bool,
+    parse_duration,
+    parse_list,
+    parse_listen,
+    parse_size,
+    redact_uri,
+)
 
 # cAdvisor's metric kinds (the --disable_metrics vocabulary), lib/container/factory.go.
 METRIC_KINDS = frozenset(
@@ -43,93 +50,12 @@ ROUTE_SCHEMES = frozenset(
     }
 )
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 class ConfigError(Exception):
     """Raised with every problem found; ``str()`` is the one line shown to the user."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid configuration: " + "; ".join(self.problems))
-
-
-def parse_duration(text: str) -> float:
-    """Go-style durations as cAdvisor and Prometheus users write them: ``10s``, ``1m30s``, ``500ms``."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty duration")
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or pos == 0:
-        raise ValueError(f"malformed duration {text!r} (use e.g. 10s, 500ms, 1m30s)")
-    return total
-
-
-_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mi": 1024**2, "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """Byte sizes: ``1048576``, ``64KiB``, ``1MiB``, ``10MB``."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"malformed size {text!r} (use e.g. 65536, 64KiB, 1MiB)")
-    value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
-    if value < 1024:
-        raise ValueError(f"{text!r} is too small (at least 1KiB)")
-    return value
-
-
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"malformed address {text!r} (use HOST:PORT, e.g. 0.0.0.0:9338)")
-    bracketed = host.startswith("[") and host.endswith("]")
-    host = host[1:-1] if bracketed else host
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if bracketed or not _HOSTNAME.match(host):
-                raise ValueError(f"malformed address {text!r}: {host!r} is neither an IP address nor a host name "
-                                 "(use HOST:PORT, e.g. 0.0.0.0:9338)") from None
-    return host or "0.0.0.0", int(port)
-
-
-def parse_bool(text: str | bool) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"malformed boolean {text!r} (use true or false)")
-
-
-def parse_list(text: str | Sequence[str]) -> tuple[str, ...]:
-    items = text.split(",") if isinstance(text, str) else list(text)
-    return tuple(item.strip() for item in items if item.strip())
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced, for labels and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,24 +203,19 @@ def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
     return settings, Path(config_path) if config_path else None
 
 
-def _check_route(uri: str, state_dir: Path) -> str | None:
+def _check_scheme(uri: str) -> str | None:
     scheme = urlsplit(uri).scheme
     if not scheme:
         return f"--route: {redact_uri(uri)!r} has no scheme (e.g. file:///path, syslog+tcp://host:514)"
     if scheme not in ROUTE_SCHEMES:
         return (f"--route: unknown scheme {scheme!r} in {redact_uri(uri)!r} "
                 f"(known: {', '.join(sorted(ROUTE_SCHEMES))})")
-    from agent.routes import RouteError, parse_route  # routes imports config: resolve lazily
+    return None
 
-    try:
-        route = parse_route(uri)
-    except RouteError as exc:
-        return f"--route: {redact_uri(uri)!r}: {exc}"
-    if scheme == "file" and not route.path:
-        return f"--route: {redact_uri(uri)!r} needs a path (file:///var/log/lookout.ndjson)"
-    from agent.wiring import check_route  # builds (never connects) the route's sink: its options' problems
 
-    return check_route(uri, state_dir)
+# Checks a route URI's options by building (never connecting) its sink: ``agent.logs.routes.check_route``, handed
+# in by the CLI so that the configuration does not import the log pipeline and the sinks.
+RouteCheck = Callable[[str, Path], str | None]
 
 
 def _check_state_dir(path: Path) -> str | None:
@@ -308,8 +229,11 @@ def _check_state_dir(path: Path) -> str | None:
 
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
-                unknown: Sequence[str] = (), check_state_dir: bool = True) -> Config:
-    """Resolve flags, env and file into a ``Config``; raise ``ConfigError`` listing every problem."""
+                unknown: Sequence[str] = (), check_state_dir: bool = True,
+                check_route: RouteCheck | None = None) -> Config:
+    """Resolve flags, env and file into a ``Config``; raise ``ConfigError`` listing every problem.
+
+    Route URIs are checked for their scheme here, and for their options by ``check_route`` when given."""
     environ = os.environ if environ is None else environ
     problems = [f"unknown flag {arg.split('=')[0]!r}" for arg in unknown if arg.startswith("-")]
     problems += [f"unexpected argument {arg!r}" for arg in unknown if not arg.startswith("-")]
@@ -374,7 +298,12 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
 
     routes = values.get("route", ())
     state_dir = Path(values.get("state-dir", DEFAULT_STATE_DIR))
-    problems += [p for p in (_check_route(uri, state_dir) for uri in routes) if p]
+    for uri in routes:
+        problem = _check_scheme(uri)
+        if problem is None and check_route is not None:
+            problem = check_route(uri, state_dir)
+        if problem:
+            problems.append(problem)
     kwargs["routes"] = routes
     read_from = str(values.get("read-from", "head")).lower()
     if read_from not in ("head", "tail"):

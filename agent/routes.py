@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from agent.config import parse_bool, redact_uri
 from agent.model import ContainerInfo
+from agent.params import redact_uri
 
 FILTER_KEYS = ("filter.name", "filter.id", "filter.labels", "filter.image", "filter.sources")
 
@@ -62,16 +61,6 @@ class Route:
             return self.params["name"]
         netloc = self.host + (f":{self.port}" if self.port else "")
         return f"{self.scheme}://{netloc}{self.path}"
-
-
-def bool_param(params: Mapping[str, str], name: str, default: bool) -> bool:
-    """A boolean route parameter (``true/false``, ``1/0``, ``yes/no``, ``on/off``); the error names it."""
-    if name not in params:
-        return default
-    try:
-        return parse_bool(params[name])
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
 
 
 def _labels(text: str) -> tuple[tuple[str, str], ...]:

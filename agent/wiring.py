@@ -16,8 +16,9 @@ import orjson
 import structlog
 
 from agent import __version__
-from agent.config import Config, parse_duration, parse_size, redact_uri
+from agent.config import Config
 from agent.model import ContainerInfo, Runtime, Snapshot
+from agent.params import parse_duration, parse_size, redact_uri
 from agent.routes import FILTER_KEYS, Route, parse_route
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import structlog
 
-from agent.routes import bool_param
+from agent.params import bool_param
 
 # Route parameters Lookout itself consumes; any other query parameter is passed on to the receiver.
 OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "cert", "key", "verify", "name",

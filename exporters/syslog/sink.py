@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from agent.model import Segment
-from agent.routes import bool_param
+from agent.params import bool_param
 from exporters.syslog.format import _TEMPLATE_FIELD, FACILITIES, SyslogEncoder, SyslogFormat
 from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
 
