@@ -2,5 +2,5 @@
 
 from agent.cli import main
 
-if __name__ == "__main__":  # not when a worker process (agent.offload) imports it
+if __name__ == "__main__":  # not when a worker process (agent.logs.offload) imports it
     raise SystemExit(main())

@@ -78,7 +78,7 @@ class Config:
     routes: tuple[str, ...] = ()
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
-    log_workers: int = -1  # -1: one per CPU (agent.offload.default_workers)
+    log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
     config_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 

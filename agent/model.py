@@ -262,3 +262,60 @@ class Segment:
 
     source: LogSource
     records: list[LogRecord]
+
+
+# --- the delivery contract between the pipeline and a sink ------------------------------------------------------
+#
+# A sink is ``encode(segments) -> Payload`` (pure, on the reader's thread) and ``async send(payload) ->
+# DeliveryResult`` (on the event loop). Every record of a payload gets one outcome per send: delivered, to be
+# retried, dead-lettered or dropped with a reason. A send that fails as a whole raises: ``RetryableError`` or an
+# ``OSError`` (network, timeouts) is retried with backoff; any other exception is a bug in the sink, which stops
+# its route (and only it) instead of retrying forever.
+
+
+@dataclass(slots=True)
+class Payload:
+    """A batch as its sink encoded it. ``data`` is one buffer written whole (a stream, a request body) or one entry
+    per record (datagrams, RELP frames, ``_bulk`` items); ``count`` records, ``truncated`` of them cut to the sink's
+    maximum message size. ``done`` marks the entries delivered so far, kept across retries, for sinks that resend
+    only what was not answered (RELP, Elasticsearch); None where a retry resends the whole payload."""
+
+    data: bytes | list[bytes]
+    count: int
+    truncated: int = 0
+    done: list[bool] | None = None
+
+    def pending(self) -> list[int]:
+        """Indexes of the entries not delivered yet (all of them without ``done``)."""
+        if self.done is None:
+            return list(range(len(self.data))) if isinstance(self.data, list) else [0]
+        return [i for i, ok in enumerate(self.done) if not ok]
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """The outcome of one send, in records: ``delivered`` (acknowledged), ``retry`` (answered "later": sent again
+    after a backoff, at least ``retry_after`` seconds if the receiver said so; ``error`` says why),
+    ``dead_lettered`` (refused for good and kept in the route's dead-letter file) and ``dropped`` (refused for good
+    and not kept, by reason)."""
+
+    delivered: int = 0
+    retry: int = 0
+    retry_after: float | None = None
+    error: str = ""
+    dead_lettered: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def final(self) -> int:
+        """Records with a final outcome in this send."""
+        return self.delivered + self.dead_lettered + sum(self.dropped.values())
+
+
+class RetryableError(Exception):
+    """A whole send failed in a way worth retrying (a 429 or 5xx answer, a receiver restarting); ``retry_after``
+    (seconds) is the receiver's own hint, if it gave one. Network errors are ``OSError`` and are retried too."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

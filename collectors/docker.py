@@ -59,6 +59,18 @@ def filter_env(env: Sequence[str] | None, prefixes: Sequence[str]) -> dict[str, 
     return out
 
 
+def network_mode(container_dir: str) -> str:
+    """The ``NetworkMode`` of a container's ``hostconfig.json``; "" when the file is missing or damaged (only the
+    network mode is lost then, never the rest of the container's metadata)."""
+    try:
+        with open(f"{container_dir}/hostconfig.json", "rb") as fh:
+            host = orjson.loads(fh.read())
+    except (OSError, orjson.JSONDecodeError):
+        return ""
+    mode = host.get("NetworkMode", "") if isinstance(host, dict) else ""
+    return mode if isinstance(mode, str) else ""
+
+
 def info_from_inspect(data: dict[str, Any], env_prefixes: Sequence[str], rw_layer: str = "",
                       network_mode: str | None = None) -> ContainerInfo:
     """A ``ContainerInfo`` template from an inspect document (API or config.v2.json: same shape)."""
@@ -156,13 +168,13 @@ class DockerMetadata:
                     continue
                 with open(path, "rb") as fh:
                     data = orjson.loads(fh.read())
-                with open(f"{base}/{cid}/hostconfig.json", "rb") as fh:
-                    host = orjson.loads(fh.read())
             except (OSError, orjson.JSONDecodeError):
                 continue  # being written or removed right now; next cycle
+            if not isinstance(data, dict):
+                continue
             self._disk_mtimes[cid] = mtime
             layer = rw_layer_dir(self.docker_root, cid, data.get("Driver", ""))
-            fresh[cid] = info_from_inspect(data, self.env_prefixes, layer, host.get("NetworkMode", ""))
+            fresh[cid] = info_from_inspect(data, self.env_prefixes, layer, network_mode(f"{base}/{cid}"))
         self.containers = fresh
         self._disk_mtimes = {c: m for c, m in self._disk_mtimes.items() if c in fresh}
 

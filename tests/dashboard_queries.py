@@ -209,8 +209,8 @@ def exported_metric_names() -> set[str]:
     registry (Telemetry + LogMetrics), with prometheus-client's suffixes (_total, _bucket/_sum/_count)."""
     from prometheus_client import CollectorRegistry
 
+    from agent.logs.metrics import LogMetrics
     from agent.model import MachineInfo, Snapshot
-    from agent.pipeline import LogMetrics
     from agent.telemetry import Telemetry
     from exporters.prometheus.render import LabelPolicy, Renderer
     from exporters.prometheus.table import FAMILIES

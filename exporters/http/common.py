@@ -9,7 +9,6 @@ import hashlib
 import os
 import ssl
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -28,14 +27,6 @@ OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "ce
                         "timeout"})
 
 log = structlog.get_logger("lookout.http")
-
-
-class RetryableError(Exception):
-    """A failure worth retrying; ``retry_after`` (seconds) is the receiver's own hint, if it gave one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def retry_after(value: str | None) -> float | None:
@@ -151,13 +142,12 @@ class DeadLetters:
 
 
 class PostingSink:
-    """What the NDJSON and Elasticsearch sinks share: the target, the dead-letter file, the per-record event
-    counts (``Sink.events``) and one keep-alive aiohttp session, opened on first use."""
+    """What the NDJSON and Elasticsearch sinks share: the target, the dead-letter file and one keep-alive aiohttp
+    session, opened on first use."""
 
     def __init__(self, target: Target, state_dir: Path, route_id: str) -> None:
         self.target = target
         self.dead = DeadLetters(state_dir, route_id)
-        self.events: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:

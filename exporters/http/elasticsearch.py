@@ -28,10 +28,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiohttp
 import orjson
 
-from agent.model import RFC3339_UTC, LogSource, Segment, utc_now_rfc3339
+from agent.model import RFC3339_UTC, DeliveryResult, LogSource, Payload, RetryableError, Segment, utc_now_rfc3339
 from exporters.http.common import (
     PostingSink,
-    RetryableError,
     Target,
     retry_after,
     retryable_request_status,
@@ -69,24 +68,6 @@ def _ecs_fragment(source: LogSource) -> bytes:
     return orjson.dumps(meta)[1:-1]
 
 
-class EsItem:
-    __slots__ = ("action", "doc", "id", "index")
-
-    def __init__(self, index: str, doc_id: str, action: bytes, doc: bytes) -> None:
-        self.index = index
-        self.id = doc_id
-        self.action = action
-        self.doc = doc
-
-
-class EsBatch:
-    """The items of one batch still waiting for a final answer; survives the pipeline's retries."""
-
-    def __init__(self, items: list[EsItem]) -> None:
-        self.pending = items
-        self.chunk = max(len(items), 1)
-
-
 class ElasticsearchSink(PostingSink):
     def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
         parts = urlsplit(uri)
@@ -106,6 +87,9 @@ class ElasticsearchSink(PostingSink):
         super().__init__(target, state_dir, route_id)
         self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
         self._index_cache: dict[str, str] = {}
+        # Items per request for the payload being sent (halved on 413); starts whole for each payload.
+        self._chunk_of: Payload | None = None
+        self._chunk = 1
         # Names are cached per hour of the records' time, unless the index has a field finer than the hour.
         fields = set(re.findall(r"%(.)", index.replace("%%", "")))
         self._index_key_len = 13 if fields <= HOURLY_FIELDS else 19
@@ -139,7 +123,8 @@ class ElasticsearchSink(PostingSink):
             cached = self._frags[id(source)] = (source, tmpl, b"")
         return cached[1], cached[2]
 
-    def encode(self, segments: Sequence[Segment]) -> object:
+    def encode(self, segments: Sequence[Segment]) -> Payload:
+        """One ``_bulk`` item (action line + document line) per record; each is answered on its own."""
         items = []
         dumps = orjson.dumps
         op = self.op
@@ -149,31 +134,40 @@ class ElasticsearchSink(PostingSink):
             for time, stream, message, offset, _cut in seg.records:
                 if not RFC3339_UTC.match(time):  # a damaged file: ES would refuse the document; index it now
                     time = utc_now_rfc3339()
-                index = self._index_for(time)
-                doc_id = document_id(key, offset)
-                action = dumps({op: {"_index": index, "_id": doc_id}}) + b"\n"
-                items.append(EsItem(index, doc_id, action, tmpl % (time.encode(), dumps(message),
-                                                                  stream.encode(), offset)))
-        return EsBatch(items)
+                action = dumps({op: {"_index": self._index_for(time), "_id": document_id(key, offset)}}) + b"\n"
+                items.append(action + tmpl % (time.encode(), dumps(message), stream.encode(), offset))
+        return Payload(items, len(items), done=[False] * len(items))
 
     # --- sending (event loop) ---
 
-    async def send(self, payload: object, count: int) -> None:
-        assert isinstance(payload, EsBatch)
-        while payload.pending:
-            chunk = payload.pending[: payload.chunk]
-            answered = await self._bulk(payload, chunk)
+    async def send(self, payload: Payload) -> DeliveryResult:
+        """Send what is pending in requests of up to the current chunk size; stop at the first request whose
+        items (or whole answer) must be retried."""
+        assert isinstance(payload.data, list) and payload.done is not None, "a _bulk payload is one item per record"
+        if self._chunk_of is not payload:
+            self._chunk_of, self._chunk = payload, max(len(payload.data), 1)
+        result = DeliveryResult()
+        while pending := payload.pending():
+            chunk = pending[: self._chunk]
+            answered = await self._bulk(payload.data, chunk)
             if answered is None:
                 continue  # 413: the chunk was halved; send again right away
-            retry, hint = answered
-            done = set(map(id, chunk)) - set(map(id, retry))
-            payload.pending = [i for i in payload.pending if id(i) not in done]
+            retry, dead, hint = answered
+            for i in chunk:
+                payload.done[i] = i not in retry
+            result.dead_lettered += len(dead)
+            result.delivered += len(chunk) - len(retry) - len(dead)
             if retry:
-                self.events["retried_items"] += len(retry)
-                raise RetryableError(f"{len(retry)} item(s) answered 429/5xx", hint)
+                result.retry, result.retry_after = len(payload.pending()), hint
+                result.error = f"{len(retry)} item(s) answered 429/5xx"
+                break
+        return result
 
-    async def _bulk(self, payload: EsBatch, chunk: list[EsItem]) -> tuple[list[EsItem], float | None] | None:
-        body = b"".join(item.action + item.doc for item in chunk)  # ends with "\n", as _bulk requires
+    async def _bulk(self, items: list[bytes], chunk: list[int]
+                    ) -> tuple[set[int], list[int], float | None] | None:
+        """One request: (items to retry, items dead-lettered, Retry-After), or None after a 413 halved the chunk.
+        Raises ``RetryableError`` when the whole request must be retried."""
+        body = b"".join(items[i] for i in chunk)  # ends with "\n", as _bulk requires
         headers = {"Content-Type": "application/x-ndjson", **self.target.headers}
         if self.target.gzip:
             body = await asyncio.to_thread(gzip.compress, body, 1)
@@ -186,42 +180,43 @@ class ElasticsearchSink(PostingSink):
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         if status == 413 and len(chunk) > 1:
-            payload.chunk = max(len(chunk) // 2, 1)
+            self._chunk = max(len(chunk) // 2, 1)
             return None
         if retryable_request_status(status):
             raise RetryableError(f"HTTP {status}: {raw[:300]!r}", hint)
         if status >= 300:
-            await self._dead_letter([(item, status, raw[:1000].decode(errors="replace")) for item in chunk])
-            return [], None
+            await self._dead_letter(items, [(i, status, raw[:1000].decode(errors="replace")) for i in chunk])
+            return set(), chunk, None
         try:
             answer = orjson.loads(raw)
             results = answer["items"]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise RetryableError(f"unreadable _bulk response: {exc}") from exc
         if not answer.get("errors"):
-            return [], None
+            return set(), [], None
         if len(results) != len(chunk):
             raise RetryableError(f"_bulk answered {len(results)} items for {len(chunk)}")
-        retry, dead = [], []
-        for item, result in zip(chunk, results, strict=True):
+        retry: set[int] = set()
+        dead: list[tuple[int, int, str]] = []
+        for i, result in zip(chunk, results, strict=True):
             outcome = next(iter(result.values())) if isinstance(result, dict) and result else {}
             code = int(outcome.get("status", 500))
             if code < 300 or (code == 409 and self.op == "create"):
                 continue  # indexed, or already indexed by an earlier attempt
             if retryable_status(code):
-                retry.append(item)
+                retry.add(i)
             else:
-                dead.append((item, code, orjson.dumps(outcome.get("error")).decode()))
-        await self._dead_letter(dead)
-        return retry, hint
+                dead.append((i, code, orjson.dumps(outcome.get("error")).decode()))
+        await self._dead_letter(items, dead)
+        return retry, [i for i, _, _ in dead], hint
 
-    async def _dead_letter(self, dead: list[tuple[EsItem, int, str]]) -> None:
+    async def _dead_letter(self, items: list[bytes], dead: list[tuple[int, int, str]]) -> None:
         if not dead:
             return
-        entries: list[dict[str, object]] = [
-            {"status": code, "error": error, "index": item.index, "id": item.id, "document": orjson.loads(item.doc)}
-            for item, code, error in dead]
+        entries: list[dict[str, object]] = []
+        for i, code, error in dead:
+            action, _, doc = items[i].partition(b"\n")
+            meta = next(iter(orjson.loads(action).values()))
+            entries.append({"status": code, "error": error, "index": meta["_index"], "id": meta["_id"],
+                            "document": orjson.loads(doc)})
         await asyncio.to_thread(self.dead.write, entries)
-        self.events["rejected"] += len(dead)
-        self.events["dead_lettered"] += len(dead)
-

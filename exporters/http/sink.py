@@ -2,7 +2,8 @@
 
 2xx acknowledges the batch; network errors, 429 and 5xx are retried by the pipeline (with the
 receiver's Retry-After when it sends one); any other status is final: the batch goes to the
-dead-letter file, is counted as rejected, and the records after it flow on.
+dead-letter file, is counted as rejected, and the records after it flow on. A gzip body is decompressed again
+only for the dead-letter file.
 """
 
 from __future__ import annotations
@@ -15,18 +16,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from agent.model import Segment
-from exporters.http.common import PostingSink, RetryableError, Target, retry_after, retryable_request_status
+from agent.model import DeliveryResult, Payload, RetryableError, Segment
+from exporters.http.common import PostingSink, Target, retry_after, retryable_request_status
 from exporters.logs.ndjson import NdjsonEncoder
-
-
-class HttpPayload:
-    __slots__ = ("body", "count", "raw")
-
-    def __init__(self, raw: bytes, body: bytes, count: int) -> None:
-        self.raw = raw
-        self.body = body
-        self.count = count
 
 
 class HttpSink(PostingSink):
@@ -34,30 +26,30 @@ class HttpSink(PostingSink):
         super().__init__(Target.from_route(uri, http_scheme), state_dir, route_id)
         self.encoder = NdjsonEncoder()
 
-    def encode(self, segments: Sequence[Segment]) -> object:
+    def encode(self, segments: Sequence[Segment]) -> Payload:
         raw = self.encoder.encode(segments)
         body = gzip.compress(raw, compresslevel=1) if self.target.gzip else raw
-        return HttpPayload(raw, body, sum(len(s.records) for s in segments))
+        return Payload(body, sum(len(s.records) for s in segments))
 
-    async def send(self, payload: object, count: int) -> None:
-        assert isinstance(payload, HttpPayload)
+    async def send(self, payload: Payload) -> DeliveryResult:
+        assert isinstance(payload.data, bytes), "an HTTP payload is one request body"
         headers = {"Content-Type": "application/x-ndjson", **self.target.headers}
         if self.target.gzip:
             headers["Content-Encoding"] = "gzip"
         try:
-            async with self.session().post(self.target.url, data=payload.body, headers=headers) as resp:
+            async with self.session().post(self.target.url, data=payload.data, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 if 200 <= resp.status < 300:
-                    return
+                    return DeliveryResult(delivered=payload.count)
                 if retryable_request_status(resp.status):
                     hint = retry_after(resp.headers.get("Retry-After"))
                     raise RetryableError(f"HTTP {resp.status}: {text[:200]}", hint)
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         # Final refusal (4xx other than 429): keep the records in the dead-letter file, move on.
-        lines = [orjson.loads(line) for line in payload.raw.splitlines() if line]
+        raw = gzip.decompress(payload.data) if self.target.gzip else payload.data
+        lines = [orjson.loads(line) for line in raw.splitlines() if line]
         entries: list[dict[str, object]] = [{"status": resp.status, "error": text[:1000], "record": r} for r in lines]
         await asyncio.to_thread(self.dead.write, entries)
-        self.events["rejected"] += payload.count
-        self.events["dead_lettered"] += payload.count
+        return DeliveryResult(dead_lettered=payload.count)
 

@@ -6,12 +6,11 @@ import asyncio
 import os
 import stat
 import sys
-from collections import Counter
 from collections.abc import Sequence
 
 import structlog
 
-from agent.model import Segment
+from agent.model import DeliveryResult, Payload, Segment
 from exporters.logs.ndjson import NdjsonEncoder
 
 log = structlog.get_logger("lookout.file")
@@ -23,18 +22,16 @@ class FileSink:
     def __init__(self, path: str) -> None:
         self.path = path
         self.encoder = NdjsonEncoder()
-        self.events: Counter[str] = Counter()
         self._fd = -1
 
-    def encode(self, segments: Sequence[Segment]) -> bytes:
-        return self.encoder.encode(segments)
+    def encode(self, segments: Sequence[Segment]) -> Payload:
+        return Payload(self.encoder.encode(segments), sum(len(s.records) for s in segments))
 
     def offload_spec(self) -> tuple[str, None]:
-        """How a chunk worker encodes for this sink (agent.offload): the same NDJSON, appended as bytes."""
+        """How a chunk worker encodes for this sink (agent.logs.offload): the same NDJSON, appended as bytes."""
         return ("ndjson", None)
 
-    def _write(self, payload: object) -> None:
-        assert isinstance(payload, bytes)
+    def _write(self, payload: bytes) -> None:
         if self._fd < 0:
             parent = os.path.dirname(self.path)
             if parent:
@@ -68,8 +65,10 @@ class FileSink:
             raise
         return fd
 
-    async def send(self, payload: object, count: int) -> None:
-        await asyncio.to_thread(self._write, payload)
+    async def send(self, payload: Payload) -> DeliveryResult:
+        assert isinstance(payload.data, bytes), "a file payload is one buffer"
+        await asyncio.to_thread(self._write, payload.data)
+        return DeliveryResult(delivered=payload.count)
 
     async def close(self) -> None:
         if self._fd >= 0:
@@ -81,8 +80,7 @@ class StdoutSink(FileSink):
     def __init__(self) -> None:
         super().__init__("")
 
-    def _write(self, payload: object) -> None:
-        assert isinstance(payload, bytes)
+    def _write(self, payload: bytes) -> None:
         sys.stdout.buffer.write(payload)
         sys.stdout.buffer.flush()
 

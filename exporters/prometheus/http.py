@@ -7,6 +7,7 @@ cached bytes and appends the agent's own small self-metrics.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -25,6 +26,9 @@ from exporters.prometheus.exposition import (
 __all__ = ["Compressed", "Exposition", "compress_chunks", "decompress_pieces", "make_app"]
 
 EXPOSITION = web.AppKey("exposition", Exposition)
+# What is broken in the agent, by part: e.g. a route stopped by a bug in its sink -> why. Empty while healthy.
+Problems = Callable[[], dict[str, str]]
+PROBLEMS: web.AppKey[Problems] = web.AppKey("problems")
 # The cached gzip body goes to the socket at most this much at a time: what the socket does not take at once is
 # copied into the transport's buffer, so a write of a whole ~4 MB body could hold a second copy of it.
 WRITE_PIECE = 1 << 18
@@ -94,7 +98,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    """200 ``ok``; 503 with a line per broken part (a route stopped by a bug in its sink) otherwise."""
+    problems = request.app[PROBLEMS]()
+    if not problems:
+        return web.Response(text="ok")
+    text = "".join(f"failed: {part}: {why}\n" for part, why in sorted(problems.items()))
+    return web.Response(status=503, text=text)
 
 
 async def landing(request: web.Request) -> web.Response:
@@ -115,9 +124,10 @@ async def containers(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-def make_app(exposition: Exposition) -> web.Application:
+def make_app(exposition: Exposition, problems: Problems = dict) -> web.Application:
     app = web.Application()
     app[EXPOSITION] = exposition
+    app[PROBLEMS] = problems
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", landing)

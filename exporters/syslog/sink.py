@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from agent.model import Segment
+from agent.model import DeliveryResult, Payload, Segment
 from agent.params import bool_param
 from exporters.syslog.format import _TEMPLATE_FIELD, FACILITIES, SyslogEncoder, SyslogFormat
 from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
@@ -69,7 +68,6 @@ class SyslogSink:
         fmt, tls = parse_options(scheme, params)
         self.scheme = scheme
         self.encoder = SyslogEncoder(fmt)
-        self.events: Counter[str] = Counter()
         port = port or DEFAULT_PORTS[scheme]
         self.transport: UdpTransport | StreamTransport | RelpTransport
         if scheme == "syslog+udp":
@@ -79,23 +77,33 @@ class SyslogSink:
         else:
             self.transport = StreamTransport(host, port, tls)
 
-    def encode(self, segments: Sequence[Segment]) -> object:
+    def encode(self, segments: Sequence[Segment]) -> Payload:
+        count = sum(len(s.records) for s in segments)
         if self.scheme in ("syslog+tcp", "syslog+tls"):
-            payload: object = self.encoder.encode(segments)
-        else:
-            messages = self.encoder.messages(segments)
-            payload = RelpBatch(messages) if self.scheme == "syslog+relp" else messages
-        if self.encoder.last_truncated:
-            self.events["truncated"] += self.encoder.last_truncated
-        return payload
+            return Payload(self.encoder.encode(segments), count, self.encoder.last_truncated)
+        messages = self.encoder.messages(segments)
+        done = [False] * len(messages) if self.scheme == "syslog+relp" else None  # RELP resends only the unanswered
+        return Payload(messages, count, self.encoder.last_truncated, done)
 
     def offload_spec(self) -> tuple[str, SyslogFormat] | None:
-        """How a chunk worker encodes for this sink (agent.offload): TCP and TLS payloads are framed bytes that
+        """How a chunk worker encodes for this sink (agent.logs.offload): TCP and TLS payloads are framed bytes that
         concatenate; UDP datagrams and RELP frames are lists and stay in the reader."""
         return ("syslog", self.encoder.fmt) if self.scheme in ("syslog+tcp", "syslog+tls") else None
 
-    async def send(self, payload: object, count: int) -> None:
-        await asyncio.to_thread(self.transport.send, payload)  # type: ignore[arg-type]
+    async def send(self, payload: Payload) -> DeliveryResult:
+        data = payload.data
+        if isinstance(self.transport, RelpTransport):
+            assert isinstance(data, list) and payload.done is not None
+            pending = len(payload.pending())  # an earlier attempt may have delivered some: they are not resent
+            await asyncio.to_thread(self.transport.send, RelpBatch(data, payload.done))
+            return DeliveryResult(delivered=pending)
+        elif isinstance(self.transport, UdpTransport):
+            assert isinstance(data, list)
+            await asyncio.to_thread(self.transport.send, data)
+        else:
+            assert isinstance(data, bytes)
+            await asyncio.to_thread(self.transport.send, data)
+        return DeliveryResult(delivered=payload.count)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.transport.close)

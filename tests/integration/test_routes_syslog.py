@@ -30,7 +30,9 @@ import pytest
 
 from agent.cli import _parser
 from agent.config import load_config
-from agent.pipeline import LogPipeline, RouteRunner
+from agent.logs.pipeline import LogPipeline
+from agent.logs.runner import RouteRunner
+from agent.model import DeliveryResult, Payload
 from agent.telemetry import Telemetry
 from agent.wiring import make_logs
 from collectors.docker import DockerMetadata
@@ -445,12 +447,13 @@ async def test_tcp_receiver_restart_loses_only_what_its_kernel_acknowledged(
     delivered: set[str] = set()
     send = runner.sink.send
 
-    async def tracking_send(payload: object, count: int) -> None:
-        await send(payload, count)
-        assert isinstance(payload, bytes)
-        messages = frame_messages(payload)
-        assert len(messages) == count
+    async def tracking_send(payload: Payload) -> DeliveryResult:
+        result = await send(payload)
+        assert isinstance(payload.data, bytes)
+        messages = frame_messages(payload.data)
+        assert len(messages) == payload.count == result.delivered
         delivered.update(messages)
+        return result
 
     runner.sink.send = tracking_send  # type: ignore[method-assign]
 

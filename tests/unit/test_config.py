@@ -158,7 +158,7 @@ def test_usage_errors_are_one_line_too(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_log_workers(state: str) -> None:
-    assert config_from(["--state-dir", state]).log_workers == -1  # auto: agent.offload.default_workers()
+    assert config_from(["--state-dir", state]).log_workers == -1  # auto: agent.logs.offload.default_workers()
     assert config_from(["--state-dir", state, "--log-workers", "AUTO"]).log_workers == -1
     assert config_from(["--state-dir", state, "--log-workers", "0"]).log_workers == 0
     assert config_from(["--state-dir", state, "--log-workers", "3"]).log_workers == 3

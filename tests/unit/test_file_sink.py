@@ -17,7 +17,8 @@ def _source(tmp_path: Path) -> LogSource:
 
 
 def _send(sink: FileSink, segments: list[Segment]) -> None:
-    asyncio.run(sink.send(sink.encode(segments), sum(len(s.records) for s in segments)))
+    result = asyncio.run(sink.send(sink.encode(segments)))
+    assert result.delivered == sum(len(s.records) for s in segments)
 
 
 def test_a_torn_last_line_is_ended_before_the_next_batch(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.model import ContainerInfo, LogRecord, LogSource, Segment
-from agent.routes import parse_route
-from exporters.http.common import RetryableError, Target, retry_after
+from agent.logs.routes import parse_route
+from agent.model import ContainerInfo, LogRecord, LogSource, Payload, RetryableError, Segment
+from exporters.http.common import Target, retry_after
 from exporters.http.elasticsearch import ElasticsearchSink, document_id
 from exporters.http.sink import HttpSink
 from exporters.logs.ndjson import record_dict
@@ -45,16 +45,31 @@ def records(n: int, start: int = 0, prefix: str = "line") -> list[LogRecord]:
              1000 + 100 * i, False) for i in range(start, start + n)]
 
 
-async def deliver(sink: Any, payload: object, count: int, attempts: int = 10) -> list[RetryableError]:
-    """``send`` until it succeeds, as the pipeline's sender does (without its sleeps); the errors seen."""
-    errors = []
+class Sent(list[RetryableError]):
+    """What ``deliver`` saw: the failed sends (as errors, in order) and the records' outcomes over all sends."""
+
+    delivered = dead_lettered = retried_items = 0
+
+
+async def deliver(sink: Any, payload: Payload, count: int, attempts: int = 10) -> Sent:
+    """``send`` until no record is left to retry, as the pipeline's delivery does (without its sleeps)."""
+    sent = Sent()
     for _ in range(attempts):
+        expected = len(payload.pending()) if payload.done is not None else count
         try:
-            await sink.send(payload, count)
-            return errors
+            result = await sink.send(payload)
         except RetryableError as exc:
-            errors.append(exc)
-    raise AssertionError(f"not delivered after {attempts} attempts: {errors}")
+            sent.append(exc)
+            continue
+        assert result.final + result.retry == expected, (result, expected)  # every record has one outcome
+        sent.delivered += result.delivered
+        sent.dead_lettered += result.dead_lettered
+        if not result.retry:
+            assert sent.delivered + sent.dead_lettered == count, (sent.delivered, sent.dead_lettered, count)
+            return sent
+        sent.retried_items += result.retry
+        sent.append(RetryableError(result.error, result.retry_after))
+    raise AssertionError(f"not delivered after {attempts} attempts: {list(sent)}")
 
 
 @pytest.fixture
@@ -132,8 +147,9 @@ def test_es_documents_carry_ecs_fields_and_utc_index(tmp_path: Path, es: EsStand
     recs = [("2026-11-28T23:59:59.123456789Z", "stdout", 'say "hi" \\ %s', 42, False),
             ("2026-11-29T00:00:00.5Z", "stderr", "next day ✓", 142, False)]
     batch = sink.encode([Segment(src, recs)])
-    actions = [orjson.loads(i.action) for i in batch.pending]  # type: ignore[attr-defined]
-    docs = [orjson.loads(i.doc) for i in batch.pending]  # type: ignore[attr-defined]
+    assert isinstance(batch.data, list) and batch.count == 2 and batch.pending() == [0, 1]
+    actions = [orjson.loads(item.partition(b"\n")[0]) for item in batch.data]
+    docs = [orjson.loads(item.partition(b"\n")[2]) for item in batch.data]
     assert actions == [{"create": {"_index": "logs-lookout-2026.11.28", "_id": document_id(src.file_key, 42)}},
                        {"create": {"_index": "logs-lookout-2026.11.29", "_id": document_id(src.file_key, 142)}}]
     assert docs[0] == {
@@ -145,7 +161,8 @@ def test_es_documents_carry_ecs_fields_and_utc_index(tmp_path: Path, es: EsStand
         "log": {"file": {"path": "/var/log/pods/ns_p_u/web/0.log"}, "offset": 42},
     }
     assert docs[1]["message"] == "next day ✓" and docs[1]["stream"] == "stderr"
-    assert "kubernetes" not in orjson.loads(sink.encode([Segment(source(), records(1))]).pending[0].doc)  # type: ignore[attr-defined]
+    only = sink.encode([Segment(source(), records(1))]).data[0]
+    assert isinstance(only, bytes) and "kubernetes" not in orjson.loads(only.partition(b"\n")[2])
 
 
 # --- Elasticsearch _bulk ------------------------------------------------------------------------------
@@ -207,7 +224,7 @@ async def test_es_whole_request_429_and_dropped_connection_never_duplicate(tmp_p
     assert statuses[:3] == [[], [], [201] * 50]  # 429, 503, then indexed without an answer
     assert statuses[3] == [409] * 50  # the resend: every _id already exists, counted as delivered
     assert len(es.docs()) == 50 and set(es.writes.values()) == {1}
-    assert sink.events["rejected"] == 0 and not dead_letters(tmp_path)
+    assert errors.dead_lettered == 0 and errors.delivered == 50 and not dead_letters(tmp_path)
 
 
 async def test_es_per_item_429_retries_only_the_failed_items(tmp_path: Path, es: EsStandin) -> None:
@@ -232,7 +249,7 @@ async def test_es_per_item_429_retries_only_the_failed_items(tmp_path: Path, es:
     assert len(second.items) == 10 and {s for *_, s in second.items} == {201}
     assert {i for _, _, i, _ in second.items} == rejected_once
     assert len(es.docs()) == 40 and set(es.writes.values()) == {1}
-    assert sink.events["retried_items"] == 10
+    assert errors.retried_items == 10 and errors.delivered == 40
 
 
 async def test_es_rejected_documents_are_dead_lettered_and_the_rest_flow(tmp_path: Path) -> None:
@@ -246,13 +263,13 @@ async def test_es_rejected_documents_are_dead_lettered_and_the_rest_flow(tmp_pat
         mixed[3] = (mixed[3][0], "stdout", "a POISON message", mixed[3][3], False)
         segments = [Segment(good, records(5, prefix="good")), Segment(bad, records(2, prefix="bad")),
                     Segment(good, mixed)]
-        await deliver(sink, sink.encode(segments), 17)
+        sent = await deliver(sink, sink.encode(segments), 17)
         await sink.close()
     finally:
         es.stop()
     indexed = sorted(d["message"] for d in es.docs("logs"))
     assert len(indexed) == 14 and "a POISON message" not in indexed and not any(m.startswith("bad") for m in indexed)
-    assert sink.events["rejected"] == 3 and sink.events["dead_lettered"] == 3
+    assert sent.dead_lettered == 3 and sent.delivered == 14
     dead = dead_letters(tmp_path)
     assert [d["document"]["message"] for d in dead] == ["bad 0", "bad 1", "a POISON message"]
     assert {d["status"] for d in dead} == {400} and {d["route"] for d in dead} == {parse_route(uri).id}
@@ -298,7 +315,7 @@ async def test_es_auth_failure_is_retried_never_dead_lettered(tmp_path: Path, es
     payload = sink.encode([Segment(source(), records(5))])
     try:
         with pytest.raises(RetryableError, match="HTTP 401"):
-            await sink.send(payload, 5)
+            await sink.send(payload)
         es.set_users({"elastic": "wrong"})  # the operator fixes the password on the server side
         await deliver(sink, payload, 5)
     finally:
@@ -429,7 +446,7 @@ async def test_http_sink_retry_classes_and_dead_letters(tmp_path: Path, receiver
         errors = await deliver(sink, payload, 4)
         assert errors[0].retry_after == 2.0 and 17 <= (errors[1].retry_after or 0) <= 20
         assert errors[2].retry_after is None and len(errors) == 3
-        assert sink.events["rejected"] == 4 and sink.events["dead_lettered"] == 4
+        assert errors.dead_lettered == 4 and errors.delivered == 0
         dead = dead_letters(tmp_path)
         assert [d["record"]["message"] for d in dead] == [r[2] for r in records(4)]
         assert {d["status"] for d in dead} == {400}
@@ -452,7 +469,7 @@ async def test_http_sink_auth_refusals_are_retried_never_dead_lettered(tmp_path:
     finally:
         await sink.close()
     assert [str(e).split(":")[0] for e in errors] == ["HTTP 401", "HTTP 403", "HTTP 407"]
-    assert not dead_letters(tmp_path) and sink.events["dead_lettered"] == 0
+    assert not dead_letters(tmp_path) and errors.dead_lettered == 0 and errors.delivered == 3
     assert [r["message"] for r in receiver.accepted()] == [r[2] for r in records(3)]
 
 
@@ -465,7 +482,7 @@ async def test_http_sink_network_errors_are_retryable(tmp_path: Path) -> None:
     started = time.monotonic()
     try:
         with pytest.raises(RetryableError):
-            await sink.send(sink.encode([Segment(source(), records(1))]), 1)
+            await sink.send(sink.encode([Segment(source(), records(1))]))
     finally:
         await sink.close()
     assert time.monotonic() - started < 5 and not dead_letters(tmp_path)
@@ -474,7 +491,7 @@ async def test_http_sink_network_errors_are_retryable(tmp_path: Path) -> None:
 def test_batch_split_bounds_requests_and_acknowledges_only_what_was_kept() -> None:
     """``batch=N`` (every HTTP route's count limit): one 1 MiB read decodes more records than that, so the
     pipeline splits; the kept part may only move each file's checkpoint up to its first record left out."""
-    from agent.pipeline import Batch
+    from agent.logs.batch import Batch
 
     a, b = source(key="1:1:a"), source(key="1:2:b")
     tail: Any = object()

@@ -1,4 +1,4 @@
-"""Chunk workers (agent.offload): real worker processes give exactly the bytes the reader would have made.
+"""Chunk workers (agent.logs.offload): real worker processes give exactly the bytes the reader would have made.
 
 Each worker decodes a chunk from shared memory and encodes it for the route; the reader takes that payload only
 when the worker's decoder ended with nothing held, no error and nothing cut. These tests feed real processes real
@@ -20,9 +20,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent import offload
+from agent.logs import offload
+from agent.logs.offload import ChunkWorkers, Job, default_workers
 from agent.model import ContainerInfo, LogSource, Segment
-from agent.offload import ChunkWorkers, Job, default_workers
 from collectors.cgroups.quota import own_cpu_limit
 from collectors.logs.decoders import JsonFileDecoder
 from exporters.logs.ndjson import NdjsonEncoder
@@ -277,7 +277,7 @@ async def test_killed_workers_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_a_job_given_up_as_stale_is_never_taken(workers: ChunkWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.offload as offload
+    import agent.logs.offload as offload
 
     monkeypatch.setattr(offload, "STALE_JOB", 0.0)
     data = chunk([line(i) for i in range(100)])
@@ -306,7 +306,7 @@ def test_a_job_dropped_twice_gives_its_slot_back_once(workers: ChunkWorkers,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader drops a job it finds stale-reclaimed (its chunk changed, or its file was finished): a slot handed
     out twice would let two chunks share it and one chunk's payload be taken for the other's."""
-    import agent.offload as offload
+    import agent.logs.offload as offload
 
     data = chunk([line(i) for i in range(100)])
     job = workers.submit(data, 0, SOURCE)
@@ -334,7 +334,7 @@ def test_an_answer_of_a_worker_that_died_since_is_not_taken(workers: ChunkWorker
 def test_a_worker_that_stops_answering_is_given_up(workers: ChunkWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker alive but silent (stopped, starved) does not hold the reader: after ``ANSWER_TIMEOUT`` the job is
     the reader's to decode and the worker is killed and replaced."""
-    import agent.offload as offload
+    import agent.logs.offload as offload
 
     monkeypatch.setattr(offload, "ANSWER_TIMEOUT", 0.5)
     job = None

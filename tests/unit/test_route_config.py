@@ -10,9 +10,7 @@ import pytest
 
 from agent.cli import main
 from agent.config import parse_listen
-from agent.pipeline import LogOptions
-from agent.routes import parse_route
-from agent.wiring import make_sink, route_options
+from agent.logs.routes import LogOptions, make_sink, parse_route, route_options
 
 # The route URIs of README's "Shipping logs" table, with every parameter it documents.
 DOCUMENTED = [

@@ -227,7 +227,7 @@ class ChunkWorkers:
         try:
             context = multiprocessing.get_context("forkserver")
             # Only what the workers run, and never __main__ (the agent itself).
-            context.set_forkserver_preload(["agent.offload", "collectors.logs.decoders", "exporters.logs.ndjson",
+            context.set_forkserver_preload(["agent.logs.offload", "collectors.logs.decoders", "exporters.logs.ndjson",
                                             "exporters.syslog.format"])
             while len(self._workers) < self.size and not self.disabled:
                 self._workers.append(_Worker(context))  # the reader uses each as soon as it is in

@@ -1,0 +1,122 @@
+"""Delivery: the sink contract, the one retry policy, and the accounting of every record's outcome.
+
+A sink (``Sink``) encodes a batch into a ``Payload`` and sends it, answering a ``DeliveryResult``: how many records
+were delivered, are to be retried, were dead-lettered or dropped (``agent.model``). ``Delivery.deliver`` sends a
+payload until no record is left to retry:
+
+- a send that raises ``RetryableError`` or ``OSError`` (network, timeouts, 429/5xx answers) is retried whole, and
+  one whose result has records to retry is sent again for those; both after a full-jitter exponential backoff, and
+  at least as long as the receiver's Retry-After;
+- any other exception, or a result that does not account for every record sent, is a bug in the sink: retrying
+  would repeat it forever in silence. It raises ``SinkFailed``, and the route stops (agent.logs.runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from agent.logs.metrics import LogMetrics
+from agent.model import DeliveryResult, Payload, RetryableError, Segment
+
+log = structlog.get_logger("lookout.delivery")
+
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 30.0
+
+
+class Sink(Protocol):
+    """A route's encoder and transport. ``encode`` is pure and runs in the reader's thread; ``send`` returns once
+    every record of the payload has an outcome (``DeliveryResult``), or raises when the whole send failed."""
+
+    def encode(self, segments: Sequence[Segment]) -> Payload: ...
+
+    async def send(self, payload: Payload) -> DeliveryResult: ...
+
+    async def close(self) -> None: ...
+
+
+class SinkFailed(Exception):
+    """A sink failed in a way no retry can mend (a bug: ``TypeError``, a result that loses records)."""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Network errors and timeouts (``OSError``) and the sinks' "try again later" (``RetryableError``)."""
+    return isinstance(exc, OSError | RetryableError)
+
+
+def backoff(attempt: int, hint: float | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: full jitter up to ``BACKOFF_BASE * 2**attempt`` (at most
+    ``BACKOFF_CAP``), and never less than the receiver's hint."""
+    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    return max(delay, hint) if hint is not None else delay
+
+
+class Delivery:
+    """Sends one route's payloads with the retry policy and counts each record's outcome in the route's
+    metrics."""
+
+    def __init__(self, sink: Sink, metrics: LogMetrics, label: str) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.label = label
+        self.failing = False
+
+    async def deliver(self, payload: Payload) -> None:
+        """Send until every record is delivered, dead-lettered or dropped; raise ``SinkFailed`` on a bug."""
+        m, label = self.metrics, self.label
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            expected = len(payload.pending()) if payload.done is not None else payload.count
+            try:
+                result = await self.sink.send(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not retryable(exc):
+                    raise SinkFailed(f"{type(exc).__name__}: {exc}") from exc
+                # A payload that keeps its progress may have had entries answered before the send broke off.
+                left = len(payload.pending()) if payload.done is not None else expected
+                result = DeliveryResult(delivered=expected - left, retry=left,
+                                        retry_after=getattr(exc, "retry_after", None),
+                                        error=str(exc) or type(exc).__name__)
+            else:
+                if not isinstance(result, DeliveryResult) or result.final + result.retry != expected:
+                    raise SinkFailed(f"the sink answered {result!r} for {expected} record(s)")
+                if result.retry:
+                    m.item_retries.labels(label).inc(result.retry)
+            self._count(result)
+            if not result.retry:
+                break
+            attempt += 1
+            m.retries.labels(label).inc()
+            m.up.labels(label).set(0)
+            if not self.failing:
+                log.warning("route_send_failed", route=label, error=result.error, records=result.retry)
+                self.failing = True
+            await asyncio.sleep(backoff(attempt, result.retry_after))
+        if self.failing:
+            log.info("route_recovered", route=label, attempts=attempt + 1)
+            self.failing = False
+        m.up.labels(label).set(1)
+        m.batch_latency.labels(label).observe(time.monotonic() - started)
+
+    def _count(self, result: DeliveryResult) -> None:
+        m, label = self.metrics, self.label
+        if result.delivered:
+            m.sent.labels(label).inc(result.delivered)
+        rejected = result.dead_lettered + result.dropped.get("rejected", 0)
+        if rejected:
+            m.rejected.labels(label).inc(rejected)
+        if result.dead_lettered:
+            m.dead_lettered.labels(label).inc(result.dead_lettered)
+            m.dropped.labels(label, "rejected").inc(result.dead_lettered)
+        for reason, n in result.dropped.items():
+            if n:
+                m.dropped.labels(label, reason).inc(n)

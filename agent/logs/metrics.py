@@ -1,0 +1,70 @@
+"""The log path's self-metrics on /metrics (names fixed by the log collection issue), one series per route."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class LogMetrics:
+    """The log self-metrics on /metrics (names fixed by the log collection issue)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.records_read = Counter("lookout_log_records_read", "Log records decoded, per route reader.",
+                                    ["route"], registry=r)
+        self.bytes_read = Counter("lookout_log_bytes_read", "Log file bytes read, per route reader.",
+                                  ["route"], registry=r)
+        self.parse_errors = Counter("lookout_log_parse_errors", "Log lines that could not be decoded and were "
+                                    "skipped (counted and logged with file and offset).", ["route"], registry=r)
+        self.truncated = Counter("lookout_log_lines_truncated", "Log records cut at --max-line-bytes.",
+                                 ["route"], registry=r)
+        self.files_lost = Counter("lookout_log_files_lost", "Log files the runtime created and rotated away (deleted) "
+                                  "before the route could open them: their lines are lost.", ["route"], registry=r)
+        self.files_watched = Gauge("lookout_log_files_watched", "Log files open for reading, per route.",
+                                   ["route"], registry=r)
+        self.lag_bytes = Gauge("lookout_log_lag_bytes", "Bytes in watched log files not yet acknowledged by "
+                               "the route (file size minus acknowledged offset).", ["route"], registry=r)
+        self.sent = Counter("lookout_route_records_sent", "Records the route's receiver acknowledged.",
+                            ["route"], registry=r)
+        self.dropped = Counter("lookout_route_records_dropped", "Records not sent on purpose or by failure, by "
+                               "reason.", ["route", "reason"], registry=r)
+        self.queue_depth = Gauge("lookout_route_queue_depth", "Batches read and waiting for the route's sender.",
+                                 ["route"], registry=r)
+        self.retries = Counter("lookout_route_retries", "Batch sends retried after a failure.", ["route"],
+                               registry=r)
+        self.truncated_out = Counter("lookout_route_records_truncated", "Records cut to fit the route's maximum "
+                                     "message size.", ["route"], registry=r)
+        self.rejected = Counter("lookout_route_records_rejected", "Records the receiver refused for good "
+                                "(e.g. Elasticsearch mapping errors, HTTP 4xx).", ["route"], registry=r)
+        self.dead_lettered = Counter("lookout_route_records_dead_lettered", "Rejected records written to the "
+                                     "route's dead-letter file in the state dir.", ["route"], registry=r)
+        self.item_retries = Counter("lookout_route_items_retried", "Single records resent after the receiver "
+                                    "answered 429 or 5xx for them.", ["route"], registry=r)
+        self.up = Gauge("lookout_route_up", "1 while the route's last send succeeded, 0 while it is failing.",
+                        ["route"], registry=r)
+        self.worker_chunks = Counter("lookout_log_worker_chunks", "Log chunks read ahead and given to a chunk "
+                                     "worker process, by outcome: taken (shipped as the worker encoded it) or "
+                                     "reread (decoded by the reader after all: a partial line, a bad line, a "
+                                     "changed file or a late or failed worker).", ["route", "outcome"],
+                                     registry=r)
+        self.batch_latency = Histogram("lookout_route_batch_duration_seconds", "Time to deliver one batch, "
+                                       "retries included.", ["route"],
+                                       buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
+
+        self.failed = Gauge("lookout_route_failed", "1 once the route stopped on a bug in its sink (logged once with "
+                            "the traceback; its records stay in their files), else 0.", ["route"], registry=r)
+
+    def route(self, label: str, offload: bool) -> None:
+        """Every series of a route from the start, so rate() and increase() see the first events."""
+        for counter in (self.records_read, self.bytes_read, self.parse_errors, self.truncated, self.files_lost,
+                        self.sent, self.retries, self.truncated_out, self.rejected, self.dead_lettered,
+                        self.item_retries):
+            counter.labels(label)
+        for reason in ("filtered", "rejected"):
+            self.dropped.labels(label, reason)
+        if offload:
+            for outcome in ("taken", "reread"):
+                self.worker_chunks.labels(label, outcome)
+        for gauge in (self.files_watched, self.lag_bytes, self.queue_depth, self.failed):
+            gauge.labels(label).set(0)
+        self.up.labels(label).set(1)

@@ -1,0 +1,125 @@
+"""The log pipeline: discovery of log sources for every route, checkpoint group commits, and the routes' tasks.
+
+Discovery scans the host's log directories (collectors.logs.sources) on inotify wake-ups and every
+``RESCAN_INTERVAL`` and offers each scan to every route's follower; the directory watch reports new files at once
+so a route can hold a rotated file open before the runtime deletes it. Checkpoints are written by group commit: a
+route that acknowledged a batch wakes the flusher, which writes everything acknowledged by then in one go, so a
+crash repeats at most what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from agent.logs.runner import RouteRunner
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.sources import DirectoryWatch, SourceSpec, watch
+
+log = structlog.get_logger("lookout.pipeline")
+
+
+class LogPipeline:
+    """All routes: periodic and inotify-driven source discovery, checkpoint flushing, one runner per route."""
+
+    RESCAN_INTERVAL = 5.0
+    GAUGE_INTERVAL = 1.0
+
+    def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
+                 scan: Callable[[], dict[str, SourceSpec]], watch_paths: list[str]) -> None:
+        self.runners = runners
+        self.store = store
+        self.scan = scan
+        self.watch_paths = watch_paths
+        self._rescan = asyncio.Event()
+        self._acked = asyncio.Event()
+        for runner in runners:
+            runner.on_acked = self._acked.set
+
+    def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._rescan.set)
+        return wake
+
+    def _pin(self, directory: str) -> None:
+        """Files appeared in ``directory`` (inotify thread): let every route open them right away."""
+        for runner in self.runners:
+            runner.follower.pin_new_files(directory)
+
+    async def discover(self) -> None:
+        loop = asyncio.get_running_loop()
+        observer = await asyncio.to_thread(watch, [Path(p) for p in self.watch_paths],
+                                           self._wake_threadsafe(loop))
+        pins = DirectoryWatch(self._pin)
+        for runner in self.runners:
+            runner.follower.watch = pins
+        try:
+            while True:
+                self._rescan.clear()
+                specs = await asyncio.to_thread(self.scan)
+                for runner in self.runners:
+                    runner.follower.offer(specs)  # taken by the route's reader on its next read
+                    runner.follower.collect_garbage()
+                    runner.wake.set()
+                await asyncio.to_thread(pins.sync, {spec.directory for spec in specs.values()})
+                try:
+                    await asyncio.wait_for(self._rescan.wait(), timeout=self.RESCAN_INTERVAL)
+                    await asyncio.sleep(0.05)  # let a burst of inotify events settle
+                except TimeoutError:
+                    pass
+        finally:
+            pins.close()
+            if observer is not None:
+                observer.stop()
+
+    async def flusher(self) -> None:
+        """Write the checkpoints as soon as a route acknowledged something (one write for all the acknowledgements
+        made while the previous one ran), and refresh the routes' gauges every ``GAUGE_INTERVAL``."""
+        gauges_due = time.monotonic() + self.GAUGE_INTERVAL
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), timeout=max(gauges_due - time.monotonic(), 0.0))
+            self._acked.clear()
+            try:
+                await asyncio.to_thread(self.store.flush)
+            except OSError as exc:
+                log.error("checkpoint_write_failed", path=str(self.store.path), error=str(exc))
+                await asyncio.sleep(self.GAUGE_INTERVAL)  # not in a tight loop while the disk is full
+            if time.monotonic() >= gauges_due:
+                for runner in self.runners:
+                    await asyncio.to_thread(runner.update_gauges, True)
+                gauges_due = time.monotonic() + self.GAUGE_INTERVAL
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        out = [asyncio.create_task(self.discover(), name="log-discovery"),
+               asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
+        for runner in self.runners:
+            out += runner.start()
+        return out
+
+    def failed(self) -> dict[str, str]:
+        """Routes stopped by a bug in their sink: label -> why."""
+        return {r.label: r.failed for r in self.runners if r.failed}
+
+    async def drain(self, timeout: float) -> None:
+        """Stop reading and give the senders ``timeout`` seconds to deliver what is queued, so a clean
+        stop re-sends (almost) nothing after a restart."""
+        for runner in self.runners:
+            runner.stop_reading()
+        waits = [asyncio.create_task(r.queue.join()) for r in self.runners]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            if runner.offload is not None:
+                await asyncio.to_thread(runner.offload.close)
+            await runner.sink.close()
+        await asyncio.to_thread(self.store.flush)

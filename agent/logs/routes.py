@@ -1,0 +1,227 @@
+"""Routes: URIs, their stable ids and logspout-style filters, their batch options, and the sink each one builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from agent.model import ContainerInfo
+from agent.params import parse_duration, parse_size, redact_uri
+
+if TYPE_CHECKING:
+    from agent.logs.delivery import Sink
+
+FILTER_KEYS = ("filter.name", "filter.id", "filter.labels", "filter.image", "filter.sources")
+
+
+class RouteError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    name: str = ""  # glob on the container name
+    id_prefix: str = ""
+    labels: tuple[tuple[str, str], ...] = ()  # (key, glob) pairs, all must match
+    image: str = ""  # glob on the image
+    streams: frozenset[str] = frozenset()  # empty: every stream
+
+    def match(self, info: ContainerInfo) -> bool:
+        if not info.ship_logs:
+            return False
+        if self.name and not fnmatch.fnmatchcase(info.name, self.name):
+            return False
+        if self.id_prefix and not info.container_id.startswith(self.id_prefix):
+            return False
+        if self.image and not fnmatch.fnmatchcase(info.image, self.image):
+            return False
+        for key, pattern in self.labels:
+            value = info.labels.get(key)
+            if value is None or not fnmatch.fnmatchcase(value, pattern or "*"):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    uri: str
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    filter: RouteFilter = RouteFilter()
+
+    @property
+    def redacted(self) -> str:
+        return redact_uri(self.uri)
+
+    @property
+    def id(self) -> str:
+        """Checkpoint key: ``name=`` if given, else the URI without credentials or query."""
+        if "name" in self.params:
+            return self.params["name"]
+        netloc = self.host + (f":{self.port}" if self.port else "")
+        return f"{self.scheme}://{netloc}{self.path}"
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        sep = ":" if ":" in item else "=" if "=" in item else None
+        if sep is None:
+            raise RouteError(f"filter.labels entry {item!r} needs key:value or key=value")
+        key, _, value = item.partition(sep)
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+def parse_route(uri: str) -> Route:
+    parts = urlsplit(uri)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(k for k in params if k.startswith("filter.") and k not in FILTER_KEYS)
+    if unknown:
+        raise RouteError(f"unknown filter {', '.join(unknown)} (use {', '.join(FILTER_KEYS)})")
+    streams = frozenset(s.strip() for s in params.get("filter.sources", "").split(",") if s.strip())
+    bad = streams - {"stdout", "stderr"}
+    if bad:
+        raise RouteError(f"filter.sources accepts stdout and stderr, not {', '.join(sorted(bad))}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise RouteError(str(exc)) from exc
+    flt = RouteFilter(
+        name=params.get("filter.name", ""),
+        id_prefix=params.get("filter.id", ""),
+        labels=_labels(params.get("filter.labels", "")),
+        image=params.get("filter.image", ""),
+        streams=streams,
+    )
+    return Route(uri, parts.scheme, parts.hostname or "", port, parts.path, params, flt)
+
+
+BATCH_BYTES = 1 << 20
+BATCH_RECORDS = 10_000
+
+
+@dataclass
+class LogOptions:
+    read_from: str = "head"
+    max_line_bytes: int = 1 << 20
+    host: str = ""
+    poll_interval: float = 0.25
+    batch_bytes: int = BATCH_BYTES
+    batch_records: int = BATCH_RECORDS
+    flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
+    workers: int = 0  # chunk worker processes for routes whose sink can use them (agent.logs.offload)
+
+
+# What every route takes: the filters, a stable checkpoint name, and the batch limits.
+COMMON_PARAMS = frozenset({*FILTER_KEYS, "name", "batch", "batch_bytes", "flush"})
+SYSLOG_PARAMS = COMMON_PARAMS | {"format", "framing", "facility", "hostname", "tag", "max_message_bytes",
+                                 "ca", "cert", "key", "verify", "server_name", "tls"}
+
+
+@dataclass(frozen=True)
+class RouteKind:
+    records: int  # records per batch
+    size: int  # bytes per batch
+    flush: float  # seconds a partial batch may wait
+    params: frozenset[str] | None  # the query parameters it takes; None: the rest goes to the receiver
+
+
+ROUTE_KINDS = {
+    "file": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
+    "stdout": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
+    "syslog": RouteKind(10_000, 1 << 20, 0.0, SYSLOG_PARAMS),
+    "http": RouteKind(1000, 5 << 20, 1.0, None),
+    "elasticsearch": RouteKind(1000, 5 << 20, 1.0, None),
+}
+
+
+def route_kind(route: Route) -> RouteKind:
+    """``syslog+tcp`` -> syslog, ``https`` -> http, ``elasticsearch+https`` -> elasticsearch."""
+    prefix = route.scheme.split("+")[0]
+    kind = ROUTE_KINDS.get("http" if prefix == "https" else prefix)
+    if kind is None:
+        raise ValueError(f"route scheme {route.scheme!r} is not available")
+    return kind
+
+
+def make_sink(route: Route, state_dir: Path) -> Sink:
+    """The sink for a route; raises ValueError naming what is wrong with the route's options."""
+    # Each sink's module only when a route uses it: the HTTP sinks import aiohttp (~0.1 s), and a syslog or
+    # file route ships before the agent imports it for its own HTTP server (see agent.runtime.serve).
+    scheme = route.scheme
+    kind = route_kind(route)
+    if kind.params is not None:
+        unknown = sorted(set(route.params) - kind.params)
+        if unknown:
+            raise ValueError(f"unknown parameter {', '.join(unknown)} for {scheme}:// "
+                             f"(it takes {', '.join(sorted(kind.params))})")
+    if scheme == "file":
+        if route.host or not route.path.startswith("/") or route.path.endswith("/"):
+            raise ValueError("needs an absolute file path: file:///path/to/out.ndjson")
+        from exporters.logs.file import FileSink
+
+        return FileSink(route.path)
+    if scheme == "stdout":
+        from exporters.logs.file import StdoutSink
+
+        return StdoutSink()
+    if scheme.startswith("syslog+"):
+        from exporters.syslog.sink import SyslogSink
+
+        if not route.host:
+            raise ValueError("needs a host: syslog+tcp://HOST:PORT")
+        try:
+            return SyslogSink(scheme, route.host, route.port, route.params)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS files: {exc}") from exc
+    if scheme in ("http", "https", "elasticsearch+http", "elasticsearch+https"):
+        from exporters.http.elasticsearch import ElasticsearchSink
+        from exporters.http.sink import HttpSink
+
+        try:
+            if scheme.startswith("elasticsearch+"):
+                return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)
+            return HttpSink(route.uri, scheme, state_dir, route.id)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS files: {exc}") from exc
+    raise ValueError(f"route scheme {scheme!r} is not available")
+
+
+def route_options(route: Route, base: LogOptions) -> LogOptions:
+    kind = route_kind(route)
+    records, size, flush = kind.records, kind.size, kind.flush
+    params = route.params
+    try:
+        records = int(params.get("batch", records))
+        size = parse_size(params["batch_bytes"]) if "batch_bytes" in params else size
+        flush = parse_duration(params["flush"]) if "flush" in params else flush
+    except ValueError as exc:
+        raise ValueError(f"batch/batch_bytes/flush: {exc}") from exc
+    if records < 1:
+        raise ValueError("batch must be at least 1")
+    return dataclasses.replace(base, batch_records=records, batch_bytes=size, flush_interval=flush)
+
+
+def check_route(uri: str, state_dir: Path) -> str | None:
+    """The problem with a route's options, found by building (not connecting) its sink; None when fine."""
+    try:
+        route = parse_route(uri)
+        make_sink(route, state_dir)
+        route_options(route, LogOptions())
+    except ValueError as exc:
+        return f"--route {redact_uri(uri)!r}: {exc}"
+    return None
+
+

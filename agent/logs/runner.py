@@ -1,0 +1,295 @@
+"""A route, as thin glue between its stages: the follower reads its files (collectors.logs.follower), the chunks
+are decoded here or taken from a chunk worker (agent.logs.offload), batches are encoded by the sink and handed to
+the sender, which delivers them (agent.logs.delivery) and acknowledges their offsets in the checkpoint store.
+
+A route has one reader task and one sender task joined by a small bounded queue: when the sender is slow or its
+receiver is down the queue fills, the reader stops reading, and the file on disk is the buffer. A checkpoint moves
+only after the sink delivered the batch (at-least-once). A bug in the sink (agent.logs.delivery.SinkFailed, or an
+exception while encoding) stops this route only: it is logged once with its traceback and shown by
+``lookout_route_failed`` and /healthz, while the other routes go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from agent.logs.batch import Batch, EncodedSegment
+from agent.logs.delivery import Delivery, Sink, SinkFailed
+from agent.logs.metrics import LogMetrics
+from agent.logs.routes import LogOptions, Route
+from agent.model import ContainerInfo, Payload, Segment
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.files import Tail
+from collectors.logs.follower import Follower, SourceState
+from collectors.logs.sources import SourceSpec
+
+if TYPE_CHECKING:
+    from agent.logs.offload import ChunkWorkers, Job
+
+log = structlog.get_logger("lookout.route")
+
+QUEUE_BATCHES = 4
+
+
+class RouteRunner:
+    def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
+                 options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
+                 fresh_start: bool) -> None:
+        self.route = route
+        self.sink = sink
+        self.store = store
+        self.metrics = metrics
+        self.options = options
+        self.label = label = route.redacted
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(QUEUE_BATCHES)
+        self.wake = asyncio.Event()
+        self.delivery = Delivery(sink, metrics, label)
+        self.failed = ""  # why the route stopped on a bug in its sink ("" while it runs)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
+        self.follower = Follower(
+            route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
+            max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
+            on_lost=metrics.files_lost.labels(label).inc, on_skipped=metrics.parse_errors.labels(label).inc,
+            on_close=self._drop_jobs)
+        # Chunk workers (agent.logs.offload), for sinks whose payloads concatenate, when the route reads every
+        # stream.
+        self.offload: ChunkWorkers | None = None
+        self._jobs: dict[tuple[str, int], Job] = {}  # (file key, offset) -> a chunk read ahead
+        spec = getattr(sink, "offload_spec", lambda: None)()
+        if options.workers > 0 and spec is not None and not route.filter.streams:
+            from agent.logs.offload import ChunkWorkers
+
+            self.offload = ChunkWorkers(options.workers, spec, options.max_line_bytes, self._worker_failed)
+        metrics.route(label, offload=self.offload is not None)
+
+    # --- reading (the reader's thread) ---
+
+    def read_batch(self, records: int, size: int) -> Batch:
+        """Read from the sources round-robin until the batch holds ``records`` records or ``size`` bytes, or
+        nothing is left to read."""
+        follower = self.follower
+        follower.take_offers()
+        batch = Batch()
+        n = follower.source_count
+        idle = 0
+        while n and idle < n and batch.size < size and batch.count < records:
+            state = follower.next_state()
+            got = follower.read(state, batch.acks) if state is not None else False
+            if got is False:
+                idle += 1
+                continue
+            idle = 0
+            if got is not True:
+                tail, data, start = got
+                assert state is not None
+                self._decode(state, tail, data, start, batch)
+        self.update_gauges()
+        return batch
+
+    def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
+        decoder = state.decoder
+        if self.offload is not None and state.spec.format == "json-file":
+            job = self._jobs.pop((tail.key, start), None)
+            if job is not None:
+                pool = self.offload
+                done = None
+                # The worker's payload only for the same bytes, nothing held, and the source's metadata as it is now.
+                if job.data == data and not decoder.pending and job.source is self.follower.source(state, tail):
+                    done = pool.take(job)
+                else:
+                    pool.drop(job)
+                self._prefetch(state, tail, start + len(data))
+                if done is not None:
+                    payload, count, truncated = done
+                    metrics, label = self.metrics, self.label
+                    metrics.worker_chunks.labels(label, "taken").inc()
+                    metrics.bytes_read.labels(label).inc(len(data))
+                    metrics.records_read.labels(label).inc(count)
+                    source = self.follower.source(state, tail)
+                    batch.segments.append(EncodedSegment(source, payload, count, start, truncated))
+                    batch.count += count
+                    batch.size += len(data)
+                    self.follower.ack(batch.acks, state, tail)
+                    return
+                self.metrics.worker_chunks.labels(self.label, "reread").inc()
+            else:
+                self._prefetch(state, tail, start + len(data))  # the workers start on what follows at once
+        decoder.file = tail.key
+        out = decoder.decode(data, start)
+        metrics, label = self.metrics, self.label
+        metrics.bytes_read.labels(label).inc(len(data))
+        if out.errors:
+            metrics.parse_errors.labels(label).inc(len(out.errors))
+            for offset, reason in out.errors[:5]:
+                log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
+        if out.truncated:
+            metrics.truncated.labels(label).inc(out.truncated)
+        records = out.records
+        metrics.records_read.labels(label).inc(len(records))
+        streams = self.route.filter.streams
+        if streams:
+            kept = [r for r in records if r[1] in streams]
+            if len(kept) < len(records):
+                metrics.dropped.labels(label, "filtered").inc(len(records) - len(kept))
+            records = kept
+        if records:
+            batch.segments.append(Segment(self.follower.source(state, tail), records))
+            batch.count += len(records)
+        batch.size += len(data)
+        self.follower.ack(batch.acks, state, tail)
+
+    def _prefetch(self, state: SourceState, tail: Tail, offset: int) -> None:
+        """Hand the chunks after ``offset`` to the chunk workers, up to one more than there are workers."""
+        pool = self.offload
+        assert pool is not None
+        for _ in range(pool.size + 1):
+            job = self._jobs.get((tail.key, offset))
+            if job is None:
+                try:
+                    data = tail.peek(offset)
+                except OSError:
+                    return
+                if not data:
+                    return
+                job = pool.submit(data, offset, self.follower.source(state, tail))
+                if job is None:
+                    return
+                self._jobs[(tail.key, offset)] = job
+            offset += len(job.data)
+
+    def _drop_jobs(self, key: str | None = None) -> None:
+        """Give up the chunks read ahead in file ``key`` (every file when None)."""
+        if self.offload is None:
+            return
+        for job_key in [k for k in self._jobs if key is None or k[0] == key]:
+            self.offload.drop(self._jobs.pop(job_key))
+
+    def _worker_failed(self, why: str) -> None:
+        log.error("log_chunk_worker_failed", route=self.label, error=why)
+
+    def encode(self, batch: Batch) -> None:
+        """The batch's payload: runs of decoded segments encoded by the sink; a worker's payload goes in as it is,
+        in order (only sinks whose payloads are one buffer take worker chunks)."""
+        segments = batch.segments
+        if not any(isinstance(seg, EncodedSegment) for seg in segments):
+            payload = self.sink.encode(segments)  # type: ignore[arg-type]
+        else:
+            parts: list[bytes] = []
+            run: list[Segment] = []
+            truncated = 0
+            for seg in segments:
+                if isinstance(seg, EncodedSegment):
+                    if run:
+                        truncated += self._encode_run(run, parts)
+                        run = []
+                    parts.append(seg.payload)
+                    truncated += seg.truncated
+                else:
+                    run.append(seg)
+            if run:
+                truncated += self._encode_run(run, parts)
+            payload = Payload(b"".join(parts), batch.count, truncated)
+        if payload.truncated:
+            self.metrics.truncated_out.labels(self.label).inc(payload.truncated)
+        batch.payload = payload
+
+    def _encode_run(self, run: list[Segment], parts: list[bytes]) -> int:
+        payload = self.sink.encode(run)
+        assert isinstance(payload.data, bytes), "worker chunks go only to sinks whose payload is one buffer"
+        parts.append(payload.data)
+        return payload.truncated
+
+    def update_gauges(self, fresh: bool = False) -> None:
+        """Set the route's gauges (``fresh``: from the files' sizes now, see ``Follower.lag``)."""
+        files, lag = self.follower.lag(fresh)
+        self.metrics.files_watched.labels(self.label).set(files)
+        self.metrics.lag_bytes.labels(self.label).set(lag)
+        self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+
+    # --- tasks (event loop) ---
+
+    async def reader(self) -> None:
+        """Read into a pending batch; hand it to the sender when full, when its flush time is up, or when
+        it only moves checkpoints. ``queue.put`` blocks while the sender is behind: backpressure."""
+        opts = self.options
+        pending = Batch()
+        while True:
+            got = await asyncio.to_thread(self.read_batch, opts.batch_records - pending.count,
+                                          opts.batch_bytes - pending.size)
+            if got.count and not pending.count:
+                pending.started = time.monotonic()
+            pending.merge(got)
+            waited = time.monotonic() - pending.started
+            full = pending.count >= opts.batch_records or pending.size >= opts.batch_bytes
+            if pending.acks and (full or not pending.count or waited >= opts.flush_interval):
+                overflow = pending.split(opts.batch_records) if pending.count > opts.batch_records else None
+                if pending.count:
+                    try:
+                        await asyncio.to_thread(self.encode, pending)
+                    except Exception as exc:  # a bug in the sink's encoder: retrying would repeat it
+                        self._fail(exc)
+                        return
+                await self.queue.put(pending)
+                self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+                pending = overflow or Batch()
+                continue  # more may be ready right away
+            if got.count:
+                continue
+            timeout = opts.poll_interval
+            if pending.count:
+                timeout = max(0.0, min(timeout, opts.flush_interval - waited))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+
+    async def sender(self) -> None:
+        while True:
+            batch: Batch = await self.queue.get()
+            if batch.count:
+                assert batch.payload is not None
+                try:
+                    await self.delivery.deliver(batch.payload)
+                except SinkFailed as exc:
+                    self._fail(exc)
+                    return
+                batch.segments = []  # the records are delivered: free them before the acks
+            for key, (path, offset, sid, _tail) in batch.acks.items():
+                self.store.ack(self.route.id, key, path, offset, sid)
+            if batch.acks:
+                self.on_acked()
+            self.queue.task_done()
+            self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop this route on a bug in its sink: logged once with the traceback, shown by ``lookout_route_failed``
+        and /healthz; its records stay in their files, unacknowledged, for the next start."""
+        self.failed = f"{type(exc).__name__}: {exc}"
+        self.metrics.failed.labels(self.label).set(1)
+        self.metrics.up.labels(self.label).set(0)
+        cause = exc.__cause__ or exc
+        log.error("route_failed", route=self.label, error=self.failed,
+                  exc_info=(type(cause), cause, cause.__traceback__))
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        # Nothing more is sent: wake whoever waits for the queue to drain (a stopping agent).
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+
+    def stop_reading(self) -> None:
+        """Cancel the reader (a stopping agent); the sender goes on delivering what is queued."""
+        if self.tasks:
+            self.tasks[0].cancel()
+
+    def start(self) -> list[asyncio.Task[None]]:
+        self.tasks = [asyncio.create_task(self.reader(), name=f"reader {self.label}"),
+                      asyncio.create_task(self.sender(), name=f"sender {self.label}")]
+        return self.tasks

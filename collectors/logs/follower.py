@@ -1,0 +1,469 @@
+"""The file follower: one route's log sources and their files in reading order, through rotation and truncation.
+
+Per log source (one container): rotated files are read oldest first; a renamed or deleted file stays open until
+read to its end, then the next file is followed; a file that shrinks (copytruncate) is read again from 0
+(``Tail.read``); identity is (device, inode, first-line CRC). Files the runtime created and deleted before they
+could be opened are counted (``Births``).
+
+Ownership: the route's reader thread owns the follower's sources. Discovery only hands it work: it offers the
+latest scan (``offer``) and asks for gone sources to be dropped (``collect_garbage``), which the reader takes at
+its next ``take_offers``. The one exception is the inotify thread, which opens a source's new files the moment
+they appear (``pin_new_files``), under the lock the reader changes files with, so a file deleted right after its
+rotation is still read (the descriptor keeps it). Reads from other threads (the lag gauge) hold the lock too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import structlog
+
+from agent.model import ContainerInfo, LogSource
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.decoders import CriDecoder, JsonFileDecoder, time_order_key
+from collectors.logs.files import READ_CHUNK, Tail
+from collectors.logs.sources import SourceSpec
+
+if TYPE_CHECKING:
+    from collectors.logs.sources import Births, DirectoryWatch
+
+log = structlog.get_logger("lookout.logs.follower")
+
+METADATA_WAIT = 5.0  # how long a new Docker container's lines wait for its name before shipping without
+# Files per source the inotify thread holds open ahead of the reader (see ``Follower.pin_new_files``).
+PIN_MAX_FILES = 16
+# A CRI log file renamed by the kubelet's rotation is still written by the runtime until the kubelet has it reopen
+# the live name (ReopenContainerLog): it is ended only once it has not changed for this long.
+CRI_REOPEN_GRACE = 1.0
+
+# file key -> (path, offset, source id, tail): the offsets a batch acknowledges once sent
+Acks = dict[str, tuple[str, int, str, Tail]]
+
+
+class SourceState:
+    """One container's log files for one route, in reading order."""
+
+    def __init__(self, spec: SourceSpec, max_line_bytes: int) -> None:
+        self.spec = spec
+        self.decoder: JsonFileDecoder | CriDecoder = (
+            JsonFileDecoder(max_line_bytes) if spec.format == "json-file" else CriDecoder(max_line_bytes))
+        self.tails: list[Tail] = []
+        self.sources: dict[str, LogSource] = {}  # file key -> LogSource
+        self.done: dict[str, int] = {}  # finished file key -> inode
+        self.dir_mtime = -1.0
+        self.initial = False  # present at the very first start: --read-from applies
+        self.info: ContainerInfo | None = None
+        self.fallback: ContainerInfo | None = None  # the info of a container whose metadata cannot be read
+        self.first_seen = time.monotonic()
+        self.gone = False
+        self.skip = False  # filtered out by the route, or opted out with lookout.logs=false
+        # The inodes of ``tails``, replaced whole by the reader: the inotify thread reads it without the lock.
+        self.open_inos: frozenset[int] = frozenset()
+        # Rotated-away accounting against the directory watch's ``Births`` (see ``Follower._account``).
+        self.births_generation = 0
+        self.known_new = 0  # files created since the watch began that this route has opened or finished
+        self.lost = 0  # of those, reported lost
+        self.suspect_since = 0.0  # when fewer were known than created, if still so
+
+    def close(self) -> None:
+        for tail in self.tails:
+            tail.close()
+        self.tails.clear()
+        self.open_inos = frozenset()
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
+
+
+def _live_rank(path: str) -> int | None:
+    """None for a rotated file's name (complete: runtimes write only to the live name); for a live name, the CRI
+    restart count of ``<n>.log`` (0 for Docker's ``<id>-json.log``): a higher one is a later container's file."""
+    name = os.path.basename(path)
+    if name.endswith("-json.log"):
+        return 0
+    if name.endswith(".log") and name[:-4].isdigit():
+        return int(name[:-4])
+    return None
+
+
+class Follower:
+    """One route's view of every log source: which to ship, their open files, and reading them chunk by chunk.
+
+    ``ship`` is the route's filter; ``lookup`` finds a source's container metadata; ``store`` holds the route's
+    acknowledged offsets under ``route_id``. ``on_lost(n)`` is told of files rotated away unread,
+    ``on_skipped()`` of each line skipped as longer than a read, and ``on_close(key)`` of each file closed."""
+
+    def __init__(self, route_id: str, label: str, store: CheckpointStore,
+                 lookup: Callable[[SourceSpec], ContainerInfo | None], ship: Callable[[ContainerInfo], bool], *,
+                 read_from: str = "head", max_line_bytes: int = 1 << 20, host: str = "", fresh_start: bool = False,
+                 on_lost: Callable[[int], None] = lambda n: None, on_skipped: Callable[[], None] = lambda: None,
+                 on_close: Callable[[str], None] = lambda k: None) -> None:
+        self.route_id = route_id
+        self.label = label
+        self.store = store
+        self.lookup = lookup
+        self.ship = ship
+        self.read_from = read_from
+        self.max_line_bytes = max_line_bytes
+        self.host = host
+        self.on_lost = on_lost
+        self.on_skipped = on_skipped
+        self.on_close = on_close
+        self.states: dict[str, SourceState] = {}
+        self.watch: DirectoryWatch | None = None  # set by the pipeline: counts the files runtimes create
+        # Files present at the very first start (no checkpoints at all) honour --read-from.
+        self._initial = fresh_start
+        self._order: list[str] = []
+        self._rr = 0
+        # Handed over by other threads, taken by the reader (``take_offers``).
+        self._offered: Mapping[str, SourceSpec] | None = None
+        self._gc_due = False
+        # Held while the reader changes sources or files, and by readers on other threads (gauges, tests).
+        self.lock = threading.RLock()
+
+    # --- hand-overs (other threads) ---
+
+    def offer(self, specs: Mapping[str, SourceSpec]) -> None:
+        """The latest scan of the host's log sources (discovery's thread); the reader takes it on its next read."""
+        self._offered = specs
+
+    def collect_garbage(self) -> None:
+        """Have the reader drop sources whose directory is gone and whose open files are drained."""
+        self._gc_due = True
+
+    def pin_new_files(self, directory: str) -> None:
+        """Open the new files of the source in ``directory`` now (called on the inotify thread, under the lock).
+
+        Docker deletes its oldest rotated file as soon as the live file fills up again (``max-file``): at a
+        fast writer's pace a file can exist for only a few tens of milliseconds, less than the reader may take
+        to come back to the source while it parses, encodes or waits for the sender. A file held open here is
+        read to its end later even once deleted. At most ``PIN_MAX_FILES`` files per source are held ahead of
+        the reader, so a route that is down for long does not keep every rotated file on disk. This is the one
+        change another thread makes to the sources' files, and only under the lock the reader changes them with."""
+        with self.lock:
+            for state in list(self.states.values()):
+                if (state.spec.directory == directory and state.info is not None and not state.skip
+                        and len(state.tails) < PIN_MAX_FILES):
+                    self._refresh_files(state, force=True)
+
+    # --- the reader's thread ---
+
+    def take_offers(self) -> None:
+        """Apply what the other threads handed over: a new scan, dropping gone sources."""
+        specs, self._offered = self._offered, None
+        if specs is not None:
+            self._update_sources(specs)
+        if self._gc_due:
+            self._collect_garbage()
+
+    def _update_sources(self, specs: Mapping[str, SourceSpec]) -> None:
+        with self.lock:
+            for sid, spec in specs.items():
+                if sid not in self.states:
+                    state = self.states[sid] = SourceState(spec, self.max_line_bytes)
+                    state.initial = self._initial
+            self._initial = False
+            for sid, state in self.states.items():
+                state.gone = sid not in specs
+            self._order = sorted(self.states)
+        if specs:  # an empty scan may be a transient error: never forget checkpoints on it
+            keep = {t.key for st in self.states.values() for t in st.tails}
+            self.store.retain_sources(self.route_id, set(self.states), keep)
+
+    def _collect_garbage(self) -> None:
+        self._gc_due = False
+        with self.lock:
+            for sid in [sid for sid, st in self.states.items() if st.gone]:
+                state = self.states[sid]
+                if all(t.unread() == 0 for t in state.tails):
+                    for tail in state.tails:
+                        self.on_close(tail.key)
+                    state.close()
+                    del self.states[sid]
+            self._order = sorted(self.states)
+
+    def next_state(self) -> SourceState | None:
+        """The next source in round-robin order (None when there are none)."""
+        order = self._order
+        if not order:
+            return None
+        sid = order[self._rr % len(order)]
+        self._rr += 1
+        return self.states.get(sid)
+
+    @property
+    def source_count(self) -> int:
+        return len(self._order)
+
+    def resolve(self, state: SourceState) -> bool:
+        """Attach metadata and apply the route filter; False while a new container's name is unknown."""
+        info = self.lookup(state.spec)
+        if info is None:
+            if state.spec.format == "json-file" and time.monotonic() - state.first_seen < METADATA_WAIT:
+                return False
+            # Without metadata: the same object every time, so the source's records keep one LogSource (the
+            # encoders cache their per-source part by it) instead of a new one per read.
+            if state.fallback is None:
+                state.fallback = ContainerInfo(cgroup="", container_id=state.spec.container_id)
+            info = state.fallback
+        if info is not state.info:
+            state.info = info
+            state.skip = not self.ship(info)
+            state.sources.clear()
+        return True
+
+    def source(self, state: SourceState, tail: Tail) -> LogSource:
+        src = state.sources.get(tail.key)
+        if src is None:
+            assert state.info is not None
+            src = state.sources[tail.key] = LogSource(tail.path, tail.key, state.info, self.host)
+        return src
+
+    def read(self, state: SourceState, acks: Acks) -> tuple[Tail, bytes, int] | bool:
+        """One read from the source's active file: (file, complete lines, their offset) to decode, else True if
+        it moved anything (a file finished, an over-long line skipped: ``acks`` has the offset), False if not.
+        After decoding the lines, the caller acknowledges them with ``ack``."""
+        if not self.resolve(state) or state.skip:
+            return False
+        self._refresh_files(state)
+        if not state.tails:
+            return False
+        tail = state.tails[0]
+        try:
+            data, start, skipped = tail.read(READ_CHUNK)
+        except OSError as exc:
+            log.warning("log_read_failed", route=self.label, file=tail.path, error=str(exc))
+            self._finish(state, tail, acks)
+            return True
+        if skipped:
+            self.on_skipped()
+            log.warning("log_line_too_long_skipped", route=self.label, file=tail.path, offset=start, bytes=skipped)
+            self.ack(acks, state, tail)
+            return True
+        if data:
+            return tail, data, start
+        # End of this file. It is complete when it has a rotated name, its name now names another file, or a
+        # later live file of the source exists (a CRI container's next restart); otherwise it is the live file
+        # and the runtime may write more. Read once more after that check so a write racing a rename is not lost.
+        later = state.tails[1:]
+        rank = _live_rank(tail.path)
+        if (rank is None or tail.replaced()
+                or any((other := _live_rank(t.path)) is not None and other > rank for t in later)):
+            if state.spec.format == "cri" and self._recently_written(tail):
+                return False  # the kubelet renames first and has the runtime reopen after: more may come
+            data, start, _ = tail.read(READ_CHUNK)
+            if data:
+                return tail, data, start
+            self._finish(state, tail, acks)
+            if len(state.tails) == 0:
+                self._refresh_files(state, force=True)
+            return True
+        if later and state.decoder.safe_offset(tail.offset, tail.key) == tail.offset:
+            # The live file, and only rotated files follow: found after it was begun (a rotation raced a
+            # listing). Read them first and come back to it, never close it early; but not while a line of it
+            # is half joined, which the older file's next line would otherwise be joined to.
+            with self.lock:
+                state.tails.remove(tail)
+                state.tails.append(tail)
+            return True
+        return False
+
+    @staticmethod
+    def _recently_written(tail: Tail) -> bool:
+        try:
+            return time.time() - os.fstat(tail.fd).st_mtime < CRI_REOPEN_GRACE
+        except OSError:
+            return False
+
+    def ack(self, acks: Acks, state: SourceState, tail: Tail) -> None:
+        """Acknowledge ``tail`` up to where its decoder holds nothing back."""
+        offset = state.decoder.safe_offset(tail.offset, tail.key)
+        acks[tail.key] = (tail.path, offset, state.spec.source_id, tail)
+
+    def _finish(self, state: SourceState, tail: Tail, acks: Acks) -> None:
+        """A file read to its end and replaced: close it; the next file in order becomes active."""
+        self.ack(acks, state, tail)
+        self.on_close(tail.key)
+        with self.lock:
+            tail.close()
+            state.tails.remove(tail)
+            state.open_inos = frozenset(t.ino for t in state.tails)
+            state.done[tail.key] = tail.ino
+        state.sources.pop(tail.key, None)
+
+    # --- opening files (the reader's thread) ---
+
+    def _refresh_files(self, state: SourceState, force: bool = False) -> None:
+        """Open files of the source not yet known (new, or after rotation), in reading order."""
+        with self.lock:
+            # A rotation while the names are opened one by one (oldest first) can make a name open a newer file
+            # than the listing showed and skip the one that was there; list again until every name still names
+            # the file opened through it and the listing is the same, so an older file is never found after a newer
+            # one has been begun.
+            for _ in range(3):
+                if self._open_new_files(state, force):
+                    break
+                force = True
+
+    def _open_new_files(self, state: SourceState, force: bool) -> bool:
+        """Open the new files; False when a name no longer named the file opened through it by the end."""
+        try:
+            mtime = os.stat(state.spec.directory).st_mtime
+        except OSError:
+            mtime = -2.0
+        if mtime == state.dir_mtime and not force:
+            return True
+        state.dir_mtime = mtime
+        births = self._births(state)
+        created = births.created if births is not None else 0  # before the listing: all of these are in it, or gone
+        files = state.spec.files()
+        open_inos = {t.ino for t in state.tails}
+        present: set[str] = set()
+        opened: list[tuple[str, int]] = []
+        pending = 0
+        for path in files:
+            tail = Tail.open(path)
+            if tail is None:
+                state.dir_mtime = -1.0  # gone, or no complete first line yet: look again next time
+                pending += 1
+                continue
+            opened.append((path, tail.ino))
+            if tail.ino in open_inos:
+                present.update(t.key for t in state.tails if t.ino == tail.ino)
+                tail.close()
+                continue
+            present.add(tail.key)
+            if self._adopt(state, tail, path, files):
+                open_inos.add(tail.ino)
+        if not all(_inode(path) == ino for path, ino in opened) or state.spec.files() != files:
+            state.dir_mtime = -1.0  # list again next time, even if this was the last try
+            return False  # a file renamed meanwhile may be missing from ``present``: forget nothing yet
+        state.initial = False
+        # Forget finished files that are gone from disk (their checkpoints too).
+        for key in list(state.done):
+            if key not in present:
+                del state.done[key]
+                self.store.forget(self.route_id, key)
+        if births is not None:
+            self._account(state, created - pending)
+        return True
+
+    def _births(self, state: SourceState) -> Births | None:
+        """The directory watch's count of files created in the source's directory (None when not counted)."""
+        births = self.watch.births(state.spec.directory) if self.watch is not None else None
+        if births is not None and births.generation != state.births_generation:
+            state.births_generation, state.known_new, state.lost, state.suspect_since = births.generation, 0, 0, 0.0
+        return births
+
+    def _adopt(self, state: SourceState, tail: Tail, path: str, files: list[str]) -> bool:
+        """Make a newly opened file one of the source's files (True), or close it: already known, or fully
+        delivered (False). ``files`` is the listing it was found in."""
+        if tail.ino in state.open_inos or any(t.key == tail.key for t in state.tails) or tail.key in state.done:
+            tail.close()
+            return False
+        acked = self.store.offset(self.route_id, tail.key)
+        if acked is not None:
+            tail.offset = acked
+        elif state.initial and self.read_from == "tail":
+            tail.offset = tail.size
+        births = self._births(state)
+        if births is not None and not births.is_base(tail.key):
+            state.known_new += 1
+        if acked is not None and acked >= tail.size and path != files[-1]:
+            state.done[tail.key] = tail.ino  # a rotated file already fully delivered
+            tail.close()
+            return False
+        # A rotation while the names are opened one by one can make a name open a newer file than the
+        # listing showed, and the file skipped that way is found by a later listing: new files are put in
+        # place by their first record's time, not in the order found.
+        tail.order = time_order_key(tail.first_line(), state.spec.format)
+        self._insert(state, tail)
+        state.open_inos = frozenset(t.ino for t in state.tails)
+        return True
+
+    def _account(self, state: SourceState, created: int) -> None:
+        """Count files the runtime created and deleted before this route opened them (Docker's ``max-file``
+        under a writer faster than the reader, or a reader starved of CPU). ``created`` files were born since
+        the watch began, not counting those listed but not readable yet; the route knows ``known_new`` of them.
+        The difference must last a second and another listing before it counts: a file being renamed while the
+        directory is listed can be missed by one listing."""
+        missing = created - state.known_new - state.lost
+        if missing <= 0:
+            state.suspect_since = 0.0
+            return
+        now = time.monotonic()
+        if not state.suspect_since:
+            state.suspect_since = now
+        if now - state.suspect_since < 1.0:
+            state.dir_mtime = -1.0  # list again on the next refresh
+            return
+        state.lost += missing
+        state.suspect_since = 0.0
+        self.on_lost(missing)
+        info = state.info
+        log.error("log_files_rotated_away", route=self.label, directory=state.spec.directory, files=missing,
+                  container=info.name if info is not None else "",
+                  hint="the runtime deleted them before they could be read: raise max-file/max-size, or give the "
+                       "agent more CPU")
+
+    @staticmethod
+    def _insert(state: SourceState, tail: Tail) -> None:
+        """Put a new file among the source's files by its first record's time (never before a file already
+        being read; at the end when its time is unknown)."""
+        tails = state.tails
+        i = len(tails)
+        if tail.order:
+            while i > 0 and tails[i - 1].order > tail.order and not tails[i - 1].begun:
+                i -= 1
+        tails.insert(i, tail)
+
+    # --- the lag gauge (any thread) ---
+
+    def lag(self, fresh: bool = False) -> tuple[int, int]:
+        """(files open, bytes in them and in unopened sources' files not yet acknowledged). ``fresh`` takes the
+        files' sizes from the files themselves instead of the reader's last read: while the route is down the
+        reader waits for the sender and reads nothing, and the lag would stay where it was when it went down."""
+        lag = files = 0
+        with self.lock:
+            states = list(self.states.values())
+            offered = self._offered
+            for state in states:
+                if fresh and not state.tails and not state.skip:
+                    lag += self._unopened_lag(state.spec, state.info)
+                for tail in list(state.tails):
+                    files += 1
+                    size = tail.size
+                    if fresh:
+                        with contextlib.suppress(OSError):
+                            size = os.fstat(tail.fd).st_size
+                    acked = self.store.offset(self.route_id, tail.key)
+                    lag += max(size - (acked if acked is not None else 0), 0)
+        if fresh and offered is not None:  # sources found while the reader was waiting on the sender
+            for sid, spec in offered.items():
+                if sid not in self.states:
+                    lag += self._unopened_lag(spec, None)
+        return files, lag
+
+    def _unopened_lag(self, spec: SourceSpec, info: ContainerInfo | None) -> int:
+        """Bytes not acknowledged in the files of a source the reader has not opened yet (a new container while
+        the route is down), when the route ships it."""
+        info = info or self.lookup(spec)
+        if info is None or not self.ship(info):
+            return 0
+        lag = 0
+        for path in spec.files():
+            tail = Tail.open(path)
+            if tail is not None:
+                acked = self.store.offset(self.route_id, tail.key)
+                lag += max(tail.size - (acked or 0), 0)
+                tail.close()
+        return lag

@@ -1,0 +1,101 @@
+"""Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), or
+a CRI container's (the runtime's bundle annotations, found through kubelet's ``/var/log/containers`` links, else
+what the pod log path tells)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import orjson
+
+from agent.model import ContainerInfo, Runtime
+from collectors.cri import CriMetadata
+from collectors.discovery import CgroupRef
+from collectors.docker import DockerMetadata, info_from_inspect, network_mode
+from collectors.logs.sources import SourceSpec
+
+CRI_METADATA_TTL = 30.0
+MISSING_RETRY = 5.0  # seconds before a container's unreadable config.v2.json is read again
+
+
+class LogMetadata:
+    """Container metadata for a log source: the Docker API cache, else config.v2.json; for CRI files the
+    runtime's bundle annotations (via the /var/log/containers link naming the container id), else the path."""
+
+    def __init__(self, docker: DockerMetadata, env_prefixes: tuple[str, ...], host_root: Path) -> None:
+        self.docker = docker
+        self.env_prefixes = env_prefixes
+        self.links_dir = host_root / "var/log/containers"
+        self.cri = CriMetadata(host_root)
+        self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
+        self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
+
+    def _cri_id(self, spec: SourceSpec) -> str:
+        """The id of the newest container writing into ``spec.directory`` (kubelet's legacy symlinks)."""
+        newest, best = "", -1.0
+        try:
+            names = os.listdir(self.links_dir)
+        except OSError:
+            return ""
+        suffix_len = len("-") + 64 + len(".log")
+        for name in names:
+            if not name.startswith(f"{spec.pod}_{spec.namespace}_{spec.container}-") or len(name) < suffix_len:
+                continue
+            link = self.links_dir / name
+            try:
+                if os.path.dirname(os.readlink(link)).rstrip("/").endswith(spec.directory.split("/var/log/pods/")[-1]):
+                    mtime = link.lstat().st_mtime
+                    if mtime > best:
+                        newest, best = name[-suffix_len + 1 : -4], mtime
+            except OSError:
+                continue
+        return newest
+
+    def __call__(self, spec: SourceSpec) -> ContainerInfo | None:
+        if spec.format == "json-file":
+            info = self.docker.get(spec.container_id)
+            if info is not None:
+                return info
+            now = time.monotonic()
+            cached = self._disk.get(spec.container_id)
+            if cached is None or (cached[1] is None and cached[0] <= now):
+                if len(self._disk) > 10_000:
+                    self._disk.clear()
+                # Unreadable metadata is asked for again only after a while: the reader asks on every read.
+                cached = self._disk[spec.container_id] = (now + MISSING_RETRY, self._from_disk(Path(spec.directory)))
+            return cached[1]
+        entry = self._cri_cache.get(spec.directory)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        info = self._cri_info(spec)
+        if len(self._cri_cache) > 10_000:
+            self._cri_cache.clear()
+        # Same object until it expires: a restart's new container id is picked up within 30 s.
+        self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+        return info
+
+    def _from_disk(self, base: Path) -> ContainerInfo | None:
+        """A container's metadata from its ``config.v2.json``; without ``hostconfig.json`` (or with a damaged one)
+        only the network mode is unknown."""
+        try:
+            doc = orjson.loads((base / "config.v2.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        return info_from_inspect(doc, self.env_prefixes, network_mode=network_mode(str(base)))
+
+    def _cri_info(self, spec: SourceSpec) -> ContainerInfo:
+        cid = self._cri_id(spec)
+        if cid:
+            self.cri.refresh()
+            info = self.cri.get(CgroupRef("", Runtime.CONTAINERD, cid, spec.pod_uid))
+            if info is not None and info.pod:
+                return info
+        labels = {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
+                  "io.kubernetes.pod.uid": spec.pod_uid, "io.kubernetes.container.name": spec.container}
+        return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, container_id=cid, name=cid or spec.container,
+                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container)
