@@ -166,3 +166,29 @@ def bool_param(params: Mapping[str, str], name: str, default: bool) -> bool:
         return parse_bool(params[name])
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+
+
+def parse_seconds(value: str) -> float:
+    """Seconds as a plain number (``30``, ``2.5``) or a duration (``30s``, ``1m``)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+# The options every route URI takes, whatever its sink: a stable checkpoint name, the batch limits (defaults by
+# the route's kind, agent.logs.routes) and logspout-style filters. A sink's own options are declared with it.
+ROUTE_PARAMS = (
+    Param("name", text, "", "the route's checkpoint name (default: its URI without credentials and query)"),
+    Param("batch", parse_positive_int, None, "records per batch (per request for HTTP sinks)"),
+    Param("batch_bytes", parse_size, None, "bytes of log lines per batch"),
+    Param("flush", parse_duration, None, "how long a batch may wait to fill before it is sent anyway"),
+    Param("filter.name", text, "", "glob on the container name"),
+    Param("filter.id", text, "", "container id prefix"),
+    Param("filter.labels", text, "", "key:glob pairs, comma-separated; all must match"),
+    Param("filter.image", text, "", "glob on the image"),
+    Param("filter.sources", text, "", "stdout, stderr or both (comma-separated)"),
+)

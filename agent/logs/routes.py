@@ -5,18 +5,19 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from agent.model import ContainerInfo
-from agent.params import parse_duration, parse_size, redact_uri
+from agent.params import ROUTE_PARAMS, Param, parse_params, redact_uri
 
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink
 
-FILTER_KEYS = ("filter.name", "filter.id", "filter.labels", "filter.image", "filter.sources")
+FILTER_KEYS = tuple(p.name for p in ROUTE_PARAMS if p.name.startswith("filter."))
 
 
 class RouteError(ValueError):
@@ -124,27 +125,32 @@ class LogOptions:
     workers: int = 0  # chunk worker processes for routes whose sink can use them (agent.logs.offload)
 
 
-# What every route takes: the filters, a stable checkpoint name, and the batch limits.
-COMMON_PARAMS = frozenset({*FILTER_KEYS, "name", "batch", "batch_bytes", "flush"})
-SYSLOG_PARAMS = COMMON_PARAMS | {"format", "framing", "facility", "hostname", "tag", "max_message_bytes",
-                                 "ca", "cert", "key", "verify", "server_name", "tls"}
-
-
 @dataclass(frozen=True)
 class RouteKind:
     records: int  # records per batch
     size: int  # bytes per batch
     flush: float  # seconds a partial batch may wait
-    params: frozenset[str] | None  # the query parameters it takes; None: the rest goes to the receiver
 
 
 ROUTE_KINDS = {
-    "file": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
-    "stdout": RouteKind(10_000, 1 << 20, 0.0, COMMON_PARAMS),
-    "syslog": RouteKind(10_000, 1 << 20, 0.0, SYSLOG_PARAMS),
-    "http": RouteKind(1000, 5 << 20, 1.0, None),
-    "elasticsearch": RouteKind(1000, 5 << 20, 1.0, None),
+    "file": RouteKind(10_000, 1 << 20, 0.0),
+    "stdout": RouteKind(10_000, 1 << 20, 0.0),
+    "syslog": RouteKind(10_000, 1 << 20, 0.0),
+    "http": RouteKind(1000, 5 << 20, 1.0),
+    "elasticsearch": RouteKind(1000, 5 << 20, 1.0),
 }
+
+
+def sink_params(scheme: str) -> Sequence[Param] | None:
+    """The options a scheme's sink declares (beside ``ROUTE_PARAMS``); None for HTTP sinks, which pass any other
+    query parameter on to the receiver."""
+    if scheme in ("file", "stdout"):
+        return ()
+    if scheme.startswith("syslog+"):
+        from exporters.syslog.sink import PARAMS
+
+        return PARAMS
+    return None
 
 
 def route_kind(route: Route) -> RouteKind:
@@ -161,12 +167,10 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
     # Each sink's module only when a route uses it: the HTTP sinks import aiohttp (~0.1 s), and a syslog or
     # file route ships before the agent imports it for its own HTTP server (see agent.runtime.serve).
     scheme = route.scheme
-    kind = route_kind(route)
-    if kind.params is not None:
-        unknown = sorted(set(route.params) - kind.params)
-        if unknown:
-            raise ValueError(f"unknown parameter {', '.join(unknown)} for {scheme}:// "
-                             f"(it takes {', '.join(sorted(kind.params))})")
+    route_kind(route)
+    table = sink_params(scheme)
+    if table is not None:
+        parse_params((*ROUTE_PARAMS, *table), route.params, scheme)  # an unknown parameter is an error
     if scheme == "file":
         if route.host or not route.path.startswith("/") or route.path.endswith("/"):
             raise ValueError("needs an absolute file path: file:///path/to/out.ndjson")
@@ -200,18 +204,12 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
 
 
 def route_options(route: Route, base: LogOptions) -> LogOptions:
+    """The route's batch limits: its ``batch``, ``batch_bytes`` and ``flush`` options, else its kind's."""
     kind = route_kind(route)
-    records, size, flush = kind.records, kind.size, kind.flush
-    params = route.params
-    try:
-        records = int(params.get("batch", records))
-        size = parse_size(params["batch_bytes"]) if "batch_bytes" in params else size
-        flush = parse_duration(params["flush"]) if "flush" in params else flush
-    except ValueError as exc:
-        raise ValueError(f"batch/batch_bytes/flush: {exc}") from exc
-    if records < 1:
-        raise ValueError("batch must be at least 1")
-    return dataclasses.replace(base, batch_records=records, batch_bytes=size, flush_interval=flush)
+    opts = parse_params(ROUTE_PARAMS, route.params, route.scheme, pass_through=True)
+    return dataclasses.replace(base, batch_records=opts["batch"] or kind.records,
+                               batch_bytes=opts["batch_bytes"] or kind.size,
+                               flush_interval=kind.flush if opts["flush"] is None else opts["flush"])
 
 
 def check_route(uri: str, state_dir: Path) -> str | None:

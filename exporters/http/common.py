@@ -9,7 +9,7 @@ import hashlib
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -20,11 +20,25 @@ import aiohttp
 import orjson
 import structlog
 
-from agent.params import bool_param
+from agent.params import ROUTE_PARAMS, Param, one_of, parse_bool, parse_params, parse_seconds, text
 
-# Route parameters Lookout itself consumes; any other query parameter is passed on to the receiver.
-OWN_PARAMS = frozenset({"batch", "batch_bytes", "flush", "gzip", "op", "ca", "cert", "key", "verify", "name",
-                        "timeout"})
+# The options of ``http(s)://`` routes; any query parameter that is neither one of these nor a route option
+# (agent.params.ROUTE_PARAMS) is passed on to the receiver in the request's URL.
+PARAMS = (
+    Param("gzip", parse_bool, False, "compress request bodies (Content-Encoding: gzip)"),
+    Param("timeout", parse_seconds, 30.0, "seconds a request may take"),
+    Param("ca", text, "", "TLS: CA bundle to verify the receiver with"),
+    Param("cert", text, "", "TLS: client certificate (PEM)"),
+    Param("key", text, "", "TLS: client key (PEM)"),
+    Param("verify", parse_bool, True, "TLS: verify the receiver's certificate and name"),
+)
+# ``elasticsearch+http(s)://`` takes these too.
+ES_PARAMS = (
+    *PARAMS,
+    Param("op", one_of("create", "index"), "create", "_bulk action: create (data streams, no overwrite) or index"),
+    Param("pipeline", text, "", "ingest pipeline for every request"),
+)
+
 
 log = structlog.get_logger("lookout.http")
 
@@ -82,10 +96,12 @@ class Target:
 
     @classmethod
     def from_route(cls, uri: str, http_scheme: str, path: str | None = None,
-                   extra_query: Mapping[str, str] | None = None) -> Target:
+                   extra_query: Mapping[str, str] | None = None, table: Sequence[Param] = PARAMS) -> Target:
         parts = urlsplit(uri)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        passthrough = {k: v for k, v in params.items() if k not in OWN_PARAMS and not k.startswith("filter.")}
+        opts = parse_params(table, params, http_scheme, pass_through=True)
+        own = {p.name for p in (*ROUTE_PARAMS, *table)}
+        passthrough = {k: v for k, v in params.items() if k not in own}
         passthrough.update(extra_query or {})
         host = parts.hostname or ""
         if not host:
@@ -105,14 +121,13 @@ class Target:
             headers["Authorization"] = f"Bearer {token}"
         ctx: ssl.SSLContext | bool = True
         if http_scheme == "https":
-            ctx = ssl.create_default_context(cafile=params.get("ca") or None)
-            if params.get("cert"):
-                ctx.load_cert_chain(params["cert"], params.get("key") or None)
-            if not bool_param(params, "verify", True):
+            ctx = ssl.create_default_context(cafile=opts["ca"] or None)
+            if opts["cert"]:
+                ctx.load_cert_chain(opts["cert"], opts["key"] or None)
+            if not opts["verify"]:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-        return cls(url, auth, headers, ctx, bool_param(params, "gzip", False),
-                   float(params.get("timeout", "30")))
+        return cls(url, auth, headers, ctx, opts["gzip"], opts["timeout"])
 
 
 class DeadLetters:

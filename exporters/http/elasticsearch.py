@@ -29,7 +29,9 @@ import aiohttp
 import orjson
 
 from agent.model import RFC3339_UTC, DeliveryResult, LogSource, Payload, RetryableError, Segment, utc_now_rfc3339
+from agent.params import parse_params
 from exporters.http.common import (
+    ES_PARAMS,
     PostingSink,
     Target,
     retry_after,
@@ -75,15 +77,12 @@ class ElasticsearchSink(PostingSink):
         if not index or "/" in index:
             raise ValueError("needs an index: elasticsearch+http://host:9200/logs-lookout-%Y.%m.%d")
         self.index = index
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self.op = params.get("op", "create")
-        if self.op not in ("create", "index"):
-            raise ValueError(f"op={self.op!r}: use create or index")
-        extra = {"pipeline": params["pipeline"]} if params.get("pipeline") else {}
+        opts = parse_params(ES_PARAMS, dict(parse_qsl(parts.query, keep_blank_values=True)), "elasticsearch",
+                            pass_through=True)
+        self.op = opts["op"]
         # The pipeline parameter becomes the request's; the path is always /_bulk.
-        target = Target.from_route(uri.split("?")[0] + "?" + "&".join(
-            p for p in parts.query.split("&") if p and not p.startswith("pipeline=")), http_scheme,
-            path="/_bulk", extra_query=extra)
+        extra = {"pipeline": opts["pipeline"]} if opts["pipeline"] else {}
+        target = Target.from_route(uri, http_scheme, path="/_bulk", extra_query=extra, table=ES_PARAMS)
         super().__init__(target, state_dir, route_id)
         self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
         self._index_cache: dict[str, str] = {}

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from agent.model import DeliveryResult, Payload, Segment
-from agent.params import bool_param
+from agent.params import Param, one_of, parse_bool, parse_int, parse_params, text
 from exporters.syslog.format import _TEMPLATE_FIELD, FACILITIES, SyslogEncoder, SyslogFormat
 from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
 
@@ -24,42 +24,63 @@ class SyslogConfigError(ValueError):
     pass
 
 
-def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat, TlsOptions | None]:
-    rfc = params.get("format", "rfc5424").lower()
-    if rfc not in ("rfc5424", "rfc3164"):
-        raise SyslogConfigError(f"format={rfc!r}: use rfc5424 or rfc3164")
-    framing = params.get("framing", "octet").lower()
-    if framing not in ("octet", "lf"):
-        raise SyslogConfigError(f"framing={framing!r}: use octet or lf")
-    if scheme in ("syslog+udp", "syslog+relp"):
-        framing = "none"  # one message per datagram / per RELP frame
-    facility = params.get("facility", "user").lower()
-    if facility not in FACILITIES:
-        raise SyslogConfigError(f"facility={facility!r}: use one of {', '.join(FACILITIES)}")
-    try:
-        max_bytes = int(params.get("max_message_bytes", DEFAULT_MAX.get(scheme, 65536)))
-    except ValueError as exc:
-        raise SyslogConfigError(f"max_message_bytes: {exc}") from exc
-    if max_bytes < 480:
-        raise SyslogConfigError("max_message_bytes must be at least 480 (RFC 5424 §6.1)")
-    if scheme == "syslog+udp" and max_bytes > UDP_MAX:
-        raise SyslogConfigError(f"max_message_bytes for UDP is at most {UDP_MAX} (one IPv4 datagram)")
-    tag = params.get("tag", "{container_name}")
-    unknown = sorted({m.group(1) for m in _TEMPLATE_FIELD.finditer(tag)} - TAG_FIELDS)
+def _tag(text: str) -> str:
+    unknown = sorted({m.group(1) for m in _TEMPLATE_FIELD.finditer(text)} - TAG_FIELDS)
     if unknown:
         known = ", ".join("{" + name + "}" for name in sorted(TAG_FIELDS - {"label"}))
-        raise SyslogConfigError(f"tag: unknown field {', '.join(unknown)} (use {known} or {{label:KEY}})")
-    fmt = SyslogFormat(rfc=rfc, framing=framing, facility=FACILITIES[facility],
-                       hostname=params.get("hostname", ""), tag=tag,
-                       max_message_bytes=max_bytes)
+        raise ValueError(f"unknown field {', '.join(unknown)} (use {known} or {{label:KEY}})")
+    return text
+
+
+def _facility(text: str) -> int:
+    name = text.strip().lower()
+    if name not in FACILITIES:
+        raise ValueError(f"{text!r}: use one of {', '.join(FACILITIES)}")
+    return FACILITIES[name]
+
+
+def _max_bytes(text: str) -> int:
+    value = parse_int(text)
+    if value < 480:
+        raise ValueError("must be at least 480 (RFC 5424 §6.1)")
+    return value
+
+
+# The route options of ``syslog+udp|tcp|tls|relp://`` (agent.params.Param: name, parser, default, help).
+PARAMS = (
+    Param("format", one_of("rfc5424", "rfc3164"), "rfc5424", "message format: RFC 5424 or the BSD RFC 3164"),
+    Param("framing", one_of("octet", "lf"), "octet", "TCP/TLS framing (RFC 6587): octet counting or LF"),
+    Param("facility", _facility, FACILITIES["user"], "syslog facility name (user, daemon, local0..local7, ...)"),
+    Param("hostname", text, "", "HOSTNAME field (default: the host's name)"),
+    Param("tag", _tag, "{container_name}", "APP-NAME/TAG template: {container_name}, {pod}, {label:KEY}, ..."),
+    Param("max_message_bytes", _max_bytes, None, "longest message; longer ones are cut and marked "
+          "(default 2048 for UDP, 65536 otherwise)"),
+    Param("ca", text, "", "TLS: CA bundle to verify the receiver with"),
+    Param("cert", text, "", "TLS: client certificate (PEM)"),
+    Param("key", text, "", "TLS: client key (PEM)"),
+    Param("verify", parse_bool, True, "TLS: verify the receiver's certificate and name"),
+    Param("server_name", text, "", "TLS: the name to verify (default: the host)"),
+    Param("tls", parse_bool, False, "RELP: over TLS"),
+)
+
+
+def parse_options(scheme: str, params: Mapping[str, str]) -> tuple[SyslogFormat, TlsOptions | None]:
+    try:
+        opts = parse_params(PARAMS, params, scheme, pass_through=True)
+    except ValueError as exc:
+        raise SyslogConfigError(str(exc)) from None
+    framing = opts["framing"]
+    if scheme in ("syslog+udp", "syslog+relp"):
+        framing = "none"  # one message per datagram / per RELP frame
+    max_bytes = opts["max_message_bytes"] or DEFAULT_MAX.get(scheme, 65536)
+    if scheme == "syslog+udp" and max_bytes > UDP_MAX:
+        raise SyslogConfigError(f"max_message_bytes for UDP is at most {UDP_MAX} (one IPv4 datagram)")
+    fmt = SyslogFormat(rfc=opts["format"], framing=framing, facility=opts["facility"], hostname=opts["hostname"],
+                       tag=opts["tag"], max_message_bytes=max_bytes)
     tls = None
-    if scheme == "syslog+tls" or params.get("tls"):
-        try:
-            verify = bool_param(params, "verify", True)
-        except ValueError as exc:
-            raise SyslogConfigError(str(exc)) from None
-        tls = TlsOptions(ca=params.get("ca", ""), cert=params.get("cert", ""), key=params.get("key", ""),
-                         verify=verify, server_name=params.get("server_name", ""))
+    if scheme == "syslog+tls" or opts["tls"]:
+        tls = TlsOptions(ca=opts["ca"], cert=opts["cert"], key=opts["key"], verify=opts["verify"],
+                         server_name=opts["server_name"])
     return fmt, tls
 
 

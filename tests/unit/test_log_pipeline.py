@@ -23,6 +23,7 @@ from agent.telemetry import Telemetry
 from agent.wiring import make_logs
 from collectors.docker import DockerMetadata
 from collectors.logs.files import Tail
+from collectors.logs.follower import SourceState
 
 
 class FakeContainer:
@@ -116,6 +117,35 @@ class Harness:
             await self.pipeline.close()
 
 
+def idle(harness: Harness) -> bool:
+    """Every route has read and delivered all there is: it has taken up the latest scan, nothing is unacknowledged
+    (lag 0, also in the files of sources it has not opened) and no batch is queued. What has arrived by then is
+    all that will."""
+    assert harness.pipeline is not None
+    for runner in harness.pipeline.runners:
+        follower = runner.follower
+        if not follower.states or follower._offered is not None or runner.queue.qsize():
+            return False
+        if follower.lag(fresh=True)[1]:
+            return False
+    return True
+
+
+def state_of(harness: Harness, directory: Path) -> SourceState:
+    assert harness.pipeline is not None
+    [state] = [st for st in harness.pipeline.runners[0].follower.states.values()
+               if st.spec.directory == str(directory)]
+    return state
+
+
+def tails_of(harness: Harness, directory: Path) -> list[Tail]:
+    """The open files of the source in ``directory`` ([] while the reader has not taken it up yet)."""
+    assert harness.pipeline is not None
+    follower = harness.pipeline.runners[0].follower
+    with follower.lock:
+        return [t for st in follower.states.values() if st.spec.directory == str(directory) for t in st.tails]
+
+
 def acked_to_end(harness: Harness, c: FakeContainer) -> bool:
     """The route acknowledged the container's live file to its end (in memory; written by the next commit)."""
     assert harness.pipeline is not None
@@ -156,7 +186,7 @@ async def test_lines_arrive_once_in_order_with_metadata(harness: Harness):
     harness.start()
     sent += web.write(50, stream="stderr")
     await wait_for(lambda: len(records(harness.out)) >= 100)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: idle(harness))
     got = records(harness.out)
     assert [r["message"] for r in got] == sent
     first = got[0]
@@ -171,12 +201,16 @@ async def test_lines_arrive_once_in_order_with_metadata(harness: Harness):
 async def test_unterminated_last_line_waits_for_its_newline(harness: Harness):
     c = harness.container("c")
     harness.start()
+    first = c.write(1)
+    await wait_for(lambda: messages(harness.out) == first)
     line = orjson.dumps({"log": "slow writer\n", "stream": "stdout", "time": "2026-11-28T04:00:00Z"})
     c.write_raw(line[:20])
-    await asyncio.sleep(0.3)
-    assert records(harness.out) == []
+    size = c.log.stat().st_size
+    # The reader has seen the 20 bytes (a read sets the file's size) and shipped nothing of them.
+    await wait_for(lambda: any(t.size >= size for t in tails_of(harness, c.dir)))
+    assert messages(harness.out) == first
     c.write_raw(line[20:] + b"\n")
-    await wait_for(lambda: messages(harness.out) == ["slow writer"])
+    await wait_for(lambda: messages(harness.out) == [*first, "slow writer"])
 
 
 async def test_rotation_under_a_fast_writer_loses_nothing(harness: Harness):
@@ -187,14 +221,14 @@ async def test_rotation_under_a_fast_writer_loses_nothing(harness: Harness):
     for _ in range(8):
         sent += c.write(6000)
         c.rotate(max_file=3)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the writer's pace (not a wait for the agent)
     sent += c.write(10)
     try:
         await wait_for(lambda: len(records(harness.out)) >= len(sent), timeout=20)
     finally:
         got = messages(harness.out)
         print(len(got), len(sent), len(set(got)))
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: idle(harness))
     assert messages(harness.out) == sent
     assert files_lost(harness) == 0
 
@@ -213,8 +247,9 @@ async def test_a_file_rotated_away_unread_is_counted_and_the_rest_flows(harness:
     sent = c.write(10)
     harness.start()
     await wait_for(lambda: len(records(harness.out)) == 10)
-    await asyncio.sleep(0.3)  # the directory watch is in place
     runner = harness.pipeline.runners[0]
+    watch = runner.follower
+    await wait_for(lambda: watch.watch is not None and watch.watch.births(str(c.dir)) is not None)
     with runner.follower.lock:  # neither the reader nor the inotify thread can open a file meanwhile
         c.rotate(max_file=2)  # the read file becomes .1; file X is created
         c.write(50)  # into X
@@ -225,8 +260,14 @@ async def test_a_file_rotated_away_unread_is_counted_and_the_rest_flows(harness:
     await wait_for(lambda: files_lost(harness) == 1, timeout=10)
     await wait_for(lambda: len(records(harness.out)) >= len(sent))
     assert messages(harness.out) == sent
-    await asyncio.sleep(1.5)
-    assert files_lost(harness) == 1  # counted once
+    await wait_for(lambda: idle(harness))
+    # Counted once: listings after the count (each one accounts again) find nothing more missing.
+    state = state_of(harness, c.dir)
+    for _ in range(3):
+        with runner.follower.lock:
+            runner.follower._refresh_files(state, force=True)
+        assert state.suspect_since == 0.0
+    assert files_lost(harness) == 1
 
 
 async def test_rotated_and_deleted_files_still_open_are_drained(harness: Harness):
@@ -246,7 +287,8 @@ async def test_rotated_and_deleted_files_still_open_are_drained(harness: Harness
 
     sink.send = blocked  # type: ignore[method-assign]
     sent += c.write(3000)
-    await asyncio.sleep(0.2)
+    size = c.log.stat().st_size  # the reader has read it all and waits for the sender
+    await wait_for(lambda: [t.offset for t in tails_of(harness, c.dir)] == [size])
     os.unlink(c.log)  # max-file=1 rotation: unlink the live file and recreate it
     c.log.touch()
     sent += c.write(5)
@@ -268,10 +310,10 @@ async def test_an_older_file_found_late_never_ends_the_live_file_early(harness: 
         orjson.dumps({"log": m + "\n", "stream": "stdout", "time": f"2026-11-28T03:00:00.{i:09d}Z"}) + b"\n"
         for i, m in enumerate(older)))
     staged.rename(f"{c.log}.1")  # older than the live file by its records' times
-    await asyncio.sleep(0.3)  # found and read; the live file is at its end meanwhile
+    await wait_for(lambda: len(records(harness.out)) == 30)  # found and read; the live file is at its end meanwhile
     sent += c.write(10, prefix="after")
     await wait_for(lambda: len(records(harness.out)) >= 40)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: idle(harness))
     got = messages(harness.out)
     assert got == sent[:10] + older + sent[10:]
 
@@ -298,7 +340,7 @@ async def test_a_rotation_while_the_files_are_opened_keeps_their_order(harness: 
     harness.start()
     sent += c.write(10, prefix="c")
     await wait_for(lambda: len(records(harness.out)) >= 30)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: idle(harness))
     assert raced and messages(harness.out) == sent
 
 
@@ -323,10 +365,11 @@ async def test_a_cri_restart_after_the_clock_stepped_back_keeps_the_new_live_fil
     new = pod_dir / "1.log"  # the container restarted; the clock was stepped back 1 h meanwhile
     new.write_bytes(b"2026-11-28T03:00:00.000000001Z stdout F run1 a\n")
     await wait_for(lambda: len(records(harness.out)) == 3)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: [t.path for t in tails_of(harness, pod_dir)] == [str(new)])  # 0.log is ended
     with new.open("ab") as fh:
         fh.write(b"2026-11-28T03:00:01.000000001Z stdout F run1 b (written later)\n")
-    await asyncio.sleep(1.5)
+    await wait_for(lambda: len(records(harness.out)) == 4)
+    await wait_for(lambda: idle(harness))
     got = [r["message"] for r in records(harness.out)]
     assert got == ["run0 a", "run0 b", "run1 a", "run1 b (written later)"], got
 
@@ -343,13 +386,15 @@ async def test_a_half_joined_line_of_the_live_file_is_not_joined_to_an_older_fil
     c.write(3)
     await wait_for(lambda: len(records(harness.out)) == 3)
     c.write_raw(_doc("HEAD of a long line from the live file|", "2026-11-28T04:00:01.000000000Z"))  # Docker partial
-    await asyncio.sleep(0.3)
+    state = state_of(harness, c.dir)
+    await wait_for(lambda: bool(state.decoder.pending))  # the reader holds the first part
     staged = c.dir / "staged"
     staged.write_bytes(b"".join(_doc(f"older {i}\n", f"2026-11-28T03:00:00.{i:09d}Z") for i in range(3)))
     staged.rename(f"{c.log}.1")
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: len(state.tails) == 2)  # the older file is found while the line is half joined
     c.write_raw(_doc("TAIL of the long line\n", "2026-11-28T04:00:01.000000001Z"))
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: len(records(harness.out)) == 7)
+    await wait_for(lambda: idle(harness))
     got = [r["message"] for r in records(harness.out)]
     assert "HEAD of a long line from the live file|TAIL of the long line" in got, got
 
@@ -465,7 +510,7 @@ async def test_restart_after_a_crash_resumes_without_loss(harness: Harness):
     await harness.stop()
     before = len(got)
     harness.start()
-    await asyncio.sleep(0.8)
+    await wait_for(lambda: bool(tails_of(harness, c.dir)) and idle(harness))  # open again, at its acknowledged end
     assert len(messages(harness.out)) == before
 
 
@@ -544,7 +589,7 @@ async def test_route_filters_and_opt_out(harness: Harness, tmp_path: Path):
                   f"file://{by_label}?filter.labels=team:data", f"file://{everything}")
     await wait_for(lambda: len(records(everything)) == 10)
     await wait_for(lambda: len(records(only_web)) == 3 and len(records(by_label)) == 5)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: idle(harness))
     assert {r["container_name"] for r in records(everything)} == {"web-1", "db"}
     assert {(r["container_name"], r["stream"]) for r in records(only_web)} == {("web-1", "stdout")}
     assert {r["container_name"] for r in records(by_label)} == {"db"}
@@ -554,7 +599,7 @@ async def test_read_from_tail_skips_only_what_existed_at_the_first_start(harness
     old = harness.container("old")
     old.write(10)
     harness.start(extra=("--read-from", "tail"))
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: [t.offset for t in tails_of(harness, old.dir)] == [old.log.stat().st_size])
     new_lines = old.write(2, prefix="new")
     late = harness.container("late")
     late_lines = late.write(4)

@@ -54,7 +54,7 @@ BAD = {
     "syslog+udp://h:514?max_message_bytes=100000": "at most 65507",
     "syslog+tls://h:6514?verify=maybe": "verify",
     "syslog+tcp://h:514?format=rfc9999": "format",
-    "https://h/x?batch=0": "batch must be at least 1",
+    "https://h/x?batch=0": "batch: must be at least 1",
     "elasticsearch+https://h:9200/?op=create": "needs an index",
     "elasticsearch+http://h:9200/logs?op=upsert": "op=",
 }
