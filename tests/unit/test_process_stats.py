@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,8 +127,12 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 
 @pytest.mark.skipif(not _kernel_at_least(6, 2), reason="stat(/proc/<pid>/fd).st_size counts fds since Linux 6.2")
 def test_real_procfs_fd_size() -> None:
-    child = subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    # A child that says when it is done starting (a program opens and closes files while it starts: `sleep`
+    # was seen with 3 descriptors, then 4) and then holds still.
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; print('ready', flush=True); time.sleep(30)"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         reader = HostReader(Path("/"))
         first = cycle(reader, [child.pid])
         assert reader.fd_size_counts is True
