@@ -107,7 +107,7 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
     from agent.logs.runner import RouteRunner
     from collectors.logs.checkpoints import CheckpointStore
     from collectors.logs.metadata import LogMetadata
-    from collectors.logs.sources import scan
+    from collectors.logs.sources import parents, scan
 
     store = CheckpointStore(config.state_dir)
     metrics = LogMetrics(telemetry.registry)
@@ -123,7 +123,7 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
                                    route_options(route, options), lookup, fresh_start=not store.existed))
     pods_root = config.host_path("/var/log/pods")
     return LogPipeline(runners, store, lambda: scan(config.docker_root, pods_root),
-                       [str(config.docker_root / "containers"), str(pods_root)])
+                       lambda: parents(config.docker_root, pods_root))
 
 
 def build(config: Config) -> Agent:

@@ -2,7 +2,8 @@
 
 Discovery scans the host's log directories (collectors.logs.sources) on inotify wake-ups and every
 ``RESCAN_INTERVAL`` and offers each scan to every route's follower; the directory watch reports new files at once
-so a route can hold a rotated file open before the runtime deletes it. Checkpoints are written by group commit: a
+so a route can hold a rotated file open before the runtime deletes it (collectors.logs.watch; without inotify,
+discovery rescans every second). Checkpoints are written by group commit: a
 route that acknowledged a batch wakes the flusher, which writes everything acknowledged by then in one go, so a
 crash repeats at most what was in flight.
 """
@@ -13,13 +14,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
 from agent.logs.runner import RouteRunner
 from collectors.logs.checkpoints import CheckpointStore
-from collectors.logs.sources import DirectoryWatch, SourceSpec, watch
+from collectors.logs.sources import SourceSpec
+from collectors.logs.watch import POLL_INTERVAL, LogWatch
 
 log = structlog.get_logger("lookout.pipeline")
 
@@ -31,20 +32,15 @@ class LogPipeline:
     GAUGE_INTERVAL = 1.0
 
     def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
-                 scan: Callable[[], dict[str, SourceSpec]], watch_paths: list[str]) -> None:
+                 scan: Callable[[], dict[str, SourceSpec]], parents: Callable[[], list[str]]) -> None:
         self.runners = runners
         self.store = store
         self.scan = scan
-        self.watch_paths = watch_paths
+        self.parents = parents  # the directories in which new sources appear
         self._rescan = asyncio.Event()
         self._acked = asyncio.Event()
         for runner in runners:
             runner.on_acked = self._acked.set
-
-    def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-        def wake() -> None:
-            loop.call_soon_threadsafe(self._rescan.set)
-        return wake
 
     def _pin(self, directory: str) -> None:
         """Files appeared in ``directory`` (inotify thread): let every route open them right away."""
@@ -53,11 +49,13 @@ class LogPipeline:
 
     async def discover(self) -> None:
         loop = asyncio.get_running_loop()
-        observer = await asyncio.to_thread(watch, [Path(p) for p in self.watch_paths],
-                                           self._wake_threadsafe(loop))
-        pins = DirectoryWatch(self._pin)
+
+        def wake() -> None:  # a new container or pod directory (inotify thread)
+            loop.call_soon_threadsafe(self._rescan.set)
+
+        watch = await asyncio.to_thread(LogWatch, wake, self._pin)
         for runner in self.runners:
-            runner.follower.watch = pins
+            runner.follower.watch = watch
         try:
             while True:
                 self._rescan.clear()
@@ -66,16 +64,15 @@ class LogPipeline:
                     runner.follower.offer(specs)  # taken by the route's reader on its next read
                     runner.follower.collect_garbage()
                     runner.wake.set()
-                await asyncio.to_thread(pins.sync, {spec.directory for spec in specs.values()})
+                await asyncio.to_thread(watch.sync, self.parents(), {spec.directory for spec in specs.values()})
+                interval = min(POLL_INTERVAL, self.RESCAN_INTERVAL) if watch.polling else self.RESCAN_INTERVAL
                 try:
-                    await asyncio.wait_for(self._rescan.wait(), timeout=self.RESCAN_INTERVAL)
+                    await asyncio.wait_for(self._rescan.wait(), timeout=interval)
                     await asyncio.sleep(0.05)  # let a burst of inotify events settle
                 except TimeoutError:
                     pass
         finally:
-            pins.close()
-            if observer is not None:
-                observer.stop()
+            await asyncio.to_thread(watch.close)
 
     async def flusher(self) -> None:
         """Write the checkpoints as soon as a route acknowledged something (one write for all the acknowledgements

@@ -30,7 +30,7 @@ from collectors.logs.files import READ_CHUNK, Tail
 from collectors.logs.sources import SourceSpec
 
 if TYPE_CHECKING:
-    from collectors.logs.sources import Births, DirectoryWatch
+    from collectors.logs.watch import Births, LogWatch
 
 log = structlog.get_logger("lookout.logs.follower")
 
@@ -119,7 +119,7 @@ class Follower:
         self.on_skipped = on_skipped
         self.on_close = on_close
         self.states: dict[str, SourceState] = {}
-        self.watch: DirectoryWatch | None = None  # set by the pipeline: counts the files runtimes create
+        self.watch: LogWatch | None = None  # set by the pipeline: counts the files runtimes create
         # Files present at the very first start (no checkpoints at all) honour --read-from.
         self._initial = fresh_start
         self._order: list[str] = []

@@ -7,6 +7,7 @@ and the tests append, rotate, truncate and delete files while the pipeline runs 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from pathlib import Path
@@ -474,6 +475,27 @@ def test_discovery_hands_sources_over_while_the_reader_drops_them(harness: Harne
         sys.setswitchinterval(interval)
     assert not errors, errors
     assert sorted(follower.states) == sorted(f"docker:{c.cid}" for c in containers[::2])
+
+
+async def test_without_inotify_new_containers_and_rotations_are_found_by_polling(harness: Harness,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
+    from watchdog.observers import inotify_c
+
+    def unavailable() -> None:
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+    monkeypatch.setattr(inotify_c, "InotifyFD", unavailable)
+    first = harness.container("first")
+    sent = first.write(5)
+    harness.start()
+    await wait_for(lambda: messages(harness.out) == sent)
+    late = harness.container("late")  # found by a rescan, not by an inotify event
+    sent += late.write(5)
+    first.rotate(max_file=3)
+    sent += first.write(5, prefix="rotated")
+    await wait_for(lambda: sorted(messages(harness.out)) == sorted(sent))
+    await wait_for(lambda: idle(harness))
+    assert sorted(messages(harness.out)) == sorted(sent)
 
 
 async def test_copytruncate_restarts_at_zero(harness: Harness):

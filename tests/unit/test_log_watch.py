@@ -1,0 +1,117 @@
+"""The log path's one inotify layer (collectors.logs.watch) against real directories, and its polling fallback."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from collectors.logs.watch import LogWatch
+
+CID = "a" * 64
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.new_sources = 0
+        self.files: list[str] = []
+
+    def new_source(self) -> None:
+        with self.lock:
+            self.new_sources += 1
+
+    def file(self, directory: str) -> None:
+        with self.lock:
+            self.files.append(directory)
+
+
+@pytest.fixture
+def seen() -> Seen:
+    return Seen()
+
+
+@pytest.fixture
+def watch(seen: Seen) -> Iterator[LogWatch]:
+    w = LogWatch(seen.new_source, seen.file)
+    yield w
+    w.close()
+
+
+def test_new_containers_wake_discovery_and_new_files_are_reported_and_counted(tmp_path: Path, watch: LogWatch,
+                                                                              seen: Seen) -> None:
+    containers = tmp_path / "containers"
+    source = containers / CID
+    source.mkdir(parents=True)
+    live = source / f"{CID}-json.log"
+    live.write_bytes(b'{"log":"first\\n","stream":"stdout","time":"2026-12-04T10:00:00Z"}\n')
+    watch.sync([str(containers)], {str(source)})
+    assert not watch.polling
+    births = watch.births(str(source))
+    assert births is not None and births.created == 0 and len(births.base_keys) == 1
+
+    (containers / ("b" * 64)).mkdir()  # a new container
+    wait_for(lambda: seen.new_sources == 1)
+    (source / "config.v2.json.tmp").write_bytes(b"{}")  # not a log file: reported, not counted
+    live.rename(source / f"{CID}-json.log.1")  # Docker's rotation: rename, then a new live file
+    live.write_bytes(b"")
+    wait_for(lambda: len(seen.files) >= 3)
+    assert set(seen.files) == {str(source)}
+    assert births.created == 1  # only the live name's creation is a birth
+    assert seen.new_sources == 1  # files in a source's directory never wake discovery
+
+
+def test_a_directory_no_longer_wanted_is_no_longer_watched(tmp_path: Path, watch: LogWatch, seen: Seen) -> None:
+    source = tmp_path / CID
+    source.mkdir()
+    watch.sync([], {str(source)})
+    watch.sync([], set())
+    assert watch.births(str(source)) is None
+    (source / f"{CID}-json.log").write_bytes(b"")
+    other = tmp_path / "other"
+    other.mkdir()
+    watch.sync([], {str(other)})
+    (other / "1.log").write_bytes(b"")
+    wait_for(lambda: seen.files == [str(other)])  # the event of the unwatched directory never came
+
+
+def test_without_inotify_everything_is_polled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: Seen) -> None:
+    from watchdog.observers import inotify_c
+
+    def unavailable() -> None:
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+    monkeypatch.setattr(inotify_c, "InotifyFD", unavailable)
+    w = LogWatch(seen.new_source, seen.file)
+    w.sync([str(tmp_path)], {str(tmp_path / CID)})
+    assert w.polling and w.unwatched == 2 and w.births(str(tmp_path / CID)) is None
+    w.close()
+
+
+def test_at_the_watch_limit_the_rest_is_polled_and_not_counted(tmp_path: Path, watch: LogWatch,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    add = watch._fd.add_callback
+
+    def limited(path: bytes, *args: object) -> int:
+        if path.endswith(b"second"):
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return add(path, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(watch._fd, "add_callback", limited)
+    watch.sync([], {str(first), str(second)})
+    assert watch.polling and watch.unwatched == 1
+    assert watch.births(str(first)) is not None and watch.births(str(second)) is None
