@@ -9,6 +9,7 @@ losing a held part. Bad lines are counted and reported with their offset, never 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from operator import itemgetter
@@ -50,6 +51,27 @@ class _Pending:
         self.truncated = False
 
 
+# One escape in a JSON text, matched left to right so an escaped backslash is never read as the start of the next
+# escape: a UTF-16 surrogate pair, a lone surrogate (the only 6-byte match), or any other escape.
+_ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)",
+                     re.S)
+
+
+def _lone_surrogate_to_fffd(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    return b"\\ufffd" if len(escape) == 6 else escape
+
+
+def _repaired(line: bytes) -> bytes | None:
+    """``line`` with invalid UTF-8 and escaped lone surrogates (``"\\udc80"``) replaced by U+FFFD, as Go's
+    encoding/json writes them and as the CRI path decodes; None when there is nothing to replace. For lines orjson
+    refused only: a clean line never pays for it."""
+    fixed = line.decode("utf-8", "replace").encode()
+    if b"\\u" in fixed:
+        fixed = _ESCAPE.sub(_lone_surrogate_to_fffd, fixed)
+    return None if fixed == line else fixed
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -81,7 +103,13 @@ def time_order_key(line: bytes, fmt: str) -> str:
     "" if the line has none."""
     try:
         if fmt == "json-file":
-            doc = orjson.loads(line)
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                fixed = _repaired(line)  # bad bytes in the message need not hide the time
+                if fixed is None:
+                    raise
+                doc = orjson.loads(fixed)
             stamp = doc.get("time") if isinstance(doc, dict) else None
         else:
             stamp = line.split(b" ", 1)[0].decode("ascii")
@@ -187,8 +215,16 @@ class JsonFileDecoder(_Joiner):
                 try:
                     doc = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    out.errors.append((start, f"invalid JSON: {exc}" if line.strip() else "empty line"))
-                    continue
+                    # Bad bytes inside a string (a raw invalid byte, an escaped lone surrogate): U+FFFD in their
+                    # place and the record delivered. Any other fault stays an error with orjson's reason.
+                    fixed = _repaired(line)
+                    try:
+                        if fixed is None:
+                            raise exc
+                        doc = orjson.loads(fixed)
+                    except orjson.JSONDecodeError:
+                        out.errors.append((start, f"invalid JSON: {exc}" if line.strip() else "empty line"))
+                        continue
             if type(doc) is not dict:
                 out.errors.append((start, "not a JSON object"))
                 continue
