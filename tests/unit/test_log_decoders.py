@@ -213,3 +213,26 @@ def test_a_damaged_first_line_still_gives_its_time_for_ordering():
     assert time_order_key(LONE_LOW, "json-file") == "2026-11-28T04:14:52.000000000"
     assert time_order_key(RAW_FF, "json-file") == "2026-11-28T04:14:51.685761325"
     assert time_order_key(b'{"time":"2026-11-28T04:14:52Z","log":"torn \xff', "json-file") == ""
+
+
+def test_cri_offsets_of_every_record_around_partials_and_errors():
+    lines = [b"2026-11-28T04:14:51Z stdout F one", b"2026-11-28T04:14:52Z stdout P par",
+             b"2026-11-28T04:14:52Z stderr F err", b"bad", b"2026-11-28T04:14:53Z stdout P t",
+             b"2026-11-28T04:14:53Z stdout F ial", b"2026-11-28T04:14:54Z stdout F after"]
+    starts = [7 + sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines))]
+    decoder = CriDecoder()
+    decoder.file = "f"
+    first = decoder.decode(b"".join(line + b"\n" for line in lines[:2]), 7)
+    assert [(r[2], r[3]) for r in first.records] == [("one", starts[0])]
+    assert decoder.safe_offset(starts[2], "f") == starts[1]
+    rest = decoder.decode(b"".join(line + b"\n" for line in lines[2:]), starts[2])
+    assert [(r[1], r[2], r[3]) for r in rest.records] == [
+        ("stderr", "err", starts[2]), ("stdout", "partial", starts[1]), ("stdout", "after", starts[6])]
+    assert rest.errors == [(starts[3], "not a CRI log line")]
+    assert decoder.safe_offset(starts[6] + len(lines[6]) + 1, "f") == starts[6] + len(lines[6]) + 1
+
+
+def test_cri_times_too_short_for_an_offset_are_kept_not_fatal():
+    out = CriDecoder().decode(b"abc stdout F x\n stderr F y\n", 0)
+    assert [(r[0], r[2]) for r in out.records] == [("abc", "x"), ("", "y")]
+    assert to_utc("+02:00") == "+02:00" and to_utc("2026-11-28T04:14:51+02:00") == "2026-11-28T02:14:51Z"
