@@ -9,7 +9,9 @@ losing a held part. Bad lines are counted and reported with their offset, never 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import accumulate
 from operator import itemgetter
 
@@ -23,6 +25,11 @@ _STREAMS = frozenset({"stdout", "stderr"})
 _STREAM_NAMES = {"stdout": "stdout", "stderr": "stderr"}
 _MESSAGE, _TRUNCATED = itemgetter(2), itemgetter(4)  # of a record
 _PLUS_ONE = (1).__add__
+_FIRST = itemgetter(0)
+_CRI_STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}
+# A CRI line as ``CriDecoder``'s fast path takes it: a time of printable ASCII without spaces, the stream, the F tag
+# without ":tags", a space and the content (possibly empty); with re.M, one match per whole line at most.
+_CRI_FULL = re.compile(r"^([!-~]*) (stdout|stderr) F (.*)$", re.M)
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -50,6 +57,27 @@ class _Pending:
         self.truncated = False
 
 
+# One escape in a JSON text, matched left to right so an escaped backslash is never read as the start of the next
+# escape: a UTF-16 surrogate pair, a lone surrogate (the only 6-byte match), or any other escape.
+_ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)",
+                     re.S)
+
+
+def _lone_surrogate_to_fffd(match: re.Match[bytes]) -> bytes:
+    escape = match.group()
+    return b"\\ufffd" if len(escape) == 6 else escape
+
+
+def _repaired(line: bytes) -> bytes | None:
+    """``line`` with invalid UTF-8 and escaped lone surrogates (``"\\udc80"``) replaced by U+FFFD, as Go's
+    encoding/json writes them and as the CRI path decodes; None when there is nothing to replace. For lines orjson
+    refused only: a clean line never pays for it."""
+    fixed = line.decode("utf-8", "replace").encode()
+    if b"\\u" in fixed:
+        fixed = _ESCAPE.sub(_lone_surrogate_to_fffd, fixed)
+    return None if fixed == line else fixed
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -61,19 +89,29 @@ def _cut_utf8(text: str, limit: int) -> str:
 
 def to_utc(stamp: str) -> str:
     """RFC 3339 with any offset to UTC ``Z``, keeping every fraction digit (CRI writes local time)."""
-    if stamp.endswith("Z"):
+    if stamp.endswith("Z") or len(stamp) < 6:
         return stamp
     main, sign, offset = stamp[:-6], stamp[-6], stamp[-5:]
     if sign not in "+-" or offset[2] != ":":
         return stamp
     base, dot, frac = main.partition(".")
+    shifted = _shifted(base, sign, offset)
+    if shifted is None:
+        return stamp
+    return shifted + (dot + frac if dot else "") + "Z"
+
+
+@lru_cache(maxsize=256)
+def _shifted(base: str, sign: str, offset: str) -> str | None:
+    """``base`` (to the second) moved by the UTC offset; None if either is no time. Cached: a chunk's lines share
+    their seconds, and parsing one costs more than the rest of the line."""
     try:
         moment = datetime.fromisoformat(base).replace(tzinfo=UTC)
         delta = timedelta(hours=int(offset[:2]), minutes=int(offset[3:]))
     except ValueError:
-        return stamp
+        return None
     moment = moment - delta if sign == "+" else moment + delta
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (dot + frac if dot else "") + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def time_order_key(line: bytes, fmt: str) -> str:
@@ -81,7 +119,13 @@ def time_order_key(line: bytes, fmt: str) -> str:
     "" if the line has none."""
     try:
         if fmt == "json-file":
-            doc = orjson.loads(line)
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                fixed = _repaired(line)  # bad bytes in the message need not hide the time
+                if fixed is None:
+                    raise
+                doc = orjson.loads(fixed)
             stamp = doc.get("time") if isinstance(doc, dict) else None
         else:
             stamp = line.split(b" ", 1)[0].decode("ascii")
@@ -187,8 +231,16 @@ class JsonFileDecoder(_Joiner):
                 try:
                     doc = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    out.errors.append((start, f"invalid JSON: {exc}" if line.strip() else "empty line"))
-                    continue
+                    # Bad bytes inside a string (a raw invalid byte, an escaped lone surrogate): U+FFFD in their
+                    # place and the record delivered. Any other fault stays an error with orjson's reason.
+                    fixed = _repaired(line)
+                    try:
+                        if fixed is None:
+                            raise exc
+                        doc = orjson.loads(fixed)
+                    except orjson.JSONDecodeError:
+                        out.errors.append((start, f"invalid JSON: {exc}" if line.strip() else "empty line"))
+                        continue
             if type(doc) is not dict:
                 out.errors.append((start, "not a JSON object"))
                 continue
@@ -243,22 +295,59 @@ class CriDecoder(_Joiner):
 
     def decode(self, chunk: bytes, base_offset: int) -> Decoded:
         out = Decoded()
+        if not self.pending:
+            fast = self._decode_fast(chunk, base_offset)
+            if fast is not None:
+                out.records = fast
+                return out
         lines = chunk.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
         offset = base_offset
         part = self._part
+        append = out.records.append
+        pending = self.pending
+        fast_chars = self.max_line_bytes // 4  # below this many characters no UTF-8 text can exceed the cap
         for line in lines:
-            fields = line.split(b" ", 3)
-            if len(fields) < 3 or fields[1] not in (b"stdout", b"stderr"):
-                out.errors.append((offset, "not a CRI log line" if line.strip() else "empty line"))
-                offset += len(line) + 1
-                continue
-            tag = fields[2].split(b":", 1)[0]
-            # The runtime already stripped the line's own newline (and a \r before it): keep the rest.
-            content = fields[3] if len(fields) == 4 else b""
-            time = to_utc(fields[0].decode("ascii", "replace"))
-            text = content.decode("utf-8", "replace")
-            part(out, time, fields[1].decode(), text, offset, tag != b"P")
+            start = offset
             offset += len(line) + 1
+            fields = line.split(b" ", 3)
+            stream = _CRI_STREAMS.get(fields[1]) if len(fields) >= 3 else None
+            if stream is None:
+                out.errors.append((start, "not a CRI log line" if line.strip() else "empty line"))
+                continue
+            tag = fields[2]
+            last = tag != b"P" and tag[:2] != b"P:"  # the tag before any ":tags"
+            time = fields[0].decode("ascii", "replace")
+            if time[-1:] != "Z":
+                time = to_utc(time)
+            # The runtime already stripped the line's own newline (and a \r before it): keep the rest.
+            text = fields[3].decode("utf-8", "replace") if len(fields) == 4 else ""
+            if last and stream not in pending and len(text) <= fast_chars:
+                append((time, stream, text, start, False))
+            else:
+                part(out, time, stream, text, start, last)
         return out
+
+    def _decode_fast(self, chunk: bytes, base_offset: int) -> list[LogRecord] | None:
+        """The records of a chunk whose every line is a complete ``F`` line with an ASCII time (one regex over the
+        chunk decoded once, no call per line); None when any line is not, or could be cut at ``max_line_bytes``,
+        and the caller decodes the chunk line by line (partials, tags, errors, truncation). The same records as
+        the loop: the chunk is split at ASCII bytes only (space, newline), where decoding it whole with
+        ``errors="replace"`` gives what decoding each field does. Called with nothing held."""
+        lines = chunk.split(b"\n")
+        if lines.pop():
+            return None  # not newline-terminated
+        found = _CRI_FULL.findall(chunk.decode("utf-8", "replace"))
+        # Each match is one whole line, so as many matches as lines means every line matched.
+        if len(found) != len(lines):
+            return None
+        lengths = list(map(_PLUS_ONE, map(len, lines)))
+        if len(chunk) > self.max_line_bytes and max(lengths) > self.max_line_bytes:
+            return None
+        offsets = accumulate(lengths, initial=base_offset)
+        streams = _STREAM_NAMES
+        if ("\n".join(map(_FIRST, found)) + "\n").count("Z\n") == len(found):  # every time in UTC already
+            return [(t, streams[s], c, o, False) for (t, s, c), o in zip(found, offsets, strict=False)]
+        utc = to_utc
+        return [(utc(t), streams[s], c, o, False) for (t, s, c), o in zip(found, offsets, strict=False)]

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.logs.decoders import CriDecoder, JsonFileDecoder, to_utc
+from collectors.logs.decoders import CriDecoder, JsonFileDecoder, time_order_key, to_utc
 
 TIME = "2026-11-28T04:14:51.685761325Z"
 
@@ -157,3 +157,82 @@ def test_to_utc_keeps_nanoseconds_and_converts_offsets():
     assert to_utc("2026-11-28T00:30:00.123456789-05:30") == "2026-11-28T06:00:00.123456789Z"
     assert to_utc("2026-11-28T00:30:00Z") == "2026-11-28T00:30:00Z"
     assert to_utc("2026-01-01T01:00:00+02:00") == "2025-12-31T23:00:00Z"
+
+
+# --- json-file lines with bad bytes in a string: delivered with U+FFFD, as the CRI path does ------------------
+
+RAW_FF = b'{"log":"caf\xff bad\\n","stream":"stdout","time":"2026-11-28T04:14:51.685761325Z"}'  # a raw 0xff byte
+LONE_LOW = b'{"log":"lone \\udc80 low\\n","stream":"stderr","time":"2026-11-28T04:14:52Z"}'  # an escaped lone surrogate
+LONE_HIGH = (b'{"log":"high \\ud800x, pair \\ud83d\\ude00, slash \\\\udc80 \\u00e9\\n","stream":"stdout",'
+             b'"attrs":{"tag":"w\xc3"},"time":"2026-11-28T04:14:53Z"}')  # a pair and an escaped backslash stay
+
+
+def test_json_file_bad_bytes_in_a_string_are_replaced_and_the_record_delivered():
+    good = [orjson.dumps({"log": f"good {i}\n", "stream": "stdout", "time": TIME}) for i in range(4)]
+    lines = [good[0], RAW_FF, good[1], LONE_LOW, good[2], LONE_HIGH, good[3]]
+    data = b"".join(line + b"\n" for line in lines)
+    out = JsonFileDecoder().decode(data, 1000)
+    starts = [1000 + sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines))]
+    assert out.errors == []
+    assert out.records == [
+        (TIME, "stdout", "good 0", starts[0], False),
+        ("2026-11-28T04:14:51.685761325Z", "stdout", "caf\ufffd bad", starts[1], False),
+        (TIME, "stdout", "good 1", starts[2], False),
+        ("2026-11-28T04:14:52Z", "stderr", "lone \ufffd low", starts[3], False),
+        (TIME, "stdout", "good 2", starts[4], False),
+        ("2026-11-28T04:14:53Z", "stdout", "high \ufffdx, pair \U0001f600, slash \\udc80 \u00e9", starts[5], False),
+        (TIME, "stdout", "good 3", starts[6], False),
+    ]
+
+
+def test_a_damaged_partial_is_joined_and_a_damaged_line_that_is_no_json_stays_an_error():
+    part = b'{"log":"first \\udc80 half","stream":"stdout","time":"2026-11-28T04:14:51Z"}\n'
+    rest = b'{"log":" second \xff half\\n","stream":"stdout","time":"2026-11-28T04:14:52Z"}\n'
+    torn = b'{"log":"torn \xff\n'
+    out = JsonFileDecoder().decode(part + torn + rest, 0)
+    assert [(r[2], r[3]) for r in out.records] == [("first \ufffd half second \ufffd half", 0)]
+    assert len(out.errors) == 1 and out.errors[0][0] == len(part) and out.errors[0][1].startswith("invalid JSON")
+
+
+def test_replaced_records_encode_as_ndjson_and_syslog():
+    from agent.model import ContainerInfo, LogSource, Segment
+    from exporters.logs.ndjson import NdjsonEncoder
+    from exporters.syslog.format import SyslogEncoder, SyslogFormat
+
+    data = b"".join(line + b"\n" for line in (RAW_FF, LONE_LOW, LONE_HIGH))
+    records = JsonFileDecoder().decode(data, 0).records
+    assert len(records) == 3 and not any(0xD800 <= ord(c) <= 0xDFFF for r in records for c in r[2])
+    src = LogSource("/x-json.log", "8:1:ab", ContainerInfo(cgroup="", container_id="ab" * 32, name="web"), "node")
+    payload = NdjsonEncoder().encode([Segment(src, records)])
+    assert [orjson.loads(line)["message"] for line in payload.splitlines()] == [r[2] for r in records]
+    frames = SyslogEncoder(SyslogFormat(framing="lf")).encode([Segment(src, records)]).decode("utf-8").splitlines()
+    assert [f.endswith(r[2]) for f, r in zip(frames, records, strict=True)] == [True, True, True]
+
+
+def test_a_damaged_first_line_still_gives_its_time_for_ordering():
+    assert time_order_key(LONE_LOW, "json-file") == "2026-11-28T04:14:52.000000000"
+    assert time_order_key(RAW_FF, "json-file") == "2026-11-28T04:14:51.685761325"
+    assert time_order_key(b'{"time":"2026-11-28T04:14:52Z","log":"torn \xff', "json-file") == ""
+
+
+def test_cri_offsets_of_every_record_around_partials_and_errors():
+    lines = [b"2026-11-28T04:14:51Z stdout F one", b"2026-11-28T04:14:52Z stdout P par",
+             b"2026-11-28T04:14:52Z stderr F err", b"bad", b"2026-11-28T04:14:53Z stdout P t",
+             b"2026-11-28T04:14:53Z stdout F ial", b"2026-11-28T04:14:54Z stdout F after"]
+    starts = [7 + sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines))]
+    decoder = CriDecoder()
+    decoder.file = "f"
+    first = decoder.decode(b"".join(line + b"\n" for line in lines[:2]), 7)
+    assert [(r[2], r[3]) for r in first.records] == [("one", starts[0])]
+    assert decoder.safe_offset(starts[2], "f") == starts[1]
+    rest = decoder.decode(b"".join(line + b"\n" for line in lines[2:]), starts[2])
+    assert [(r[1], r[2], r[3]) for r in rest.records] == [
+        ("stderr", "err", starts[2]), ("stdout", "partial", starts[1]), ("stdout", "after", starts[6])]
+    assert rest.errors == [(starts[3], "not a CRI log line")]
+    assert decoder.safe_offset(starts[6] + len(lines[6]) + 1, "f") == starts[6] + len(lines[6]) + 1
+
+
+def test_cri_times_too_short_for_an_offset_are_kept_not_fatal():
+    out = CriDecoder().decode(b"abc stdout F x\n stderr F y\n", 0)
+    assert [(r[0], r[2]) for r in out.records] == [("abc", "x"), ("", "y")]
+    assert to_utc("+02:00") == "+02:00" and to_utc("2026-11-28T04:14:51+02:00") == "2026-11-28T02:14:51Z"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import ContainerInfo, LogRecord, LogSource, Segment
-from collectors.logs.decoders import _LINES, JsonFileDecoder
+from collectors.logs.decoders import _LINES, CriDecoder, JsonFileDecoder
 from exporters.logs import ndjson
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
@@ -264,3 +264,89 @@ def test_syslog_timestamps_of_every_shape_in_one_segment(times: list[str]) -> No
         fmt = SyslogFormat(framing=framing)
         assert SyslogEncoder(fmt).encode([Segment(source(), records)]) == \
             CarefulSyslogEncoder(fmt).encode([Segment(source(), records)])
+
+
+# --- CRI -----------------------------------------------------------------------------------------------------
+
+
+class CarefulCriDecoder(CriDecoder):
+    """The CRI decoder with its fast path switched off: every chunk goes through the per-line loop."""
+
+    def _decode_fast(self, chunk: bytes, base_offset: int) -> None:
+        return None
+
+
+CRI_TIMES = [b"2026-11-28T04:14:51.685761325Z", b"2026-11-28T04:14:51Z", b"2026-11-28T06:14:51.1+02:00",
+             b"2026-11-28T00:30:00.123456789-05:30", b"", b"Z", b"abc", b"zeit-\xc3\xbc", b"t\xff", b"a\tb"]
+cri_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=60)
+
+
+@st.composite
+def cri_line(draw: st.DrawFn) -> bytes:
+    """One CRI line: mostly a full line, sometimes a partial, tagged, long, odd or broken."""
+    kind = draw(st.sampled_from(["full"] * 8 + ["partial", "tagged", "long", "odd", "broken"]))
+    time = draw(st.sampled_from(CRI_TIMES[:2] * 4 + CRI_TIMES))
+    stream = draw(st.sampled_from([b"stdout", b"stderr"]))
+    content = draw(cri_text).encode()
+    if kind == "full":
+        return time + b" " + stream + b" F " + content
+    if kind == "partial":
+        return time + b" " + stream + b" P " + content
+    if kind == "tagged":
+        return time + b" " + stream + b" " + draw(st.sampled_from([b"F:x", b"P:x", b"X", b"", b"PF"])) + b" " + content
+    if kind == "long":
+        return time + b" " + stream + b" F " + content * 30 + "é".encode() * draw(st.integers(0, 300))
+    if kind == "odd":
+        return draw(st.sampled_from([
+            time + b" " + stream + b" F",  # no space after the tag
+            time + b" " + stream + b" F  two spaces",
+            time + b" " + stream + b" F a stdout F b",  # the separator again in the content
+            time + b" " + stream + b" F caf\xc3 \xff bytes\r",
+            b"a b " + stream + b" F space in the time",
+            time + b" stdin F x",
+            time + b" " + stream,
+        ]))
+    return draw(st.sampled_from([b"", b"garbage line", b" ", b"\xff\xfe", b"2026-11-28T04:14:51Z stdout"]))
+
+
+def cri_decode_all(decoder: CriDecoder, data: bytes, cuts: list[int]) -> list[object]:
+    lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+    bounds = sorted({c % (len(lines) + 1) for c in cuts} | {len(lines)})
+    seen: list[object] = []
+    offset = pos = 0
+    decoder.file = "f"
+    for bound in bounds:
+        chunk = b"".join(lines[pos:bound])
+        pos = bound
+        if not chunk:
+            continue
+        out = decoder.decode(chunk, offset)
+        offset += len(chunk)
+        held = sorted((s, p.time, p.offset, p.parts, p.size, p.truncated) for s, p in decoder.pending.items())
+        seen.append((out.records, out.errors, out.truncated, decoder.safe_offset(offset, "f"), held))
+    return seen
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(cri_line(), min_size=1, max_size=40), st.lists(st.integers(0, 60), max_size=5),
+       st.sampled_from([1 << 20, 1024, 200, 64]))
+def test_cri_fast_path_decodes_exactly_as_the_loop(lines: list[bytes], cuts: list[int], cap: int) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    assert cri_decode_all(CriDecoder(cap), data, cuts) == cri_decode_all(CarefulCriDecoder(cap), data, cuts)
+
+
+def test_the_cri_fast_path_takes_full_lines_and_refuses_the_rest() -> None:
+    good = b"".join(b"2026-11-28T04:14:51.68576132%dZ std%s F line %d \xe2\x9c\x93\n" % (i % 10, b"err" if i % 3 else
+                    b"out", i) for i in range(50))
+    fast = CriDecoder()._decode_fast(good, 100)
+    assert fast is not None and fast == CarefulCriDecoder().decode(good, 100).records
+    line0 = good.split(b"\n")[0]
+    assert fast[1] == ("2026-11-28T04:14:51.685761321Z", "stderr", "line 1 ✓", 100 + len(line0) + 1, False)
+    for also in (b"2026-11-28T06:14:51.1+02:00 stdout F x\n", b"2026-11-28T04:14:51Z stdout F a stdout F b\n",
+                 b"2026-11-28T04:14:51Z stdout F \n", b"2026-11-28T04:14:51Z stderr F  two\r\n"):
+        assert CriDecoder()._decode_fast(good + also, 0) == CarefulCriDecoder().decode(good + also, 0).records
+    for bad in (b"2026-11-28T04:14:51Z stdout P half\n", b"2026-11-28T04:14:51Z stdout F:x tagged\n",
+                b"2026-11-28T04:14:51Z stdout F\n", b"garbage\n", b"\n", b"t\xff stdout F x\n",
+                b"a b stdout F space in the time\n", b"2026-11-28T04:14:51Z stdout F no newline"):
+        assert CriDecoder()._decode_fast(good + bad, 0) is None, bad
+    assert CriDecoder(max_line_bytes=64)._decode_fast(good + b"t stdout F " + b"x" * 64 + b"\n", 0) is None
