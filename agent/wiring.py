@@ -102,28 +102,32 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
     if not config.routes:
         return None
     from agent.logs.metrics import LogMetrics
-    from agent.logs.offload import default_workers
+    from agent.logs.offload import ChunkWorkers, default_workers
     from agent.logs.pipeline import LogPipeline
-    from agent.logs.runner import RouteRunner
+    from agent.logs.runner import RouteRunner, offload_spec
+    from collectors.cgroups.quota import usable_cpus
     from collectors.logs.checkpoints import CheckpointStore
     from collectors.logs.metadata import LogMetadata
     from collectors.logs.sources import parents, scan
 
     store = CheckpointStore(config.state_dir)
     metrics = LogMetrics(telemetry.registry)
-
-    options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes,
-                         host=host_name(config),
-                         workers=config.log_workers if config.log_workers >= 0 else default_workers())
+    options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host_name(config))
     lookup = LogMetadata(docker, config.env_metadata_allowlist, config.host_root)
-    runners = []
-    for uri in config.routes:
-        route = parse_route(uri)
-        runners.append(RouteRunner(route, make_sink(route, config.state_dir), store, metrics,
-                                   route_options(route, options), lookup, fresh_start=not store.existed))
+    routes = [parse_route(uri) for uri in config.routes]
+    sinks = [make_sink(route, config.state_dir) for route in routes]
+    # One pool of chunk workers for every route that can use them, sized by the CPUs this process may use.
+    workers = None
+    count = config.log_workers if config.log_workers >= 0 else default_workers(usable_cpus())
+    if count > 0 and any(offload_spec(sink) is not None for sink in sinks):
+        workers = ChunkWorkers(count, None, config.max_line_bytes,
+                               lambda why: log.error("log_chunk_worker_failed", error=why))
+    runners = [RouteRunner(route, sink, store, metrics, route_options(route, options), lookup,
+                           fresh_start=not store.existed, workers=workers)
+               for route, sink in zip(routes, sinks, strict=True)]
     pods_root = config.host_path("/var/log/pods")
     return LogPipeline(runners, store, lambda: scan(config.docker_root, pods_root),
-                       lambda: parents(config.docker_root, pods_root))
+                       lambda: parents(config.docker_root, pods_root), workers)
 
 
 def build(config: Config) -> Agent:

@@ -24,6 +24,7 @@ import collections
 import contextlib
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import time
@@ -47,22 +48,14 @@ ANSWER_TIMEOUT = 10.0  # a worker alive but silent this long while the reader wa
 EncoderSpec = tuple[str, Any]
 
 
-def default_workers(root: str = "/") -> int:
-    """One worker per CPU this process may use, up to ``MAX_WORKERS``; none below two, where a worker would only take
-    turns with the reader. The CPUs it may use are its affinity, capped by its cgroup's CPU quota: an agent run as a
-    DaemonSet with ``limits.cpu: 500m`` on a 64-CPU node starts no workers (each is ~30-35 MB of RSS, plus ~35 MB once
-    for multiprocessing's forkserver and resource tracker, all counted against the pod's memory limit, for CPU the
-    quota does not give)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    from collectors.cgroups.quota import own_cpu_limit  # the reader's process only, not the workers'
-
-    quota = own_cpu_limit(root)
-    if quota is not None:
-        cpus = min(cpus, int(quota))
-    return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
+def default_workers(cpus: float) -> int:
+    """One worker per CPU this process may use (``cpus``: its affinity capped by its cgroup's CPU quota, from the
+    wiring), up to ``MAX_WORKERS``; none below two, where a worker would only take turns with the reader. An agent
+    run as a DaemonSet with ``limits.cpu: 500m`` on a 64-CPU node starts no workers (each is ~30-35 MB of RSS, plus
+    ~35 MB once for multiprocessing's forkserver and resource tracker, all counted against the pod's memory limit,
+    for CPU the quota does not give)."""
+    whole = int(cpus)
+    return 0 if whole < 2 else min(whole, MAX_WORKERS)
 
 
 # --- the worker process ------------------------------------------------------------------------------------
@@ -88,14 +81,14 @@ def _encoder(spec: EncoderSpec) -> Callable[[Sequence[Segment]], tuple[bytes, in
 
 
 def work(shm: mmap.mmap | memoryview, slot: int, length: int, offset: int, source: LogSource, spec: EncoderSpec,
-         max_line_bytes: int, encoders: dict[str, Callable[[Sequence[Segment]], tuple[bytes, int]]]
-         ) -> tuple[str, int, int, int, bytes | None]:
+         max_line_bytes: int, encoders: dict[str, Callable[[Sequence[Segment]], tuple[bytes, int]]],
+         fmt: str = "json-file") -> tuple[str, int, int, int, bytes | None]:
     """One job: (status, records, truncated, payload size in the slot, payload if it did not fit)."""
-    from collectors.logs.decoders import JsonFileDecoder
+    from collectors.logs.decoders import CriDecoder, JsonFileDecoder
 
     base = slot * SLOT_BYTES
     data = bytes(shm[base:base + length])
-    decoder = JsonFileDecoder(max_line_bytes)
+    decoder = JsonFileDecoder(max_line_bytes) if fmt == "json-file" else CriDecoder(max_line_bytes)
     decoder.file = "chunk"
     out = decoder.decode(data, offset)
     if decoder.pending or out.errors or out.truncated:
@@ -124,9 +117,9 @@ def _serve(conn: Connection, area: str) -> None:
             return
         if request is None:
             return
-        job_id, slot, length, offset, source, spec, max_line_bytes = request
+        job_id, slot, length, offset, source, spec, max_line_bytes, fmt = request
         try:
-            answer: tuple[Any, ...] = work(shm, slot, length, offset, source, spec, max_line_bytes, encoders)
+            answer: tuple[Any, ...] = work(shm, slot, length, offset, source, spec, max_line_bytes, encoders, fmt)
         except Exception as exc:  # the reader decodes this chunk itself; the error tells why
             answer = ("failed", 0, 0, 0, f"{type(exc).__name__}: {exc}")
         try:
@@ -193,16 +186,18 @@ class _Worker:
 
 
 class ChunkWorkers:
-    """Worker processes for one route's reader (used from its reader thread only).
+    """One pool of worker processes for every route's reader (each reader calls it from its own thread).
 
     ``submit`` hands a chunk to a worker with a free slot (None when every slot is taken); ``take`` waits for
     the job's answer and returns ``(payload, records, truncated)``, or None when the reader must decode the chunk
-    itself; ``drop`` gives up a job (its answer is read and thrown away later)."""
+    itself; ``drop`` gives up a job (its answer is read and thrown away later). Each job names its encoder
+    (``EncoderSpec``: a route's sink) and its format (json-file or CRI); ``spec`` is the default encoder."""
 
-    def __init__(self, workers: int, spec: EncoderSpec, max_line_bytes: int,
+    def __init__(self, workers: int, spec: EncoderSpec | None, max_line_bytes: int,
                  on_failure: Callable[[str], None] | None = None) -> None:
         self.size = workers
         self.spec = spec
+        self._lock = threading.RLock()  # the workers, their slots and pipes, the jobs
         self.max_line_bytes = max_line_bytes
         self.on_failure = on_failure
         self.failures = 0
@@ -230,13 +225,21 @@ class ChunkWorkers:
             context.set_forkserver_preload(["agent.logs.offload", "collectors.logs.decoders", "exporters.logs.ndjson",
                                             "exporters.syslog.format"])
             while len(self._workers) < self.size and not self.disabled:
-                self._workers.append(_Worker(context))  # the reader uses each as soon as it is in
+                worker = _Worker(context)
+                with self._lock:
+                    self._workers.append(worker)  # the readers use each as soon as it is in
         except Exception as exc:  # reported (and counted) on the reader's next submit
             self._start_error = f"cannot start chunk workers: {type(exc).__name__}: {exc}"
 
-    def submit(self, data: bytes, offset: int, source: LogSource) -> Job | None:
-        if self.disabled or len(data) > SLOT_INPUT:
+    def submit(self, data: bytes, offset: int, source: LogSource, spec: EncoderSpec | None = None,
+               fmt: str = "json-file") -> Job | None:
+        spec = spec or self.spec
+        if self.disabled or len(data) > SLOT_INPUT or spec is None:
             return None
+        with self._lock:
+            return self._submit(data, offset, source, spec, fmt)
+
+    def _submit(self, data: bytes, offset: int, source: LogSource, spec: EncoderSpec, fmt: str) -> Job | None:
         if self._start_error:
             why, self._start_error = self._start_error, ""
             self._fail(why)
@@ -256,7 +259,7 @@ class ChunkWorkers:
         self._ids += 1
         job = Job(self._ids, worker, slot, data, offset, source, time.monotonic())
         try:
-            worker.conn.send((job.id, slot, len(data), offset, source, self.spec, self.max_line_bytes))
+            worker.conn.send((job.id, slot, len(data), offset, source, spec, self.max_line_bytes, fmt))
         except (OSError, ValueError) as exc:
             worker.free.append(slot)
             self._lost(worker, f"chunk worker gone: {exc}")
@@ -267,12 +270,28 @@ class ChunkWorkers:
 
     def take(self, job: Job) -> tuple[bytes, int, int] | None:
         """The job's payload, records and truncated count; None when the reader must decode the chunk itself."""
-        self.jobs.pop(job.id, None)
-        if job.abandoned:  # given up as stale: its slot may hold another job's chunk by now
-            return None
         worker = job.worker
-        if job.answer is None and worker.alive:
-            self._collect(worker, wait_for=job)
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while True:
+            with self._lock:
+                if job.abandoned:  # given up as stale: its slot may hold another job's chunk by now
+                    self.jobs.pop(job.id, None)
+                    return None
+                if job.answer is None and worker.alive:
+                    self._collect(worker, wait_for=None)  # what is ready, for every route's jobs
+                if job.answer is not None or not worker.alive:
+                    self.jobs.pop(job.id, None)
+                    return self._taken(job)
+                if time.monotonic() >= deadline:
+                    self.jobs.pop(job.id, None)
+                    self._lost(worker, f"chunk worker silent for {ANSWER_TIMEOUT:.0f} s")  # closing kills it
+                    return None
+            # Wait without the lock: other routes' readers use the pool meanwhile.
+            with contextlib.suppress(OSError, ValueError):
+                multiprocessing.connection.wait([worker.conn], timeout=min(0.1, deadline - time.monotonic()))
+
+    def _taken(self, job: Job) -> tuple[bytes, int, int] | None:
+        worker = job.worker
         answer = job.answer
         if answer is None or not worker.alive:  # a dead worker's slots are unmapped: its answers are worthless
             return None
@@ -292,6 +311,10 @@ class ChunkWorkers:
 
     def drop(self, job: Job) -> None:
         """Give up a job: its slot is free once its answer is in (it may be in already)."""
+        with self._lock:
+            self._drop(job)
+
+    def _drop(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
         if job.abandoned:  # dropped before (as stale): its slot is given back once, not twice
             return
@@ -339,13 +362,14 @@ class ChunkWorkers:
         for job in list(self.jobs.values()):
             if now - job.submitted < STALE_JOB:
                 break
-            self.drop(job)
+            self._drop(job)
 
     def close(self) -> None:
         self.disabled = True  # a starter thread still running adds no more workers
         if self._starter is not None:
             self._starter.join(timeout=10)
-        for worker in self._workers:
-            worker.close()
-        self._workers.clear()
-        self.jobs.clear()
+        with self._lock:
+            for worker in self._workers:
+                worker.close()
+            self._workers.clear()
+            self.jobs.clear()

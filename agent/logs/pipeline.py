@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import structlog
 
+from agent.logs.offload import ChunkWorkers
 from agent.logs.runner import RouteRunner
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.sources import SourceSpec
@@ -32,8 +33,10 @@ class LogPipeline:
     GAUGE_INTERVAL = 1.0
 
     def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
-                 scan: Callable[[], dict[str, SourceSpec]], parents: Callable[[], list[str]]) -> None:
+                 scan: Callable[[], dict[str, SourceSpec]], parents: Callable[[], list[str]],
+                 workers: ChunkWorkers | None = None) -> None:
         self.runners = runners
+        self.workers = workers  # the chunk workers the routes share
         self.store = store
         self.scan = scan
         self.parents = parents  # the directories in which new sources appear
@@ -115,8 +118,8 @@ class LogPipeline:
                 task.cancel()
 
     async def close(self) -> None:
+        if self.workers is not None:
+            await asyncio.to_thread(self.workers.close)
         for runner in self.runners:
-            if runner.offload is not None:
-                await asyncio.to_thread(runner.offload.close)
             await runner.sink.close()
         await asyncio.to_thread(self.store.flush)

@@ -122,7 +122,6 @@ class LogOptions:
     batch_bytes: int = BATCH_BYTES
     batch_records: int = BATCH_RECORDS
     flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
-    workers: int = 0  # chunk worker processes for routes whose sink can use them (agent.logs.offload)
 
 
 @dataclass(frozen=True)

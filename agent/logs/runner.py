@@ -30,17 +30,23 @@ from collectors.logs.follower import Follower, SourceState
 from collectors.logs.sources import SourceSpec
 
 if TYPE_CHECKING:
-    from agent.logs.offload import ChunkWorkers, Job
+    from agent.logs.offload import ChunkWorkers, EncoderSpec, Job
 
 log = structlog.get_logger("lookout.route")
 
 QUEUE_BATCHES = 4
 
 
+def offload_spec(sink: Sink) -> EncoderSpec | None:
+    """How a chunk worker encodes for the sink, if it can (sinks whose payload is one buffer say so)."""
+    spec: EncoderSpec | None = getattr(sink, "offload_spec", lambda: None)()
+    return spec
+
+
 class RouteRunner:
     def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
                  options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
-                 fresh_start: bool) -> None:
+                 fresh_start: bool, workers: ChunkWorkers | None = None) -> None:
         self.route = route
         self.sink = sink
         self.store = store
@@ -58,15 +64,13 @@ class RouteRunner:
             max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
             on_lost=metrics.files_lost.labels(label).inc, on_skipped=metrics.parse_errors.labels(label).inc,
             on_close=self._drop_jobs)
-        # Chunk workers (agent.logs.offload), for sinks whose payloads concatenate, when the route reads every
-        # stream.
+        # The agent's chunk workers (agent.logs.offload, shared by the routes), for sinks whose payloads
+        # concatenate, when the route reads every stream.
         self.offload: ChunkWorkers | None = None
         self._jobs: dict[tuple[str, int], Job] = {}  # (file key, offset) -> a chunk read ahead
-        spec = getattr(sink, "offload_spec", lambda: None)()
-        if options.workers > 0 and spec is not None and not route.filter.streams:
-            from agent.logs.offload import ChunkWorkers
-
-            self.offload = ChunkWorkers(options.workers, spec, options.max_line_bytes, self._worker_failed)
+        self._spec = offload_spec(sink)
+        if workers is not None and self._spec is not None and not route.filter.streams:
+            self.offload = workers
         metrics.route(label, offload=self.offload is not None)
 
     # --- reading (the reader's thread) ---
@@ -95,7 +99,7 @@ class RouteRunner:
 
     def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         decoder = state.decoder
-        if self.offload is not None and state.spec.format == "json-file":
+        if self.offload is not None:
             job = self._jobs.pop((tail.key, start), None)
             if job is not None:
                 pool = self.offload
@@ -158,7 +162,7 @@ class RouteRunner:
                     return
                 if not data:
                     return
-                job = pool.submit(data, offset, self.follower.source(state, tail))
+                job = pool.submit(data, offset, self.follower.source(state, tail), self._spec, state.spec.format)
                 if job is None:
                     return
                 self._jobs[(tail.key, offset)] = job
@@ -170,9 +174,6 @@ class RouteRunner:
             return
         for job_key in [k for k in self._jobs if key is None or k[0] == key]:
             self.offload.drop(self._jobs.pop(job_key))
-
-    def _worker_failed(self, why: str) -> None:
-        log.error("log_chunk_worker_failed", route=self.label, error=why)
 
     def encode(self, batch: Batch) -> None:
         """The batch's payload: runs of decoded segments encoded by the sink; a worker's payload goes in as it is,

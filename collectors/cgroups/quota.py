@@ -64,3 +64,13 @@ def _v1_quota(directory: str) -> float | None:
         return q / p.parse_int(period) if q > 0 and period else None
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def usable_cpus(root: str = "/") -> float:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = own_cpu_limit(root)
+    return cpus if quota is None else min(cpus, quota)

@@ -23,8 +23,8 @@ import pytest
 from agent.logs import offload
 from agent.logs.offload import ChunkWorkers, Job, default_workers
 from agent.model import ContainerInfo, LogSource, Segment
-from collectors.cgroups.quota import own_cpu_limit
-from collectors.logs.decoders import JsonFileDecoder
+from collectors.cgroups.quota import own_cpu_limit, usable_cpus
+from collectors.logs.decoders import CriDecoder, JsonFileDecoder
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
 from tests.unit.test_log_pipeline import Harness, records, wait_for
@@ -61,6 +61,20 @@ def workers(monkeypatch):  # type: ignore[no-untyped-def]
     pool.start(wait=True)
     yield pool
     pool.close()
+
+
+def test_a_cri_chunk_comes_back_encoded_exactly_as_the_reader_would_and_a_partial_stays_with_it(
+        workers: ChunkWorkers) -> None:
+    data = cri_log(3000)[:-1].rpartition(b"\n")[0] + b"\n"  # whole lines; the partial (P) in it is joined there
+    job = workers.submit(data, 100, SOURCE, ("syslog", SyslogFormat(framing="lf")), fmt="cri")
+    assert job is not None
+    payload, count, truncated = workers.take(job)  # type: ignore[misc]
+    records = CriDecoder().decode(data, 100).records
+    assert count == len(records) == 2999 and truncated == 0
+    assert payload == SyslogEncoder(SyslogFormat(framing="lf")).encode([Segment(SOURCE, records)])
+    partial = b"2026-12-04T10:00:00.000000001Z stdout P half of a line\n"
+    held = workers.submit(data + partial, 100, SOURCE, fmt="cri")  # ends in a partial: the reader joins it
+    assert held is not None and workers.take(held) is None
 
 
 def test_a_plain_chunk_comes_back_encoded_exactly_as_the_reader_would(workers: ChunkWorkers) -> None:
@@ -161,15 +175,16 @@ def test_a_killed_worker_costs_only_its_chunks_and_is_replaced_then_given_up(wor
 
 def test_default_workers_follow_the_cpus_this_process_may_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert default_workers(str(tmp_path)) == 4  # no cgroup files: the affinity, capped at 4
+    assert usable_cpus(str(tmp_path)) == 64 and default_workers(64) == 4  # no cgroup files: the affinity, capped
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert default_workers(str(tmp_path)) == 0  # one CPU: the reader alone
+    assert default_workers(usable_cpus(str(tmp_path))) == 0  # one CPU: the reader alone
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     cgroup_tree(tmp_path, {"proc/self/cgroup": "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n",
                            "sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cpu.max": "50000 100000\n",
                            "sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope/cpu.max":
                                "max 100000\n"})
-    assert default_workers(str(tmp_path)) == 0  # a DaemonSet's limits.cpu 500m on a 64-CPU node
+    assert usable_cpus(str(tmp_path)) == 0.5  # a DaemonSet's limits.cpu 500m on a 64-CPU node
+    assert default_workers(0.5) == 0 and default_workers(2.5) == 2
 
 
 def cgroup_tree(root: Path, files: dict[str, str]) -> None:
@@ -352,3 +367,50 @@ def test_a_worker_that_stops_answering_is_given_up(workers: ChunkWorkers, monkey
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.process.pid, signal.SIGCONT)
     assert job is not None and not job.worker.process.is_alive()
+
+
+def cri_log(n: int) -> bytes:
+    """~n CRI lines with partials (P) the workers must leave to the reader mixed in."""
+    out = []
+    for i in range(n):
+        stamp = f"2026-12-04T10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i:09d}Z"
+        if i % 9000 == 17:
+            out.append(f"{stamp} stdout P first half of {i} | ".encode())
+        out.append(f"{stamp} {'stderr' if i % 4 == 0 else 'stdout'} F cri line {i} {'x' * (i % 50)}".encode())
+    return b"\n".join(out) + b"\n"
+
+
+async def ship_two_routes(tmp: Path, json_log: bytes, cri: bytes, workers: str) -> tuple[list[bytes], float]:
+    """A json-file container and a CRI pod log shipped by two file routes that share the agent's chunk workers."""
+    harness = Harness(tmp)
+    c = harness.container("web")
+    c.write_raw(json_log)
+    pod = tmp / "host/var/log/pods/shop_api-7d9f_8712f785-1a3e-41ec-a00b-e2dcc77431cb/app"
+    pod.mkdir(parents=True)
+    (pod / "0.log").write_bytes(cri)
+    outs = [tmp / "one.ndjson", tmp / "two.ndjson"]
+    pipeline = harness.start(*(f"file://{o}" for o in outs), extra=("--log-workers", workers))
+    expected = (len(JsonFileDecoder(1 << 20).decode(json_log, 0).records)
+                + len(CriDecoder(1 << 20).decode(cri, 0).records))
+    try:
+        pools = {id(r.offload) for r in pipeline.runners}
+        assert len(pools) == 1 and (pipeline.workers is None) == (workers == "0")  # one pool for every route
+        for runner in pipeline.runners:
+            await wait_for(lambda r=runner: r.metrics.sent.labels(r.label)._value.get() >= expected, 60)
+        taken = sum(r.metrics.worker_chunks.labels(r.label, "taken")._value.get() for r in pipeline.runners)
+    finally:
+        await harness.stop()
+    return [o.read_bytes().replace(str(tmp).encode(), b"TMP") for o in outs], taken
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to be worth testing")
+async def test_routes_share_one_pool_and_cri_chunks_go_to_the_workers_too(tmp_path: Path) -> None:
+    json_log, cri = big_log(40_000), cri_log(120_000)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alone, none = await ship_two_routes(tmp_path / "a", json_log, cri, "0")
+    shared, taken = await ship_two_routes(tmp_path / "b", json_log, cri, "2")
+    assert none == 0 and taken >= 4
+    assert shared == alone  # byte for byte, both routes
+    cri_records = [r for r in map(orjson.loads, shared[0].splitlines()) if r.get("pod") or "cri line" in r["message"]]
+    assert len(cri_records) == 120_000
