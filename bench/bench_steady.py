@@ -113,7 +113,11 @@ def prom_query(port: int, query: str) -> list[dict[str, object]]:
 
 
 def prom_value(port: int, query: str) -> float | None:
-    result = prom_query(port, query)
+    """The query's first value; None when there is none or Prometheus does not answer (a loaded machine)."""
+    try:
+        result = prom_query(port, query)
+    except (OSError, ValueError):
+        return None
     if not result:
         return None
     return float(result[0]["value"][1])  # type: ignore[index]
@@ -375,7 +379,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             for variant in variants:
                 profile = bool(args.profile) and not profiled and variant == "shipped"
                 profiled = profiled or profile
-                r = measure(args, workdir, case, variant, profile)
+                try:
+                    r = measure(args, workdir, case, variant, profile)
+                except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+                    print(f"[{case}/{variant}] failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    info["runs"].append({"case": case, "variant": variant, "error": str(exc)})  # type: ignore[union-attr]
+                    continue
                 r["containers_started"] = len(ids)
                 info["runs"].append(r)  # type: ignore[union-attr]
                 print(f"[{case}/{variant}] CPU {r['agent_cpu_pct_of_one_core']} % (tree "
@@ -389,7 +398,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
 
 
 def report(result: dict[str, object]) -> str:
-    runs = [r for case in result["cases"].values() for r in case["runs"]]  # type: ignore[union-attr]
+    runs = [r for case in result["cases"].values() for r in case["runs"] if "error" not in r]  # type: ignore[union-attr]
     header = ["steady state"] + [f"{r['case']}/{r['variant']}" for r in runs]
 
     def row(label: str, fn) -> list[object]:

@@ -10,6 +10,21 @@ to every agent process a benchmark starts. ``LK_PATCH`` is a comma list of:
     LK_PATCH=trim PYTHONPATH=bench/experiments \
         python bench/bench_metrics.py --skip inprocess,scrape --cpu-cycles 10 --prom-scrapes 10
 
+Idle-ish logging (``bench_steady.py --cases logging``: 100 containers, a line every 5 s each, syslog TCP):
+
+- ``count``: per-function calls/s and thread CPU to ``$LK_COUNT_FILE`` (the bench prints them);
+- ``poll`` (``LK_POLL``, default 1.0 s): the reader's poll interval instead of 0.25 s;
+- ``onepass``: each wake visits every source once, and no second pass after handing a batch to the sender;
+- ``syscalls``: no directory stat per visit while inotify watches it, no stat of a lone live file's path at its
+  end, no pread when fstat shows nothing new;
+- ``gauges``: no ``update_gauges`` after every ``read_batch``; the flusher's fresh one every 10 s.
+
+Combine with ``+`` in the bench's ``--variants`` (e.g. ``onepass+syscalls+gauges+poll``). Measured 2026-12-04
+10:58-11:13, 60 s windows, same containers (bench/results/steady-20261204-110816.json): shipped 2.965 / 2.915 %,
+onepass 1.949 %, syscalls 2.199 %, poll 2.166 % (1.349 % at 10:50), onepass+syscalls+gauges 1.499 %,
+all four 0.933 / 0.966 % of one core; gauges alone was inconclusive (3.7 %: other engineers' containers came and
+went during both of its windows).
+
 The earlier ``eager``, ``sockets6`` and ``nlink`` patches are now in the source (``Exposition.publish``,
 ``HostReader.add_process_stats``, ``discovery.walk``; see BENCHMARKS.md section 5) and were removed here.
 ``subchunk`` overrides the source's ``Renderer.chunks`` (which now chunks by lines) with the older one.
