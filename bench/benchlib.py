@@ -127,6 +127,15 @@ def mb(kib: int) -> float:
     return kib * 1024 / 1e6
 
 
+def tree_rss_kb(pid: int) -> int:
+    """The sum of VmRSS over a process and its live descendants (shared pages counted in each: an upper bound)."""
+    total = 0
+    for proc in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            total += memory_kb(proc).get("VmRSS", 0)
+    return total
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) in kB."""
     out = {}
@@ -262,6 +271,7 @@ class AgentProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (e.g. an experiment's LK_PATCH)
     scraper: Scraper = field(init=False)
 
     def __post_init__(self) -> None:
@@ -275,6 +285,7 @@ class AgentProcess:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "agent", "run", "--listen", f"127.0.0.1:{self.port}", *self.args]
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(self.env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
