@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lookout.route")
 
 QUEUE_BATCHES = 4
+# A read that returned this much (or more) may not have reached the file's end: read again at once. Smaller reads
+# reached it, and the reader waits for new lines (``LogOptions.poll_interval``, or a wake) instead of visiting
+# every source again to find nothing.
+MORE_AFTER = 64 << 10
 
 
 def offload_spec(sink: Sink) -> EncoderSpec | None:
@@ -58,6 +62,7 @@ class RouteRunner:
         self.delivery = Delivery(sink, metrics, label)
         self.failed = ""  # why the route stopped on a bug in its sink ("" while it runs)
         self.tasks: list[asyncio.Task[None]] = []
+        self.more = False  # the last read_batch stopped before it reached the end of every source
         self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
         self.follower = Follower(
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
@@ -76,25 +81,32 @@ class RouteRunner:
     # --- reading (the reader's thread) ---
 
     def read_batch(self, records: int, size: int) -> Batch:
-        """Read from the sources round-robin until the batch holds ``records`` records or ``size`` bytes, or
-        nothing is left to read."""
+        """Read from the sources round-robin until the batch holds ``records`` records or ``size`` bytes, or a
+        pass over every source finds nothing more to read right away. ``more`` tells the caller whether another
+        read may find something at once (a large chunk came, or a file ended): else it waits for new lines."""
         follower = self.follower
         follower.take_offers()
         batch = Batch()
         n = follower.source_count
-        idle = 0
-        while n and idle < n and batch.size < size and batch.count < records:
-            state = follower.next_state()
-            got = follower.read(state, batch.acks) if state is not None else False
-            if got is False:
-                idle += 1
-                continue
-            idle = 0
-            if got is not True:
+        self.more = True
+        while self.more and batch.size < size and batch.count < records:
+            self.more = False  # one visit per source and pass, another pass only while a source had more
+            for _ in range(n):
+                if batch.size >= size or batch.count >= records:
+                    self.more = True
+                    break
+                state = follower.next_state()
+                got = follower.read(state, batch.acks) if state is not None else False
+                if got is False:
+                    continue
+                if got is True:
+                    self.more = True
+                    continue
                 tail, data, start = got
                 assert state is not None
                 self._decode(state, tail, data, start, batch)
-        self.update_gauges()
+                if len(data) >= MORE_AFTER:
+                    self.more = True
         return batch
 
     def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
@@ -240,8 +252,9 @@ class RouteRunner:
                 await self.queue.put(pending)
                 self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
                 pending = overflow or Batch()
-                continue  # more may be ready right away
-            if got.count:
+                if full or overflow is not None or self.more:
+                    continue  # more is ready right away
+            elif self.more:
                 continue
             timeout = opts.poll_interval
             if pending.count:

@@ -86,6 +86,8 @@ class Tail:
         self.size = st.st_size
         if st.st_size < self.offset:
             self.offset = 0  # copytruncate: the file was truncated in place; start over
+        elif st.st_size == self.offset:
+            return b"", self.offset, 0  # nothing new: no read
         data = os.pread(self.fd, limit, self.offset)
         if not data:
             return b"", self.offset, 0

@@ -234,7 +234,9 @@ class Follower:
         After decoding the lines, the caller acknowledges them with ``ack``."""
         if not self.resolve(state) or state.skip:
             return False
-        self._refresh_files(state)
+        watched = self._watched(state)
+        if not watched or not state.tails:
+            self._refresh_files(state)
         if not state.tails:
             return False
         tail = state.tails[0]
@@ -256,7 +258,9 @@ class Follower:
         # and the runtime may write more. Read once more after that check so a write racing a rename is not lost.
         later = state.tails[1:]
         rank = _live_rank(tail.path)
-        if (rank is None or tail.replaced()
+        # A watched directory's new files are opened as they appear (pin_new_files): a live file renamed or
+        # deleted by a rotation has a later file by then, so its name is looked at only when one is there.
+        if (rank is None or ((later or not watched) and tail.replaced())
                 or any((other := _live_rank(t.path)) is not None and other > rank for t in later)):
             if state.spec.format == "cri" and self._recently_written(tail):
                 return False  # the kubelet renames first and has the runtime reopen after: more may come
@@ -276,6 +280,13 @@ class Follower:
                 state.tails.append(tail)
             return True
         return False
+
+    def _watched(self, state: SourceState) -> bool:
+        """The directory watch reports the source's new files (they are opened as they appear), and no listing is
+        due: the reader need not list the directory on every read."""
+        watch = self.watch
+        return (watch is not None and state.dir_mtime != -1.0
+                and watch.births(state.spec.directory) is not None)
 
     @staticmethod
     def _recently_written(tail: Tail) -> bool:
