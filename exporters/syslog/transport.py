@@ -13,13 +13,16 @@ batch is as delivered as the protocol can tell, and raises otherwise so the pipe
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import select
 import socket
 import ssl
 import struct
+import sys
 import termios
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SIOCOUTQ = termios.TIOCOUTQ
@@ -56,24 +59,181 @@ class TlsOptions:
         return ctx
 
 
+# Linux: IP_RECVERR / IPV6_RECVERR (not in Python's socket module before 3.12) and struct sock_extended_err.
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+SEND_TIMEOUT = 5.0  # SO_SNDTIMEO: a send that finds the socket buffer full this long fails with EAGAIN
+NOBUFS_PATIENCE = 1.0  # ENOBUFS (a full device queue): retry the datagram for this long before raising
+
+# Pacing: a local rsyslog (imudp, default 208 KiB receive buffer: ~160 datagrams of 200 bytes) drops what
+# arrives while its socket buffer is full. Measured with bench/bench_udp_syslog.py (BENCHMARKS.md).
+UDP_RATE = 20_000.0  # datagrams per second on average
+UDP_BURST = 64  # datagrams sent back to back at most
+TOKEN_SLACK = 1e-6
+
+
+class Pacer:
+    """Token bucket: on average at most ``rate`` datagrams per second, at most ``burst`` back to back.
+
+    ``take(want)`` blocks until the bucket holds enough tokens and returns how many datagrams (1..want) may
+    go now. An empty bucket is refilled to ``step`` tokens (a quarter of the burst) before it gives any, so
+    a paced stream is groups of ``step`` datagrams with one sleep between them, not a sleep per datagram
+    (a sleep shorter than ~100 us costs more than it waits). The bucket is kept across batches: back-to-back
+    batches share one budget. ``clock`` and ``sleep`` are injectable for tests."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate, self.burst = float(rate), int(burst)
+        self.step = max(1, self.burst // 4)
+        self.clock, self.sleep = clock, sleep
+        self.tokens = float(self.burst)
+        self.stamp = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, want: int) -> int:
+        self._refill()
+        if self.tokens < 1 - TOKEN_SLACK:
+            need = min(want, self.step)
+            # The slack: a sleep of exactly the missing time can refill to a hair below ``need`` (floating
+            # point), and sleeping for that hair again and again would spin.
+            while self.tokens < need - TOKEN_SLACK:
+                self.sleep((need - self.tokens) / self.rate)
+                self._refill()
+        n = min(want, int(self.tokens + TOKEN_SLACK))
+        self.tokens -= n
+        return n
+
+
 class UdpTransport:
-    def __init__(self, host: str, port: int) -> None:
+    """RFC 5426: one message per datagram on a connected UDP socket, paced by a token bucket (``Pacer``).
+
+    ``send`` returns once every datagram of the batch was handed to the kernel; a datagram the kernel did not
+    take (ENOBUFS for longer than ``NOBUFS_PATIENCE``, EAGAIN after ``SEND_TIMEOUT`` with the send buffer
+    full, ECONNREFUSED and other errors an earlier ICMP message left on the socket) raises ``TransportError``
+    and the pipeline retries the batch: the retry (the same list) resumes at that datagram, so the
+    datagrams already sent are not sent twice. ``rate=0`` sends back to back (no pacing).
+
+    ``refused`` counts datagrams that are lost and will not be sent again (read it at any time; it only grows):
+    - datagrams the kernel sent and an ICMP error (port or host unreachable, ...) then reported undelivered.
+      On Linux every such error is read from the socket's error queue (IP_RECVERR), one per datagram; a
+      loopback receiver's kernel reports every one, a remote host's ICMP replies are rate-limited, so the
+      count is a lower bound there. Elsewhere an ECONNREFUSED from ``send`` counts one.
+    - datagrams the kernel refuses for good (EMSGSIZE): skipped, so they cannot block the route.
+    Drops in the receiver's own socket buffer are invisible to the sender and are not counted.
+    """
+
+    def __init__(self, host: str, port: int, rate: float = UDP_RATE, burst: int = UDP_BURST,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.address = (host, port)
+        self.pacer = Pacer(rate, burst, clock, sleep) if rate > 0 else None
+        self.clock, self.sleep = clock, sleep
+        self.refused = 0
         self._sock: socket.socket | None = None
+        self._recverr = False
+        # The batch a failed send stopped in and the index of the first datagram not handed to the kernel.
+        self._resume: tuple[list[bytes], int] | None = None
+
+    def _connect(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            # Blocking: a full send buffer waits (a NIC slower than the pacing) for at most SEND_TIMEOUT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(SEND_TIMEOUT), int(SEND_TIMEOUT % 1 * 1e6)))
+            self._recverr = False
+            if sys.platform.startswith("linux"):
+                # Without it Linux drops a datagram its device queue refused and reports success (only
+                # /proc/net/snmp's SndbufErrors counts it); with it send raises ENOBUFS, and every ICMP error
+                # is queued on the socket, so each refused datagram can be counted.
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+                self._recverr = True
+            sock.connect(self.address)  # connected: ICMP port unreachable surfaces as an error
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def send(self, messages: list[bytes]) -> None:
+        start = 0
+        if self._resume is not None and self._resume[0] is messages:
+            start = self._resume[1]
+        self._resume = None
         if self._sock is None:
-            family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            sock.connect(self.address)  # connected: ICMP port unreachable surfaces as an error
-            self._sock = sock
+            self._sock = self._connect()
+        sock = self._sock
+        i = start
         try:
-            for msg in messages:
-                self._sock.send(msg)
-        except OSError:
+            while i < len(messages):
+                n = self.pacer.take(len(messages) - i) if self.pacer is not None else len(messages) - i
+                if self._drain_errors(sock):
+                    raise TransportError("the receiver's host answered with ICMP errors (port unreachable?): "
+                                         f"{self.refused} datagram(s) refused so far")
+                for msg in messages[i : i + n]:
+                    self._send_one(sock, msg)
+                    i += 1
+            self._drain_errors(sock)
+        except OSError as exc:
+            self._resume = (messages, i)
+            with contextlib.suppress(OSError):
+                self._drain_errors(sock)
             self.close()
-            raise
+            if isinstance(exc, TransportError):
+                raise
+            raise TransportError(f"UDP send to {self.address[0]}:{self.address[1]} failed at datagram "
+                                 f"{i + 1} of {len(messages)}: {exc}") from exc
+
+    def _send_one(self, sock: socket.socket, msg: bytes) -> None:
+        deadline = 0.0
+        delay = 0.0005
+        while True:
+            try:
+                sock.send(msg)
+                return
+            except ConnectionRefusedError:
+                if not self._recverr:
+                    self.refused += 1  # an earlier datagram; with IP_RECVERR the error queue counts it
+                raise
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    self.refused += 1  # refused for good: skip it rather than block the route
+                    return
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                now = self.clock()
+                deadline = deadline or now + NOBUFS_PATIENCE
+                if now >= deadline:
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _drain_errors(self, sock: socket.socket) -> int:
+        """Read the socket's error queue (IP_RECVERR); count and return the ICMP errors in it (each reports one
+        datagram undelivered). Never blocks: an empty queue answers EAGAIN."""
+        if not self._recverr:
+            return 0
+        found = 0
+        while True:
+            try:
+                _, ancdata, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            for _level, _type, data in ancdata:
+                if len(data) >= 5 and data[4] in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                    found += 1
+        self.refused += found
+        return found
 
     def close(self) -> None:
         if self._sock is not None:
