@@ -79,6 +79,14 @@ class SyslogSink:
         else:
             self.transport = StreamTransport(host, port, tls)
 
+    @property
+    def refused(self) -> int:
+        """UDP datagrams that are lost and will not be sent again, as their own kernel reported them (only grows;
+        0 for TCP, TLS and RELP, whose losses the pipeline retries): the datagrams an ICMP error (port or host
+        unreachable) reported undelivered, and those the kernel refused for good (EMSGSIZE). A receiver that
+        drops datagrams in its own full socket buffer reports nothing; see ``UdpTransport``."""
+        return self.transport.refused if isinstance(self.transport, UdpTransport) else 0
+
     def encode(self, segments: Sequence[Segment]) -> object:
         if self.scheme in ("syslog+tcp", "syslog+tls"):
             payload: object = self.encoder.encode(segments)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from exporters.syslog.sink import SyslogSink
 from exporters.syslog.transport import Pacer, TransportError, UdpTransport
 
 
@@ -247,3 +248,12 @@ def test_eagain_from_a_full_send_buffer_raises_and_counts_nothing() -> None:
     with pytest.raises(TransportError):
         transport.send(messages)
     assert transport.refused == 0 and stub.sent == []
+
+
+def test_the_sink_exposes_the_transports_refused_count() -> None:
+    sink = SyslogSink("syslog+udp", "127.0.0.1", 9, {})
+    assert sink.refused == 0
+    assert isinstance(sink.transport, UdpTransport)
+    sink.transport.refused = 7
+    assert sink.refused == 7
+    assert SyslogSink("syslog+tcp", "127.0.0.1", 9, {}).refused == 0
