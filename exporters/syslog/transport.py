@@ -166,14 +166,13 @@ class UdpTransport:
         return sock
 
     def send(self, messages: list[bytes]) -> None:
-        start = 0
+        i = 0
         if self._resume is not None and self._resume[0] is messages:
-            start = self._resume[1]
-        self._resume = None
+            i = self._resume[1]
+        self._resume = (messages, i)  # kept while a connect fails too: its retry must not start over
         if self._sock is None:
             self._sock = self._connect()
         sock = self._sock
-        i = start
         try:
             while i < len(messages):
                 n = self.pacer.take(len(messages) - i) if self.pacer is not None else len(messages) - i
@@ -184,6 +183,7 @@ class UdpTransport:
                     self._send_one(sock, msg)
                     i += 1
             self._drain_errors(sock)
+            self._resume = None
         except OSError as exc:
             self._resume = (messages, i)
             with contextlib.suppress(OSError):

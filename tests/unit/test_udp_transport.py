@@ -257,3 +257,30 @@ def test_the_sink_exposes_the_transports_refused_count() -> None:
     sink.transport.refused = 7
     assert sink.refused == 7
     assert SyslogSink("syslog+tcp", "127.0.0.1", 9, {}).refused == 0
+
+
+def test_a_retry_whose_connect_fails_keeps_the_batchs_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    host, port = closed_port()
+    transport = UdpTransport(host, port, rate=0)
+    messages = [b"p%d" % i for i in range(20)]
+    with pytest.raises(TransportError):
+        transport.send(messages)
+    refused = transport.refused
+
+    def unreachable() -> socket.socket:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(transport, "_connect", unreachable)
+    with pytest.raises(OSError):
+        transport.send(messages)
+    monkeypatch.undo()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        listener.bind((host, port))
+        listener.setblocking(False)
+        transport.send(messages)
+        got = drain(listener)
+    finally:
+        listener.close()
+        transport.close()
+    assert got == messages[refused:]
