@@ -4,6 +4,7 @@ duplicates, and what ``refused`` counts (ICMP port unreachable from a closed loo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporters.syslog.sink import SyslogSink
-from exporters.syslog.transport import Pacer, TransportError, UdpTransport
+from exporters.syslog.transport import UDP_BURST, UDP_RATE, LoopbackReceiver, Pacer, TransportError, UdpTransport
 
 
 class FakeTime:
@@ -99,13 +100,14 @@ def receiver() -> Iterator[socket.socket]:
     sock.close()
 
 
-def drain(sock: socket.socket) -> list[bytes]:
-    out = []
-    while True:
+def drain(sock: socket.socket, at_most: int = 1 << 30) -> list[bytes]:
+    out: list[bytes] = []
+    while len(out) < at_most:
         try:
             out.append(sock.recv(70_000))
         except BlockingIOError:
-            return out
+            break
+    return out
 
 
 def test_udp_transport_paces_what_the_receiver_gets(receiver: socket.socket) -> None:
@@ -284,3 +286,70 @@ def test_a_retry_whose_connect_fails_keeps_the_batchs_position(monkeypatch: pyte
         listener.close()
         transport.close()
     assert got == messages[refused:]
+
+
+def small_receiver() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # the kernel doubles it: ~12 datagrams
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def test_a_slow_loopback_receiver_loses_nothing() -> None:
+    """Unpaced, into a receiver that holds ~12 datagrams and reads only while the transport waits: every
+    datagram arrives, in order (without the watch on its buffer the kernel would drop ~98 % of them)."""
+    receiver = small_receiver()
+    t = FakeTime()
+    arrived: list[bytes] = []
+
+    def sleep(seconds: float) -> None:
+        arrived.extend(drain(receiver, at_most=3))  # ... and slowly: at most 3 datagrams per wait
+        t.sleep(seconds)
+
+    try:
+        transport = UdpTransport(*receiver.getsockname(), rate=0, clock=t.clock, sleep=sleep)
+        messages = [b"<14>1 - h app - - - slow %04d " % i + b"x" * 150 for i in range(600)]
+        transport.send(messages)
+        arrived.extend(drain(receiver))
+        transport.close()
+    finally:
+        receiver.close()
+    assert arrived == messages
+
+
+def test_a_loopback_receiver_that_reads_nothing_makes_send_raise_and_the_retry_resumes() -> None:
+    receiver = small_receiver()
+    t = FakeTime()
+    try:
+        transport = UdpTransport(*receiver.getsockname(), rate=0, clock=t.clock, sleep=t.sleep)
+        messages = [b"stuck %04d " % i + b"x" * 150 for i in range(100)]
+        with pytest.raises(TransportError, match="has read nothing"):
+            transport.send(messages)
+        assert 5.0 <= t.now - 1000.0 <= 5.1  # RECEIVER_PATIENCE on the clock
+        got = drain(receiver)
+        assert 1 <= len(got) < len(messages)
+        while len(got) < len(messages):  # the pipeline's retries, the receiver reading in between
+            with contextlib.suppress(TransportError):
+                transport.send(messages)
+            got += drain(receiver)
+        transport.close()
+    finally:
+        receiver.close()
+    assert got == messages and transport.refused == 0
+
+
+def test_by_default_only_a_receiver_that_cannot_be_watched_is_paced(
+        receiver: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = [b"d%d" % i for i in range(500)]
+    t = FakeTime()
+    watched = UdpTransport(*receiver.getsockname(), clock=t.clock, sleep=t.sleep)
+    watched.send(messages)  # loopback, buffer room for all: back to back
+    assert t.sleeps == [] and drain(receiver) == messages
+    watched.close()
+    monkeypatch.setattr(LoopbackReceiver, "open", classmethod(lambda cls, sock: None))  # as for a remote one
+    blind = UdpTransport(*receiver.getsockname(), clock=t.clock, sleep=t.sleep)
+    blind.send(messages)
+    assert drain(receiver) == messages
+    assert t.now - 1000.0 == pytest.approx((500 - UDP_BURST) / UDP_RATE)
+    blind.close()
