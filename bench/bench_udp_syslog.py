@@ -7,7 +7,7 @@ to ``UdpTransport.send`` as one batch (what the pipeline does with a burst), the
 written them all or its output stops growing for 2 s. Reported: the time ``send`` took, the lines that arrived,
 lines/s from the first datagram to the last line in rsyslogd's output file, and the kernel's UDP drop
 counters (/proc/net/snmp RcvbufErrors, SndbufErrors) over the run. ``--rate``/``--burst`` are passed to the
-transport when given (``--rate 0``: unpaced, back to back)."""
+transport when given (``--rate 0``: no token bucket; the loopback buffer watch stays)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, nargs="+", default=[300, 3000, 30000])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rate", type=float, help="datagrams per second (0: unpaced)")
+    ap.add_argument("--rate", type=float, help="datagrams per second (0: no token bucket)")
     ap.add_argument("--burst", type=int, help="datagrams sent back to back before pacing starts")
     args = ap.parse_args()
     kwargs: dict[str, float] = {}
