@@ -60,7 +60,7 @@ class LogMetrics:
                         self.sent, self.retries, self.truncated_out, self.rejected, self.dead_lettered,
                         self.item_retries):
             counter.labels(label)
-        for reason in ("filtered", "rejected"):
+        for reason in ("filtered", "rejected", "refused"):
             self.dropped.labels(label, reason)
         if offload:
             for outcome in ("taken", "reread"):

@@ -97,6 +97,16 @@ class SyslogSink:
             self.transport = RelpTransport(host, port, tls)
         else:
             self.transport = StreamTransport(host, port, tls)
+        self._refused_of: Payload | None = None  # the UDP payload being sent, and ``refused`` before its first try
+        self._refused_base = 0
+
+    @property
+    def refused(self) -> int:
+        """UDP datagrams that are lost and will not be sent again, as their own kernel reported them (only grows;
+        0 for TCP, TLS and RELP, whose losses the pipeline retries): the datagrams an ICMP error (port or host
+        unreachable) reported undelivered, and those the kernel refused for good (EMSGSIZE). A receiver that
+        drops datagrams in its own full socket buffer reports nothing; see ``UdpTransport``."""
+        return self.transport.refused if isinstance(self.transport, UdpTransport) else 0
 
     def encode(self, segments: Sequence[Segment]) -> Payload:
         count = sum(len(s.records) for s in segments)
@@ -118,9 +128,15 @@ class SyslogSink:
             pending = len(payload.pending())  # an earlier attempt may have delivered some: they are not resent
             await asyncio.to_thread(self.transport.send, RelpBatch(data, payload.done))
             return DeliveryResult(delivered=pending)
-        elif isinstance(self.transport, UdpTransport):
+        if isinstance(self.transport, UdpTransport):
             assert isinstance(data, list)
+            # Refusals are counted from the payload's first attempt: a retry resumes where the failed one stopped.
+            if self._refused_of is not payload:
+                self._refused_of, self._refused_base = payload, self.transport.refused
             await asyncio.to_thread(self.transport.send, data)
+            refused = min(self.transport.refused - self._refused_base, payload.count)
+            self._refused_of = None
+            return DeliveryResult(delivered=payload.count - refused, dropped={"refused": refused} if refused else {})
         else:
             assert isinstance(data, bytes)
             await asyncio.to_thread(self.transport.send, data)

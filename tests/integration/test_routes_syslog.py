@@ -398,6 +398,39 @@ async def test_long_lines_are_cut_at_a_utf8_boundary_marked_and_counted(local: L
     assert local.metric("lookout_route_records_truncated_total", tcp) == 0
 
 
+@pytest.mark.parametrize("lines", [300, 3000])
+async def test_udp_burst_arrives_whole_at_a_local_rsyslog(
+        local: LocalAgent, rsyslogd: Any, lines: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """A burst written at once is one batch of datagrams: rsyslog's imudp must get every one (UDP has no
+    acknowledgement, so what its socket buffer cannot hold is dropped by its kernel, silently)."""
+    need("udp")
+    c = local.container("burst")
+    written = c.write([("stdout", f"udp burst line {i:05d} " + "x" * 80) for i in range(lines)])
+    expected = {m for _, _, m in written}
+    udp = Input("udp")
+    server = rsyslogd([udp])
+    uri = f"syslog+udp://127.0.0.1:{udp.port}"
+    started = time.monotonic()
+    local.start(uri)
+    deadline = started + 60
+    while local.metric("lookout_route_records_sent_total", uri) < lines:  # every datagram handed to the kernel
+        assert time.monotonic() < deadline, f"the route sent {local.metric('lookout_route_records_sent_total', uri)}"
+        await asyncio.sleep(0.01)
+    sent_after = time.monotonic() - started
+    # The kernel has them all; rsyslog writes each within milliseconds of reading it. Wait for the rest with a
+    # deadline far beyond that (a dropped datagram never comes, so a loss shows as this timeout).
+    deadline = time.monotonic() + 10
+    while server.count("udp") < lines and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    got = [r["msg"] for r in server.records("udp")]
+    with capsys.disabled():
+        print(f"\n[UDP burst] {len(set(got) & expected)} of {lines} lines arrived at rsyslog "
+              f"(sent in {sent_after:.3f}s)")
+    assert len(got) == lines and set(got) == expected, \
+        f"{len(set(got) & expected)} of {lines} lines arrived, {len(got) - len(set(got))} duplicate(s)"
+    assert local.runner(uri).sink.refused == 0  # type: ignore[attr-defined]  # nothing reported lost
+
+
 async def test_tls_verification_and_client_certificates(local: LocalAgent, rsyslogd: Any, certs: Certs) -> None:
     need("tls")
     c = local.container("tls")
