@@ -118,7 +118,8 @@ class LogOptions:
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
     host: str = ""
-    poll_interval: float = 0.25
+    poll_interval: float = 0.25  # the wait for new lines while they come in large reads
+    poll_max: float = 1.0  # and at most this while they trickle in (RouteRunner.reader backs off)
     batch_bytes: int = BATCH_BYTES
     batch_records: int = BATCH_RECORDS
     flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway

@@ -63,6 +63,7 @@ class RouteRunner:
         self.failed = ""  # why the route stopped on a bug in its sink ("" while it runs)
         self.tasks: list[asyncio.Task[None]] = []
         self.more = False  # the last read_batch stopped before it reached the end of every source
+        self.more_recently = True  # some read_batch since the last wait did: the next wait is the shortest
         self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
         self.follower = Follower(
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
@@ -233,12 +234,14 @@ class RouteRunner:
         it only moves checkpoints. ``queue.put`` blocks while the sender is behind: backpressure."""
         opts = self.options
         pending = Batch()
+        poll = opts.poll_interval
         while True:
             got = await asyncio.to_thread(self.read_batch, opts.batch_records - pending.count,
                                           opts.batch_bytes - pending.size)
             if got.count and not pending.count:
                 pending.started = time.monotonic()
             pending.merge(got)
+            self.more_recently = self.more_recently or self.more
             waited = time.monotonic() - pending.started
             full = pending.count >= opts.batch_records or pending.size >= opts.batch_bytes
             if pending.acks and (full or not pending.count or waited >= opts.flush_interval):
@@ -256,7 +259,12 @@ class RouteRunner:
                     continue  # more is ready right away
             elif self.more:
                 continue
-            timeout = opts.poll_interval
+            # New lines are waited for: every poll interval while reads come in large chunks, backing off to
+            # ``poll_max`` while they trickle in (the whole pass over every source is the cost of a wake; lines then
+            # wait at most 1 s by default, as with Fluent Bit's default flush).
+            poll = opts.poll_interval if self.more_recently else min(poll * 2, max(opts.poll_max, opts.poll_interval))
+            self.more_recently = False
+            timeout = poll
             if pending.count:
                 timeout = max(0.0, min(timeout, opts.flush_interval - waited))
             self.wake.clear()

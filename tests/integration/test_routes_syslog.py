@@ -287,6 +287,7 @@ class LocalAgent:
         pipeline.RESCAN_INTERVAL = 0.2  # type: ignore[misc]
         for runner in pipeline.runners:
             runner.options.poll_interval = 0.02
+            runner.options.poll_max = 0.1
         self.pipeline = pipeline
         self.tasks = pipeline.tasks()
         return pipeline

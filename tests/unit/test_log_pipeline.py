@@ -99,6 +99,7 @@ class Harness:
         pipeline.RESCAN_INTERVAL = 0.2  # type: ignore[misc]
         for runner in pipeline.runners:
             runner.options.poll_interval = 0.02
+            runner.options.poll_max = 0.1
         self.pipeline = pipeline
         if run:
             tune_interpreter_for_logs()  # as the agent does
