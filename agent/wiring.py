@@ -101,10 +101,11 @@ def host_name(config: Config) -> str:
 def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:
     if not config.routes:
         return None
+    from agent.logs.codec import offload_spec
     from agent.logs.metrics import LogMetrics
     from agent.logs.offload import ChunkWorkers, default_workers
     from agent.logs.pipeline import LogPipeline
-    from agent.logs.runner import RouteRunner, offload_spec
+    from agent.logs.runner import RouteRunner
     from collectors.cgroups.quota import usable_cpus
     from collectors.logs.checkpoints import CheckpointStore
     from collectors.logs.metadata import LogMetadata

@@ -1,6 +1,6 @@
-"""A route, as thin glue between its stages: the follower reads its files (collectors.logs.follower), the chunks
-are decoded here or taken from a chunk worker (agent.logs.offload), batches are encoded by the sink and handed to
-the sender, which delivers them (agent.logs.delivery) and acknowledges their offsets in the checkpoint store.
+"""A route, as thin glue between its stages: the follower reads its files (collectors.logs.follower), the codec
+decodes the chunks or takes a chunk worker's payload (agent.logs.codec), batches are encoded by the sink and handed
+to the sender, which delivers them (agent.logs.delivery) and acknowledges their offsets in the checkpoint store.
 
 A route has one reader task and one sender task joined by a small bounded queue: when the sender is slow or its
 receiver is down the queue fills, the reader stops reading, and the file on disk is the buffer. A checkpoint moves
@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agent.logs.batch import Batch, EncodedSegment
+from agent.logs.codec import InlineCodec, WorkerCodec, offload_spec
 from agent.logs.delivery import Delivery, Sink, SinkFailed
 from agent.logs.metrics import LogMetrics
 from agent.logs.routes import LogOptions, Route
 from agent.model import ContainerInfo, Payload, Segment
 from collectors.logs.checkpoints import CheckpointStore
-from collectors.logs.files import Tail
-from collectors.logs.follower import Follower, SourceState
+from collectors.logs.follower import Follower
 from collectors.logs.sources import SourceSpec
 
 if TYPE_CHECKING:
-    from agent.logs.offload import ChunkWorkers, EncoderSpec, Job
+    from agent.logs.offload import ChunkWorkers
 
 log = structlog.get_logger("lookout.route")
 
@@ -39,12 +39,6 @@ QUEUE_BATCHES = 4
 # reached it, and the reader waits for new lines (``LogOptions.poll_interval``, or a wake) instead of visiting
 # every source again to find nothing.
 MORE_AFTER = 64 << 10
-
-
-def offload_spec(sink: Sink) -> EncoderSpec | None:
-    """How a chunk worker encodes for the sink, if it can (sinks whose payload is one buffer say so)."""
-    spec: EncoderSpec | None = getattr(sink, "offload_spec", lambda: None)()
-    return spec
 
 
 class RouteRunner:
@@ -69,15 +63,20 @@ class RouteRunner:
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
             max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
             on_lost=metrics.files_lost.labels(label).inc, on_skipped=metrics.parse_errors.labels(label).inc,
-            on_close=self._drop_jobs)
-        # The agent's chunk workers (agent.logs.offload, shared by the routes), for sinks whose payloads
-        # concatenate, when the route reads every stream.
-        self.offload: ChunkWorkers | None = None
-        self._jobs: dict[tuple[str, int], Job] = {}  # (file key, offset) -> a chunk read ahead
-        self._spec = offload_spec(sink)
-        if workers is not None and self._spec is not None and not route.filter.streams:
-            self.offload = workers
-        metrics.route(label, offload=self.offload is not None)
+            on_close=lambda key: self.codec.forget(key))
+        # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
+        # route reads every stream; else the reader decodes every chunk itself.
+        spec = offload_spec(sink)
+        self.codec: InlineCodec = (
+            WorkerCodec(self.follower, metrics, label, workers, spec)
+            if workers is not None and spec is not None and not route.filter.streams
+            else InlineCodec(self.follower, metrics, label, route.filter.streams))
+        metrics.route(label, offload=isinstance(self.codec, WorkerCodec))
+
+    @property
+    def offload(self) -> ChunkWorkers | None:
+        """The chunk workers this route's chunks go to (None: decoded by the reader)."""
+        return self.codec.workers if isinstance(self.codec, WorkerCodec) else None
 
     # --- reading (the reader's thread) ---
 
@@ -105,88 +104,10 @@ class RouteRunner:
                     continue
                 tail, data, start = got
                 assert state is not None
-                self._decode(state, tail, data, start, batch)
+                self.codec.chunk(state, tail, data, start, batch)
                 if len(data) >= MORE_AFTER:
                     self.more = True
         return batch
-
-    def _decode(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
-        decoder = state.decoder
-        if self.offload is not None:
-            job = self._jobs.pop((tail.key, start), None)
-            if job is not None:
-                pool = self.offload
-                done = None
-                # The worker's payload only for the same bytes, nothing held, and the source's metadata as it is now.
-                if job.data == data and not decoder.pending and job.source is self.follower.source(state, tail):
-                    done = pool.take(job)
-                else:
-                    pool.drop(job)
-                self._prefetch(state, tail, start + len(data))
-                if done is not None:
-                    payload, count, truncated = done
-                    metrics, label = self.metrics, self.label
-                    metrics.worker_chunks.labels(label, "taken").inc()
-                    metrics.bytes_read.labels(label).inc(len(data))
-                    metrics.records_read.labels(label).inc(count)
-                    source = self.follower.source(state, tail)
-                    batch.segments.append(EncodedSegment(source, payload, count, start, truncated))
-                    batch.count += count
-                    batch.size += len(data)
-                    self.follower.ack(batch.acks, state, tail)
-                    return
-                self.metrics.worker_chunks.labels(self.label, "reread").inc()
-            else:
-                self._prefetch(state, tail, start + len(data))  # the workers start on what follows at once
-        decoder.file = tail.key
-        out = decoder.decode(data, start)
-        metrics, label = self.metrics, self.label
-        metrics.bytes_read.labels(label).inc(len(data))
-        if out.errors:
-            metrics.parse_errors.labels(label).inc(len(out.errors))
-            for offset, reason in out.errors[:5]:
-                log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
-        if out.truncated:
-            metrics.truncated.labels(label).inc(out.truncated)
-        records = out.records
-        metrics.records_read.labels(label).inc(len(records))
-        streams = self.route.filter.streams
-        if streams:
-            kept = [r for r in records if r[1] in streams]
-            if len(kept) < len(records):
-                metrics.dropped.labels(label, "filtered").inc(len(records) - len(kept))
-            records = kept
-        if records:
-            batch.segments.append(Segment(self.follower.source(state, tail), records))
-            batch.count += len(records)
-        batch.size += len(data)
-        self.follower.ack(batch.acks, state, tail)
-
-    def _prefetch(self, state: SourceState, tail: Tail, offset: int) -> None:
-        """Hand the chunks after ``offset`` to the chunk workers, up to one more than there are workers."""
-        pool = self.offload
-        assert pool is not None
-        for _ in range(pool.size + 1):
-            job = self._jobs.get((tail.key, offset))
-            if job is None:
-                try:
-                    data = tail.peek(offset)
-                except OSError:
-                    return
-                if not data:
-                    return
-                job = pool.submit(data, offset, self.follower.source(state, tail), self._spec, state.spec.format)
-                if job is None:
-                    return
-                self._jobs[(tail.key, offset)] = job
-            offset += len(job.data)
-
-    def _drop_jobs(self, key: str | None = None) -> None:
-        """Give up the chunks read ahead in file ``key`` (every file when None)."""
-        if self.offload is None:
-            return
-        for job_key in [k for k in self._jobs if key is None or k[0] == key]:
-            self.offload.drop(self._jobs.pop(job_key))
 
     def encode(self, batch: Batch) -> None:
         """The batch's payload: runs of decoded segments encoded by the sink; a worker's payload goes in as it is,

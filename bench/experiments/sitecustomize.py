@@ -1,7 +1,9 @@
 """EXPERIMENT ONLY, not project code: monkeypatches that measure suggested changes without editing the source.
 
 Python imports ``sitecustomize`` at start-up, so putting this directory on PYTHONPATH applies the patches
-to every agent process a benchmark starts. ``LK_PATCH`` is a comma list of:
+to every agent process a benchmark starts. The log patches (``count``, ``poll``, ``onepass``, ``syscalls``,
+``gauges``) patch ``agent.pipeline`` as it was before the log pipeline was split into stages (``e3cd204``): run
+them against that tree; their results and what became of them are in BENCHMARKS.md section 9. ``LK_PATCH`` is a comma list of:
 
 - ``subchunk``: the renderer yields at most 256 containers' lines of a family per chunk;
 - ``trim``: ``malloc_trim(0)`` after every cycle;
@@ -184,6 +186,7 @@ if "syscalls" in _patches:
     import threading
 
     import agent.pipeline as _pl
+
     import collectors.logs.files as _files
 
     _orig_refresh = _pl.RouteRunner._refresh_files
@@ -306,6 +309,7 @@ def _install_count():
     asyncio.to_thread = to_thread
 
     import agent.pipeline as _pl
+
     import collectors.logs.checkpoints as _ck
     import collectors.logs.files as _files
     import collectors.logs.sources as _src

@@ -62,8 +62,6 @@ class SourceState:
         self.first_seen = time.monotonic()
         self.gone = False
         self.skip = False  # filtered out by the route, or opted out with lookout.logs=false
-        # The inodes of ``tails``, replaced whole by the reader: the inotify thread reads it without the lock.
-        self.open_inos: frozenset[int] = frozenset()
         # Rotated-away accounting against the directory watch's ``Births`` (see ``Follower._account``).
         self.births_generation = 0
         self.known_new = 0  # files created since the watch began that this route has opened or finished
@@ -74,7 +72,6 @@ class SourceState:
         for tail in self.tails:
             tail.close()
         self.tails.clear()
-        self.open_inos = frozenset()
 
 
 def _inode(path: str) -> int:
@@ -307,7 +304,6 @@ class Follower:
         with self.lock:
             tail.close()
             state.tails.remove(tail)
-            state.open_inos = frozenset(t.ino for t in state.tails)
             state.done[tail.key] = tail.ino
         state.sources.pop(tail.key, None)
 
@@ -378,7 +374,7 @@ class Follower:
     def _adopt(self, state: SourceState, tail: Tail, path: str, files: list[str]) -> bool:
         """Make a newly opened file one of the source's files (True), or close it: already known, or fully
         delivered (False). ``files`` is the listing it was found in."""
-        if tail.ino in state.open_inos or any(t.key == tail.key for t in state.tails) or tail.key in state.done:
+        if any(t.ino == tail.ino or t.key == tail.key for t in state.tails) or tail.key in state.done:
             tail.close()
             return False
         acked = self.store.offset(self.route_id, tail.key)
@@ -398,7 +394,6 @@ class Follower:
         # place by their first record's time, not in the order found.
         tail.order = time_order_key(tail.first_line(), state.spec.format)
         self._insert(state, tail)
-        state.open_inos = frozenset(t.ino for t in state.tails)
         return True
 
     def _account(self, state: SourceState, created: int) -> None:

@@ -9,7 +9,6 @@ byte.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -27,7 +26,7 @@ from collectors.cgroups.quota import own_cpu_limit, usable_cpus
 from collectors.logs.decoders import CriDecoder, JsonFileDecoder
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
-from tests.unit.test_log_pipeline import Harness, records, wait_for
+from tests.unit.test_log_pipeline import Harness, idle, records, wait_for
 
 SOURCE = LogSource("/var/lib/docker/containers/c/c-json.log", "8:1:ab",
                    ContainerInfo(cgroup="", container_id="c" * 64, name="web", image="nginx:1.27",
@@ -254,7 +253,7 @@ async def ship(tmp: Path, log: bytes, workers: str, kill_workers: bool = False) 
             for worker in list(runner.offload._workers):
                 os.kill(worker.process.pid, signal.SIGKILL)
         await wait_for(lambda: runner.metrics.sent.labels(runner.label)._value.get() >= expected, 60)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: idle(harness))  # anything more would have been read and sent by now
         outcomes = {o: runner.metrics.worker_chunks.labels(runner.label, o)._value.get() for o in ("taken", "reread")}
     finally:
         await harness.stop()
@@ -397,6 +396,7 @@ async def ship_two_routes(tmp: Path, json_log: bytes, cri: bytes, workers: str) 
         assert len(pools) == 1 and (pipeline.workers is None) == (workers == "0")  # one pool for every route
         for runner in pipeline.runners:
             await wait_for(lambda r=runner: r.metrics.sent.labels(r.label)._value.get() >= expected, 60)
+        await wait_for(lambda: idle(harness))
         taken = sum(r.metrics.worker_chunks.labels(r.label, "taken")._value.get() for r in pipeline.runners)
     finally:
         await harness.stop()
