@@ -92,7 +92,7 @@ class LogPipeline:
                 await asyncio.sleep(self.GAUGE_INTERVAL)  # not in a tight loop while the disk is full
             if time.monotonic() >= gauges_due:
                 for runner in self.runners:
-                    await asyncio.to_thread(runner.update_gauges, True)
+                    await asyncio.to_thread(runner.update_gauges)
                 gauges_due = time.monotonic() + self.GAUGE_INTERVAL
 
     def tasks(self) -> list[asyncio.Task[None]]:

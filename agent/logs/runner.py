@@ -141,9 +141,9 @@ class RouteRunner:
         parts.append(payload.data)
         return payload.truncated
 
-    def update_gauges(self, fresh: bool = False) -> None:
-        """Set the route's gauges (``fresh``: from the files' sizes now, see ``Follower.lag``)."""
-        files, lag = self.follower.lag(fresh)
+    def update_gauges(self) -> None:
+        """Set the route's gauges (see ``Follower.lag``)."""
+        files, lag = self.follower.lag()
         self.metrics.files_watched.labels(self.label).set(files)
         self.metrics.lag_bytes.labels(self.label).set(lag)
         self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())

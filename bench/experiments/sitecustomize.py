@@ -3,7 +3,8 @@
 Python imports ``sitecustomize`` at start-up, so putting this directory on PYTHONPATH applies the patches
 to every agent process a benchmark starts. The log patches (``count``, ``poll``, ``onepass``, ``syscalls``,
 ``gauges``) patch ``agent.pipeline`` as it was before the log pipeline was split into stages (``e3cd204``): run
-them against that tree; their results and what became of them are in BENCHMARKS.md section 9. ``LK_PATCH`` is a comma list of:
+them against that tree; their results and what became of them are in BENCHMARKS.md section 9.
+``LK_PATCH`` is a comma list of:
 
 - ``subchunk``: the renderer yields at most 256 containers' lines of a family per chunk;
 - ``trim``: ``malloc_trim(0)`` after every cycle;

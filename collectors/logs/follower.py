@@ -434,26 +434,25 @@ class Follower:
 
     # --- the lag gauge (any thread) ---
 
-    def lag(self, fresh: bool = False) -> tuple[int, int]:
-        """(files open, bytes in them and in unopened sources' files not yet acknowledged). ``fresh`` takes the
-        files' sizes from the files themselves instead of the reader's last read: while the route is down the
-        reader waits for the sender and reads nothing, and the lag would stay where it was when it went down."""
+    def lag(self) -> tuple[int, int]:
+        """(files open, bytes in them and in unopened sources' files not yet acknowledged). The sizes are the
+        files' own, not the reader's last read: while the route is down the reader waits for the sender and reads
+        nothing, and the lag must still grow."""
         lag = files = 0
         with self.lock:
             states = list(self.states.values())
             offered = self._offered
             for state in states:
-                if fresh and not state.tails and not state.skip:
+                if not state.tails and not state.skip:
                     lag += self._unopened_lag(state.spec, state.info)
                 for tail in list(state.tails):
                     files += 1
                     size = tail.size
-                    if fresh:
-                        with contextlib.suppress(OSError):
-                            size = os.fstat(tail.fd).st_size
+                    with contextlib.suppress(OSError):
+                        size = os.fstat(tail.fd).st_size
                     acked = self.store.offset(self.route_id, tail.key)
                     lag += max(size - (acked if acked is not None else 0), 0)
-        if fresh and offered is not None:  # sources found while the reader was waiting on the sender
+        if offered is not None:  # sources found while the reader was waiting on the sender
             for sid, spec in offered.items():
                 if sid not in self.states:
                     lag += self._unopened_lag(spec, None)

@@ -128,7 +128,7 @@ def idle(harness: Harness) -> bool:
         follower = runner.follower
         if not follower.states or follower._offered is not None or runner.queue.qsize():
             return False
-        if follower.lag(fresh=True)[1]:
+        if follower.lag()[1]:
             return False
     return True
 
