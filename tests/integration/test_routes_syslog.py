@@ -210,7 +210,7 @@ def test_relp_receiver_killed_mid_stream_and_restarted_loses_no_line(
              describe=server.describe)
     server.kill9()
     at_kill = server.count("relp")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the receiver stays down a second (the outage itself, not a wait for the agent)
     assert at_kill < lines, "the kill came after the last line: make the stream longer"
     server.start()
     wait_for(lambda: server.count("relp") >= lines, 120,
@@ -316,13 +316,24 @@ async def local(tmp_path: Path) -> Any:
     await agent.stop()
 
 
-async def await_records(server: Rsyslog, name: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+async def await_records(server: Rsyslog, name: str, count: int, local: LocalAgent, *uris: str,
+                        timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The records at rsyslog input ``name`` once there are ``count`` and the routes ``uris`` that send to it have
+    nothing left to send (lag 0, nothing queued) and all they delivered has arrived: a record more would be
+    there by then."""
     deadline = time.monotonic() + timeout
-    while len(server.records(name)) < count:
+
+    def settled() -> bool:
+        runners = [local.runner(uri) for uri in uris]
+        if any(r.follower.lag()[1] or r.queue.qsize() for r in runners):
+            return False
+        sent = sum(local.metric("lookout_route_records_sent_total", uri) for uri in uris)
+        return len(server.records(name)) >= max(sent, count)
+
+    while not settled():
         if time.monotonic() > deadline:
             raise AssertionError(f"{count} records at {name!r} not within {timeout}s\n{server.describe()}")
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
     return server.records(name)
 
 
@@ -354,7 +365,7 @@ async def test_no_framing_lets_a_message_forge_a_record_and_sd_round_trips(
     }
     local.start(*routes.values())
     for name in routes:
-        got = await await_records(server, name, len(written))
+        got = await await_records(server, name, len(written), local, routes[name])
         assert len(got) == len(written), f"{name}: {[r['msg'] for r in got]}"
         for (time_, stream, message), rec in zip(written, got, strict=True):
             # LF framing turns every LF into a space before sending; the other framings carry it as is.
@@ -384,7 +395,7 @@ async def test_long_lines_are_cut_at_a_utf8_boundary_marked_and_counted(local: L
     tcp = f"syslog+tcp://127.0.0.1:{port['tcp']}"  # default 65536
     local.start(udp, tcp600, tcp)
     for name, uri, limit in (("udp", udp, 2048), ("tcp600", tcp600, 600)):
-        got = await await_records(server, name, 2)
+        got = await await_records(server, name, 2, local, uri)
         cut, short = got
         assert short["msg"] == "short" and "truncated" not in short["sdp"][SD_ID]
         assert cut["sdp"][SD_ID]["truncated"] == "true"
@@ -394,7 +405,7 @@ async def test_long_lines_are_cut_at_a_utf8_boundary_marked_and_counted(local: L
         total = header + sd_len + 1 + len(cut["msg"].encode())
         assert limit - 3 <= total <= limit, f"{name}: {total} bytes for a limit of {limit}"  # a 2-3 byte char
         assert local.metric("lookout_route_records_truncated_total", uri) == 1
-    got = await await_records(server, "tcp", 2)
+    got = await await_records(server, "tcp", 2, local, tcp)
     assert got[0]["msg"] == long_text and "truncated" not in got[0]["sdp"][SD_ID]
     assert local.metric("lookout_route_records_truncated_total", tcp) == 0
 
@@ -448,9 +459,9 @@ async def test_tls_verification_and_client_certificates(local: LocalAgent, rsysl
         "no_client_cert": f"syslog+tls://127.0.0.1:{mutual.port}?ca={certs.ca}&name=nocert",
     }
     local.start(*routes.values())
-    got = await await_records(server, "anon", 2 * len(written))
+    got = await await_records(server, "anon", 2 * len(written), local, routes["ca"], routes["noverify"])
     assert sorted(r["msg"] for r in got) == sorted(m for _, _, m in written for _ in range(2))
-    got = await await_records(server, "mutual", len(written))
+    got = await await_records(server, "mutual", len(written), local, routes["client_cert"])
     assert [r["msg"] for r in got] == [m for _, _, m in written]
     for key in ("ca", "noverify", "client_cert"):
         assert local.metric("lookout_route_records_sent_total", routes[key]) == len(written), key
@@ -498,7 +509,7 @@ async def test_tcp_receiver_restart_loses_only_what_its_kernel_acknowledged(
     recv_q = Rsyslog.recv_queue(tcp.port)
     server.kill9()
     written_at_kill = server.count("tcp")
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # the receiver stays down a second (the outage itself, not a wait for the agent)
     acknowledged_before_restart = set(delivered)  # nothing can be acknowledged while no receiver runs
     assert written_at_kill < lines, "the kill came after the last line: make the stream longer"
     await asyncio.to_thread(server.start)
@@ -509,7 +520,11 @@ async def test_tcp_receiver_restart_loses_only_what_its_kernel_acknowledged(
             break
         assert time.monotonic() < deadline, server.describe()
         await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5)
+    # Everything sent after the restart arrives: all but what the dead receiver's kernel had acknowledged.
+    deadline = time.monotonic() + 30
+    while not expected - acknowledged_before_restart <= {r["msg"] for r in server.records("tcp")}:
+        assert time.monotonic() < deadline, "lines never acknowledged by the dead receiver's kernel are missing"
+        await asyncio.sleep(0.05)
     got = [r["msg"] for r in server.records("tcp")]
     lost = expected - set(got)
     unexpected = lost - acknowledged_before_restart
