@@ -6,7 +6,7 @@ A route has one reader task and one sender task joined by a small bounded queue:
 receiver is down the queue fills, the reader stops reading, and the file on disk is the buffer. A checkpoint moves
 only after the sink delivered the batch (at-least-once). A bug in the sink (agent.logs.delivery.SinkFailed, or an
 exception while encoding) stops this route only: it is logged once with its traceback and shown by
-``lookout_route_failed`` and /healthz, while the other routes go on.
+``lookout_route_failed`` and /readyz, while the other routes go on.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class RouteRunner:
 
     def _fail(self, exc: BaseException) -> None:
         """Stop this route on a bug in its sink: logged once with the traceback, shown by ``lookout_route_failed``
-        and /healthz; its records stay in their files, unacknowledged, for the next start."""
+        and /readyz; its records stay in their files, unacknowledged, for the next start."""
         self.failed = f"{type(exc).__name__}: {exc}"
         self.metrics.failed.labels(self.label).set(1)
         self.metrics.up.labels(self.label).set(0)

@@ -1,4 +1,5 @@
-"""HTTP surface: /metrics (text or OpenMetrics by Accept, gzip when asked), /healthz, /, /api/v1/containers.
+"""HTTP surface: /metrics (text or OpenMetrics by Accept, gzip when asked), /healthz (liveness), /readyz
+(readiness), /, /api/v1/containers.
 
 The latest rendered snapshot is held by ``Exposition`` (``exporters.prometheus.exposition``); a scrape copies
 cached bytes and appends the agent's own small self-metrics.
@@ -39,7 +40,8 @@ LANDING = """<!doctype html>
 <ul>
 <li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics (cAdvisor names and labels)</li>
 <li><a href="/api/v1/containers">/api/v1/containers</a> &mdash; containers with metadata and latest stats</li>
-<li><a href="/healthz">/healthz</a> &mdash; health check</li>
+<li><a href="/healthz">/healthz</a> &mdash; liveness: the agent runs</li>
+<li><a href="/readyz">/readyz</a> &mdash; readiness: 503 naming what is broken (a route stopped by a bug)</li>
 </ul></body></html>
 """
 
@@ -98,10 +100,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 ``ok``; 503 with a line per broken part (a route stopped by a bug in its sink) otherwise."""
+    """Liveness: 200 ``ok`` while the agent runs (a task that dies of a bug stops it, agent.runtime)."""
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 ``ready``; 503 with a line per broken part (a route stopped by a bug in its sink)."""
     problems = request.app[PROBLEMS]()
     if not problems:
-        return web.Response(text="ok")
+        return web.Response(text="ready")
     text = "".join(f"failed: {part}: {why}\n" for part, why in sorted(problems.items()))
     return web.Response(status=503, text=text)
 
@@ -130,6 +137,7 @@ def make_app(exposition: Exposition, problems: Problems = dict) -> web.Applicati
     app[PROBLEMS] = problems
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing)
     app.router.add_get("/api/v1/containers", containers)
     return app

@@ -138,7 +138,8 @@ def test_daemonset_has_what_the_issue_asks_for() -> None:
     assert port == {"name": "metrics", "containerPort": 9338, "protocol": "TCP"}
     annotations = ds["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9338"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
     config = volumes["config"]["configMap"]["name"]
     assert "lookout.toml" in m[("ConfigMap", config)]["data"]

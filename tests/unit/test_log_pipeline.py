@@ -556,7 +556,8 @@ async def test_a_failing_route_does_not_hold_up_the_other(harness: Harness, tmp_
 async def test_a_bug_in_a_sink_stops_its_route_only_visibly_and_once(harness: Harness, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]):
     """A sink that raises TypeError is not retried forever in silence: its route stops (lookout_route_failed 1,
-    lookout_route_up 0, /healthz 503 naming it), the bug is logged once with its traceback, nothing of it is
+    lookout_route_up 0, /readyz 503 naming it while /healthz stays 200), the bug is logged once with its traceback,
+    nothing of it is
     acknowledged, and the other route goes on."""
     from aiohttp.test_utils import TestClient, TestServer
     from prometheus_client import CollectorRegistry
@@ -593,8 +594,9 @@ async def test_a_bug_in_a_sink_stops_its_route_only_visibly_and_once(harness: Ha
     assert logged.count("route_failed") == 1 and "Traceback" in logged
     problems = lambda: {f"route {k}": v for k, v in pipeline.failed().items()}  # noqa: E731  (as agent.runtime)
     async with TestClient(TestServer(make_app(Exposition(CollectorRegistry()), problems))) as client:
-        resp = await client.get("/healthz")
+        resp = await client.get("/readyz")
         assert resp.status == 503 and f"failed: route {label}: SinkFailed" in await resp.text()
+        assert (await client.get("/healthz")).status == 200  # alive: a restart would not mend a bug
 
 
 async def test_route_filters_and_opt_out(harness: Harness, tmp_path: Path):
