@@ -7,7 +7,6 @@ configuration stops the agent (exit 2, in the CLI). SIGTERM and SIGINT shut down
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import gc
 import signal
@@ -18,6 +17,7 @@ import structlog
 
 from agent.config import Config
 from agent.logconfig import configure_logging
+from agent.waits import wait_event
 from agent.wiring import Agent, build
 
 log = structlog.get_logger("lookout")
@@ -48,8 +48,7 @@ async def housekeeping(agent: Agent, wake: asyncio.Event) -> None:
             await asyncio.to_thread(agent.cycle)
         except Exception:  # a bug must not stop metrics; it is logged with its traceback
             log.exception("housekeeping_failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=interval)
+        if await wait_event(wake, interval):
             await asyncio.sleep(MIN_WAKE_SPACING)  # debounce bursts of Docker events
 
 

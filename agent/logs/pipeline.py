@@ -11,7 +11,6 @@ crash repeats at most what was in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ import structlog
 
 from agent.logs.offload import ChunkWorkers
 from agent.logs.runner import RouteRunner
+from agent.waits import wait_event
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.sources import SourceSpec
 from collectors.logs.watch import POLL_INTERVAL, LogWatch
@@ -69,11 +69,8 @@ class LogPipeline:
                     runner.wake.set()
                 await asyncio.to_thread(watch.sync, self.parents(), {spec.directory for spec in specs.values()})
                 interval = min(POLL_INTERVAL, self.RESCAN_INTERVAL) if watch.polling else self.RESCAN_INTERVAL
-                try:
-                    await asyncio.wait_for(self._rescan.wait(), timeout=interval)
+                if await wait_event(self._rescan, interval):
                     await asyncio.sleep(0.05)  # let a burst of inotify events settle
-                except TimeoutError:
-                    pass
         finally:
             await asyncio.to_thread(watch.close)
 
@@ -82,8 +79,7 @@ class LogPipeline:
         made while the previous one ran), and refresh the routes' gauges every ``GAUGE_INTERVAL``."""
         gauges_due = time.monotonic() + self.GAUGE_INTERVAL
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acked.wait(), timeout=max(gauges_due - time.monotonic(), 0.0))
+            await wait_event(self._acked, max(gauges_due - time.monotonic(), 0.0))
             self._acked.clear()
             try:
                 await asyncio.to_thread(self.store.flush)

@@ -12,7 +12,6 @@ exception while encoding) stops this route only: it is logged once with its trac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from agent.logs.delivery import Delivery, Sink, SinkFailed
 from agent.logs.metrics import LogMetrics
 from agent.logs.routes import LogOptions, Route
 from agent.model import ContainerInfo, Payload, Segment
+from agent.waits import wait_event
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.follower import Follower
 from collectors.logs.sources import SourceSpec
@@ -189,8 +189,7 @@ class RouteRunner:
             if pending.count:
                 timeout = max(0.0, min(timeout, opts.flush_interval - waited))
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            await wait_event(self.wake, timeout)
 
     async def sender(self) -> None:
         while True:

@@ -40,6 +40,7 @@ PIN_MAX_FILES = 16
 # A CRI log file renamed by the kubelet's rotation is still written by the runtime until the kubelet has it reopen
 # the live name (ReopenContainerLog): it is ended only once it has not changed for this long.
 CRI_REOPEN_GRACE = 1.0
+NAME_CHECK_INTERVAL = 1.0  # a watched source's live file at its end: its name is looked at this often at least
 
 # file key -> (path, offset, source id, tail): the offsets a batch acknowledges once sent
 Acks = dict[str, tuple[str, int, str, Tail]]
@@ -59,6 +60,8 @@ class SourceState:
         self.initial = False  # present at the very first start: --read-from applies
         self.info: ContainerInfo | None = None
         self.fallback: ContainerInfo | None = None  # the info of a container whose metadata cannot be read
+        self.listed_births = (-1, -1)  # the watch's (generation, creations) when the directory was last listed
+        self.name_checked = 0.0  # when the live file's name was last looked at while nothing else was due
         self.first_seen = time.monotonic()
         self.gone = False
         self.skip = False  # filtered out by the route, or opted out with lookout.logs=false
@@ -257,7 +260,7 @@ class Follower:
         rank = _live_rank(tail.path)
         # A watched directory's new files are opened as they appear (pin_new_files): a live file renamed or
         # deleted by a rotation has a later file by then, so its name is looked at only when one is there.
-        if (rank is None or ((later or not watched) and tail.replaced())
+        if (rank is None or ((later or not watched or self._name_due(state)) and tail.replaced())
                 or any((other := _live_rank(t.path)) is not None and other > rank for t in later)):
             if state.spec.format == "cri" and self._recently_written(tail):
                 return False  # the kubelet renames first and has the runtime reopen after: more may come
@@ -279,11 +282,23 @@ class Follower:
         return False
 
     def _watched(self, state: SourceState) -> bool:
-        """The directory watch reports the source's new files (they are opened as they appear), and no listing is
-        due: the reader need not list the directory on every read."""
+        """No file was created in the source's directory since its last complete listing, as the directory watch
+        counts them (and no listing is due): the reader need not list the directory again. A watch that began
+        after that listing, or any creation since (a pin skipped at ``PIN_MAX_FILES`` too), makes it list."""
         watch = self.watch
-        return (watch is not None and state.dir_mtime != -1.0
-                and watch.births(state.spec.directory) is not None)
+        if watch is None or state.dir_mtime == -1.0:
+            return False
+        births = watch.births(state.spec.directory)
+        return births is not None and (births.generation, births.created) == state.listed_births
+
+    @staticmethod
+    def _name_due(state: SourceState) -> bool:
+        """Look at a watched live file's name once a second anyway: the safety net for a rename the watch missed."""
+        now = time.monotonic()
+        if now - state.name_checked < NAME_CHECK_INTERVAL:
+            return False
+        state.name_checked = now
+        return True
 
     @staticmethod
     def _recently_written(tail: Tail) -> bool:
@@ -332,6 +347,7 @@ class Follower:
         state.dir_mtime = mtime
         births = self._births(state)
         created = births.created if births is not None else 0  # before the listing: all of these are in it, or gone
+        seen = (births.generation, created) if births is not None else (-1, -1)
         files = state.spec.files()
         open_inos = {t.ino for t in state.tails}
         present: set[str] = set()
@@ -355,6 +371,7 @@ class Follower:
             state.dir_mtime = -1.0  # list again next time, even if this was the last try
             return False  # a file renamed meanwhile may be missing from ``present``: forget nothing yet
         state.initial = False
+        state.listed_births = seen  # the creations this complete listing has seen
         # Forget finished files that are gone from disk (their checkpoints too).
         for key in list(state.done):
             if key not in present:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from collectors.logs.watch import LogWatch
+from agent.model import ContainerInfo
+from collectors.logs.checkpoints import CheckpointStore
+from collectors.logs.follower import Follower, SourceState
+from collectors.logs.sources import SourceSpec
+from collectors.logs.watch import Births, LogWatch
 
 CID = "a" * 64
 
@@ -115,3 +119,60 @@ def test_at_the_watch_limit_the_rest_is_polled_and_not_counted(tmp_path: Path, w
     watch.sync([], {str(first), str(second)})
     assert watch.polling and watch.unwatched == 1
     assert watch.births(str(first)) is not None and watch.births(str(second)) is None
+
+
+class FakeWatch:
+    """A watch whose counts the test sets (the directory watch's ``births``)."""
+
+    def __init__(self) -> None:
+        self.counts: Births | None = None
+
+    def births(self, directory: str) -> Births | None:
+        return self.counts
+
+
+def _doc(i: int) -> bytes:
+    return b'{"log":"line %d\\n","stream":"stdout","time":"2026-12-04T10:00:%02d.000000000Z"}\n' % (i, i)
+
+
+def test_a_rotation_before_the_watch_began_is_still_followed(tmp_path: Path) -> None:
+    """The reader lists a source, Docker rotates it, and only then does the watch begin (its baseline holds the new
+    live file, so no event ever comes for it): the first listing under the watch finds the new file (found by
+    review: the old file was read to its end and the source stuck there)."""
+    live = tmp_path / f"{CID}-json.log"
+    live.write_bytes(_doc(0))
+    follower, state, watch = _follower(tmp_path)
+    assert follower.read(state, {})[1] == _doc(0)  # type: ignore[index]
+    live.rename(tmp_path / f"{CID}-json.log.1")
+    live.write_bytes(_doc(1))
+    watch.counts = Births(1, frozenset())
+    got = [follower.read(state, {}) for _ in range(3)]
+    assert got[0] is True and got[1][1] == _doc(1)  # type: ignore[index]
+
+
+def test_creations_beyond_the_pin_limit_make_the_reader_list_again(tmp_path: Path) -> None:
+    """A route that was down holds at most PIN_MAX_FILES files ahead; the files created after that are found by a
+    listing, since the watch counted more creations than the last listing saw."""
+    live = tmp_path / f"{CID}-json.log"
+    live.write_bytes(_doc(0))
+    follower, state, watch = _follower(tmp_path)
+    watch.counts = Births(1, frozenset())
+    assert follower.read(state, {})[1] == _doc(0)  # type: ignore[index]
+    assert follower.read(state, {}) is False  # at the end, nothing created: no listing, nothing to read
+    live.rename(tmp_path / f"{CID}-json.log.1")
+    live.write_bytes(_doc(1))
+    watch.counts.created += 1  # the creation event, whose pin was skipped
+    got = [follower.read(state, {}) for _ in range(3)]
+    assert _doc(1) in [g[1] for g in got if isinstance(g, tuple)]
+
+
+def _follower(directory: Path) -> tuple[Follower, SourceState, FakeWatch]:
+    store = CheckpointStore(directory.parent / f"state-{directory.name}")
+    info = ContainerInfo(cgroup="", container_id=CID, name="c")
+    follower = Follower("r", "r", store, lambda spec: info, lambda i: True)
+    watch = FakeWatch()
+    follower.watch = watch  # type: ignore[assignment]
+    spec = SourceSpec(f"docker:{CID}", "json-file", str(directory), container_id=CID)
+    follower.offer({spec.source_id: spec})
+    follower.take_offers()
+    return follower, follower.states[spec.source_id], watch
