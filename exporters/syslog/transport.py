@@ -491,6 +491,8 @@ class RelpTransport:
                     if self._buf[head_end : head_end + 1] != b"\n":
                         raise RelpError("malformed RELP frame from receiver")
                     self._buf = self._buf[head_end + 1 :]
+                    if not txnr.isdigit():  # the receiver's fault, not the sink's: a reconnect and a retry
+                        raise RelpError(f"malformed RELP frame from receiver: transaction number {txnr[:20]!r}")
                     return int(txnr), command, data
             chunk = self._sock.recv(65536)
             if not chunk:

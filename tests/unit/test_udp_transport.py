@@ -353,3 +353,33 @@ def test_by_default_only_a_receiver_that_cannot_be_watched_is_paced(
     assert drain(receiver) == messages
     assert t.now - 1000.0 == pytest.approx((500 - UDP_BURST) / UDP_RATE)
     blind.close()
+
+
+def test_a_relp_answer_with_a_bad_transaction_number_is_a_retryable_transport_error() -> None:
+    """The receiver's fault (a proxy, a wrong service) must not pass for a bug of the sink, which would stop the
+    route for good: it is a RelpError, an OSError, which the pipeline retries after reconnecting."""
+    import socket
+    import threading
+
+    from exporters.syslog.transport import RelpBatch, RelpError, RelpTransport
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)  # the open offer
+        conn.sendall(b"x1 rsp 6 200 OK\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    transport = RelpTransport("127.0.0.1", server.getsockname()[1])
+    try:
+        with pytest.raises(RelpError, match="transaction number"):
+            transport.send(RelpBatch([b"<14>1 - - - - - - hello"]))
+    finally:
+        transport.close()
+        server.close()
+        thread.join(5)
