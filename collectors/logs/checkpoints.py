@@ -28,6 +28,7 @@ class CheckpointStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FILENAME
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._routes: dict[str, dict[str, dict[str, Any]]] = {}
         self._dirty = False
         self.existed = False
@@ -89,7 +90,13 @@ class CheckpointStore:
             return {r: {k: dict(v) for k, v in files.items()} for r, files in self._routes.items()}
 
     def flush(self, force: bool = False) -> bool:
-        """Write the file if anything changed; True if written."""
+        """Write the file if anything changed; True if written. One write at a time: a flush still running in a
+        thread when the pipeline's final flush begins (its task was cancelled, not its thread) would otherwise
+        rename the shared temporary file away under the other."""
+        with self._write_lock:
+            return self._flush(force)
+
+    def _flush(self, force: bool) -> bool:
         with self._lock:
             if not self._dirty and not force:
                 return False
