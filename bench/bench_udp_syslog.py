@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporters.syslog.transport import UdpTransport
+from exporters.syslog.udp import UdpTransport
 from tests.helpers.rsyslog import Input, Rsyslog
 
 SD = ('[lookout@32473 container_id="3f2a9c0d3f2a9c0d3f2a9c0d3f2a9c0d3f2a9c0d3f2a9c0d3f2a9c0d3f2a9c0d" '

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from agent.model import DeliveryResult, Payload, Segment
 from agent.params import Param, one_of, parse_bool, parse_int, parse_params, text
 from exporters.syslog.format import _TEMPLATE_FIELD, FACILITIES, SyslogEncoder, SyslogFormat
-from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions, UdpTransport
+from exporters.syslog.transport import RelpBatch, RelpTransport, StreamTransport, TlsOptions
+from exporters.syslog.udp import UdpTransport
 
 DEFAULT_PORTS = {"syslog+udp": 514, "syslog+tcp": 514, "syslog+tls": 6514, "syslog+relp": 2514}
 # RFC 5426 §3.2: IPv4 receivers SHOULD accept 2048 octets; TCP/TLS default to 64 KiB.

@@ -313,6 +313,16 @@ def acked_offset(state_dir: Path, log_path: str) -> int:
     return max(found, default=0)
 
 
+def kill_9_after(a: AgentProcess, c: Container, out: Ndjson, threshold: int, kill: int) -> None:
+    """kill -9 the agent once ``threshold`` of the container's lines are out, while the writer still runs."""
+    wait_for(lambda: len(set(numbers(out.of(c)))) >= threshold, timeout=30,
+             message=f"{threshold} lines before kill #{kill}")
+    assert c.inspect()["State"]["Running"], "the writer finished before the kill: not mid-stream"
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+
+
 def test_kill_9_twice_during_a_stream_loses_nothing(agent: AgentFactory, containers: ContainerRunner,
                                                     tmp_path: Path) -> None:
     out = Ndjson(tmp_path / "out.ndjson")
@@ -321,12 +331,7 @@ def test_kill_9_twice_during_a_stream_loses_nothing(agent: AgentFactory, contain
     log_path = c.inspect()["LogPath"]
     windows = []
     for kill, threshold in enumerate((20_000, 45_000), 1):
-        wait_for(lambda t=threshold: len(set(numbers(out.of(c)))) >= t, timeout=30,
-                 message=f"{threshold} lines before kill #{kill}")
-        assert c.inspect()["State"]["Running"], "the writer finished before the kill: not mid-stream"
-        assert a.proc is not None
-        a.proc.send_signal(signal.SIGKILL)
-        a.proc.wait(10)
+        kill_9_after(a, c, out, threshold, kill)
         # Everything the route wrote beyond the persisted checkpoint is what a restart sends again.
         acked = acked_offset(a.state_dir, log_path)
         window = sum(1 for r in out.of(c) if r["offset"] >= acked)
@@ -368,12 +373,7 @@ def test_kill_9_twice_under_rotation_loses_nothing_and_repeats_little(agent: Age
     c = containers.run("--log-opt", "max-size=1m", "--log-opt", "max-file=5", cmd=["sh", "-c", CRASH_SCRIPT],
                        purpose="crashrot")
     for kill, threshold in enumerate((20_000, 45_000), 1):
-        wait_for(lambda t=threshold: len(set(numbers(out.of(c)))) >= t, timeout=30,
-                 message=f"{threshold} lines before kill #{kill}")
-        assert c.inspect()["State"]["Running"], "the writer finished before the kill: not mid-stream"
-        assert a.proc is not None
-        a.proc.send_signal(signal.SIGKILL)
-        a.proc.wait(10)
+        kill_9_after(a, c, out, threshold, kill)
         a.start()  # same --state-dir
     wait_for(lambda: len(set(numbers(out.of(c)))) >= CRASH_LINES, timeout=60, message=f"all {CRASH_LINES} lines",
              describe=lambda: f"missing {gaps(numbers(out.of(c)), range(1, CRASH_LINES + 1))[:10]}")

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from exporters.syslog.sink import SyslogSink
-from exporters.syslog.transport import UDP_BURST, UDP_RATE, LoopbackReceiver, Pacer, TransportError, UdpTransport
+from exporters.syslog.transport import TransportError
+from exporters.syslog.udp import UDP_BURST, UDP_RATE, LoopbackReceiver, Pacer, UdpTransport
 
 
 class FakeTime:
