@@ -35,6 +35,7 @@ log = structlog.get_logger("lookout.live")
 
 LINGER = 10.0  # seconds the tap keeps reading after the last client left (a reconnecting client misses nothing)
 BUFFER_BYTES = 8 << 20  # a client's buffer holds at most this much message text
+MAX_CLIENTS = 32  # so that the buffers stay bounded together (32 x 8 MiB at most)
 TAIL_BLOCK = 64 << 10
 
 
@@ -160,6 +161,8 @@ class LogHub:
             flt = parse_filter(params)
         except RouteError as exc:
             raise ApiError(400, str(exc)) from exc
+        if len(self.subscriptions) >= MAX_CLIENTS:
+            raise ApiError(503, f"the live stream has {MAX_CLIENTS} clients already; try again later")
         sub = LiveSubscription(flt, size, self.dropped.inc, self._closed)
         self.subscriptions.add(sub)
         self.clients.set(len(self.subscriptions))

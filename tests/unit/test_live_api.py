@@ -285,6 +285,19 @@ async def test_tail_sends_the_last_records_of_each_container_first(agent: Live):
     assert bad.status == 400 and "filter.nope" in await bad.text()
 
 
+async def test_the_number_of_clients_is_bounded(agent: Live, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(live, "MAX_CLIENTS", 2)
+    client = await agent.start()
+    first, second = [await client.get("/logs", headers=AUTH) for _ in range(2)]
+    assert first.status == second.status == 200
+    third = await client.get("/logs", headers=AUTH)
+    assert third.status == 503 and "2 clients" in await third.text()
+    first.close()
+    hub = agent.table.hub()  # type: ignore[union-attr]
+    await wait_for(lambda: len(hub.subscriptions) == 1)
+    assert (await client.get("/logs", headers=AUTH)).status == 200
+
+
 async def test_a_slow_client_misses_records_counted_and_told_and_nobody_waits_for_it(agent: Live,
                                                                                     monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(stream, "BUFFER_RECORDS", 100)
