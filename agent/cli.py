@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agent import __version__
-from agent.config import ConfigError, add_arguments, load_config
+from agent.config import Config, ConfigError, add_arguments, load_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,4 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
 
-    return run_agent(config)
+    def reload() -> Config:  # SIGHUP: the same flags and environment, the TOML file read again
+        again, unknown_again = parser.parse_known_args(argv)
+        return load_config(again, unknown=unknown_again, check_route=check_route)
+
+    return run_agent(config, reload)

@@ -191,4 +191,5 @@ ROUTE_PARAMS = (
     Param("filter.labels", text, "", "key:glob pairs, comma-separated; all must match"),
     Param("filter.image", text, "", "glob on the image"),
     Param("filter.sources", text, "", "stdout, stderr or both (comma-separated)"),
+    Param("filter.namespace", text, "", "glob on the Kubernetes namespace"),
 )

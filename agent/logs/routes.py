@@ -30,6 +30,7 @@ class RouteFilter:
     id_prefix: str = ""
     labels: tuple[tuple[str, str], ...] = ()  # (key, glob) pairs, all must match
     image: str = ""  # glob on the image
+    namespace: str = ""  # glob on the Kubernetes namespace
     streams: frozenset[str] = frozenset()  # empty: every stream
 
     def match(self, info: ContainerInfo) -> bool:
@@ -40,6 +41,8 @@ class RouteFilter:
         if self.id_prefix and not info.container_id.startswith(self.id_prefix):
             return False
         if self.image and not fnmatch.fnmatchcase(info.image, self.image):
+            return False
+        if self.namespace and not fnmatch.fnmatchcase(info.namespace, self.namespace):
             return False
         for key, pattern in self.labels:
             value = info.labels.get(key)
@@ -85,9 +88,8 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_route(uri: str) -> Route:
-    parts = urlsplit(uri)
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+def parse_filter(params: dict[str, str]) -> RouteFilter:
+    """The logspout-style filter of a route's (or a /logs request's) ``filter.*`` parameters."""
     unknown = sorted(k for k in params if k.startswith("filter.") and k not in FILTER_KEYS)
     if unknown:
         raise RouteError(f"unknown filter {', '.join(unknown)} (use {', '.join(FILTER_KEYS)})")
@@ -95,17 +97,24 @@ def parse_route(uri: str) -> Route:
     bad = streams - {"stdout", "stderr"}
     if bad:
         raise RouteError(f"filter.sources accepts stdout and stderr, not {', '.join(sorted(bad))}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise RouteError(str(exc)) from exc
-    flt = RouteFilter(
+    return RouteFilter(
         name=params.get("filter.name", ""),
         id_prefix=params.get("filter.id", ""),
         labels=_labels(params.get("filter.labels", "")),
         image=params.get("filter.image", ""),
+        namespace=params.get("filter.namespace", ""),
         streams=streams,
     )
+
+
+def parse_route(uri: str) -> Route:
+    parts = urlsplit(uri)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    flt = parse_filter(params)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise RouteError(str(exc)) from exc
     return Route(uri, parts.scheme, parts.hostname or "", port, parts.path, params, flt)
 
 

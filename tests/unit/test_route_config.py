@@ -109,7 +109,8 @@ def test_file_and_syslog_routes_are_built_and_wired_without_aiohttp(uri: str, tm
             f"args, unknown = _parser().parse_known_args(['run', '--route', {uri!r}, '--state-dir', {str(tmp_path)!r},"
             f" '--host-root', {str(tmp_path)!r}, '--docker-socket', ''])\n"
             "agent = build(load_config(args, environ={}, unknown=unknown))\n"
-            "assert agent.logs is not None\n"
+            "agent.routes.load()\n"
+            "assert agent.routes.pipeline is not None\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
