@@ -66,7 +66,7 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:3px 8px;white-space:nowrap;vertical-align:top}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.image{max-width:26em;overflow:hidden;text-overflow:ellipsis}
-td.error{white-space:normal;color:#7f1010}
+td.error{white-space:normal;color:#7f1010}td.wrap{white-space:normal;overflow-wrap:anywhere}
 thead th{font-weight:600}
 thead th a{color:inherit;text-decoration:none}
 th[aria-sort=ascending] a::after{content:" \\25B2"}th[aria-sort=descending] a::after{content:" \\25BC"}
@@ -260,6 +260,10 @@ def seconds(value: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+def percent(ratio: float) -> str:
+    return "<1%" if 0 < ratio < 0.01 else f"{ratio:.0%}"
+
+
 def when(timestamp: float, now: float) -> str:
     stamp = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{stamp} ({seconds(round(max(0.0, now - timestamp)))} ago)"
@@ -292,7 +296,7 @@ def container_row(row: Row) -> str:
     path is percent-encoded. A row is built by one template: the page of 1,000 containers is mostly this."""
     memory = size(row.memory)
     if row.limit:
-        share = f" ({row.memory / row.limit:.0%})" if row.memory is not None else ""
+        share = "" if row.memory is None else f" ({percent(row.memory / row.limit)})"
         memory = f"{memory} / {size(row.limit)}{share}"
     elif row.memory is not None:
         memory = f"{memory} / {UNKNOWN}"
@@ -368,8 +372,8 @@ def route_row(route: Mapping[str, Any]) -> str:
     error = route.get("error")
     return "".join((
         "<tr>",
-        cell(escape(str(route.get("id", UNKNOWN))), cls=""),
-        cell(escape(str(route.get("uri", UNKNOWN))), cls=""),
+        cell(escape(str(route.get("id", UNKNOWN))), cls="wrap"),
+        cell(escape(str(route.get("uri", UNKNOWN))), cls="wrap"),
         cell(escape(state), cls=state_cls),
         cell(escape(lag)),
         cell(per_second(_number_or(route.get("records_per_second")), bytes_=False)),

@@ -194,6 +194,7 @@ async def test_raw_cgroups_on_request_and_their_links_work(site: Site) -> None:
 def test_units() -> None:
     assert [status.size(v) for v in (0, 512, 1536, 10 * MiB, 3.5 * (1 << 30), None)] == [
         "0 B", "512 B", "1.50 KiB", "10 MiB", "3.50 GiB", "—"]
+    assert [status.percent(v) for v in (0, 0.004, 0.3125, 1.5)] == ["0%", "<1%", "31%", "150%"]
     assert status.per_second(123456.0) == "121 KiB/s" and status.per_second(0.25, bytes_=False) == "0.25/s"
     assert [status.seconds(v) for v in (0, 2.5, 125, 7300, None)] == ["0 s", "2.50 s", "2 min 5 s", "2 h 1 min",
                                                                        "—"]
