@@ -39,9 +39,10 @@ GZIP_ABOVE = 32 << 10
 SORT_KEYS = ("name", "cpu", "memory", "net", "logs")
 MAX_REFRESH = 3600
 UNKNOWN = "—"
-# The containers table's header and bottom rule. Nothing else on the page has this colour: the screenshot test
-# (tests/helpers/screenshot.py) finds the table between the two by it.
+# The containers table's header background and its bottom rule. Nothing else on the page has these colours: the
+# screenshot test (tests/helpers/screenshot.py) finds the table's rows between the two by them.
 TABLE_MARK = "#d5e2f5"
+TABLE_RULE = "#8eaad6"
 
 ENDPOINTS = (
     ("/metrics", "Prometheus metrics (cAdvisor names and labels)", False),
@@ -70,14 +71,14 @@ td.error{white-space:normal;color:#7f1010}td.wrap{white-space:normal;overflow-wr
 thead th{font-weight:600}
 thead th a{color:inherit;text-decoration:none}
 th[aria-sort=ascending] a::after{content:" \\25B2"}th[aria-sort=descending] a::after{content:" \\25BC"}
-table.containers thead th{background:MARK}table.containers{border-bottom:3px solid MARK}
+table.containers thead th{background:MARK}table.containers{border-bottom:3px solid RULE}
 table.containers tbody tr:nth-child(even),table.routes tbody tr:nth-child(even){background:#f6f7f9}
 table.routes thead th{background:#eceef1}
 .state-failed{color:#b71c1c;font-weight:600}.state-retrying{color:#a15c00;font-weight:600}
 .state-running{color:#1b6e2a}
 .muted{color:#5b6675}
 .empty{padding:14px;border:1px dashed #9aa5b4;color:#3d4652}
-""".replace("MARK", TABLE_MARK)
+""".replace("MARK", TABLE_MARK).replace("RULE", TABLE_RULE)
 
 SCRIPT = """
 document.querySelectorAll("table.sortable thead a[data-sort]").forEach(function (link) {
