@@ -184,20 +184,20 @@ class RouteTable:
 
             self.ensure_pipeline()
             assert self._lookup is not None
-            self._hub = LogHub(self.ensure_pipeline, self._make_tap, self._scan, self._lookup, self.registry,
-                               self.host, self.config.max_line_bytes)
+            self._hub = LogHub(self.ensure_pipeline, self._make_tap, TAP_LABEL, self._scan, self._lookup,
+                               self.registry, self.host, self.config.max_line_bytes)
         return self._hub
 
-    def _make_tap(self, sink: TapSink) -> RouteRunner:
+    def _make_tap(self, sink: TapSink, store: CheckpointStore) -> RouteRunner:
+        """The live stream's route: every container, from the offsets in ``store`` (files not in it from their
+        head), checkpoints in memory only."""
         from agent.logs.runner import RouteRunner
-        from collectors.logs.checkpoints import CheckpointStore
 
         assert self._metrics is not None and self._lookup is not None
         route = Route(TAP_LABEL, "lookout", "", None, "/logs", {"name": TAP_LABEL})
-        options = dataclasses.replace(self._options, read_from="tail", batch_records=1000, batch_bytes=1 << 20,
+        options = dataclasses.replace(self._options, read_from="head", batch_records=1000, batch_bytes=1 << 20,
                                       flush_interval=0.0)
-        return RouteRunner(route, sink, CheckpointStore(None), self._metrics, options, self._lookup,
-                           fresh_start=True)
+        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
 
     # --- the API ---
 

@@ -127,6 +127,9 @@ async def reload(agent: Agent, load: Callable[[], Config]) -> None:
     except ConfigError as exc:
         log.error("reload_refused", problems=exc.problems)
         return
+    except Exception:  # a bug in reading the configuration must not stop the agent that runs on the old one
+        log.exception("reload_refused")
+        return
     old = agent.config
     try:
         done = await agent.routes.apply(new.routes)

@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent.logs.routes import RouteError, RouteFilter, parse_filter
 from agent.model import ApiError, ContainerInfo, DeliveryResult, LogRecord, LogSource, Payload, Segment
+from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.decoders import CriDecoder, JsonFileDecoder
+from collectors.logs.files import Tail
 from collectors.logs.sources import SourceSpec
 
 if TYPE_CHECKING:
@@ -86,16 +88,30 @@ class LiveSubscription:
             if not records:
                 continue
             size = sum(len(r[2]) for r in records)
-            if self.records + len(records) > self.max_records or self.bytes + size > BUFFER_BYTES:
-                self.missed += len(records)
-                self._on_drop(len(records))
+            if not self.missed and self.records + len(records) <= self.max_records \
+                    and self.bytes + size <= BUFFER_BYTES:
+                keep = records
+            elif self.missed:
+                keep = []  # once records were missed nothing is buffered until the client took what it has:
+                # the gap it is told of is at the end of its buffer
             else:
-                part = seg if records is seg.records else Segment(seg.source, records)
+                keep = records[:self.max_records - self.records]
+                size = 0
+                for i, record in enumerate(keep):
+                    if self.bytes + size + len(record[2]) > BUFFER_BYTES:
+                        keep = keep[:i]
+                        break
+                    size += len(record[2])
+            if len(keep) < len(records):
+                self.missed += len(records) - len(keep)
+                self._on_drop(len(records) - len(keep))
+            if keep:
+                part = seg if keep is seg.records else Segment(seg.source, keep)
                 if front:
                     self.buffer.insert(0, part)
                 else:
                     self.buffer.append(part)
-                self.records += len(records)
+                self.records += len(keep)
                 self.bytes += size
                 added = True
         if added or self.missed:
@@ -120,11 +136,14 @@ class LogHub:
     ``pipeline()`` gives the agent's log pipeline (built on first use); ``make_tap(sink)`` a route runner for the
     tap's sink; ``scan()`` and ``lookup(spec)`` the log sources and their containers (for ``?tail=``)."""
 
-    def __init__(self, pipeline: Callable[[], LogPipeline], make_tap: Callable[[TapSink], RouteRunner],
+    def __init__(self, pipeline: Callable[[], LogPipeline],
+                 make_tap: Callable[[TapSink, CheckpointStore], RouteRunner], tap_id: str,
                  scan: Callable[[], dict[str, SourceSpec]], lookup: Callable[[SourceSpec], ContainerInfo | None],
                  registry: CollectorRegistry, host: str = "", max_line_bytes: int = 1 << 20) -> None:
         self.pipeline = pipeline
         self.make_tap = make_tap
+        self.tap_id = tap_id
+        self._starting = asyncio.Lock()
         self.scan = scan
         self.lookup = lookup
         self.host = host
@@ -147,13 +166,19 @@ class LogHub:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        if self.tap is None:
-            self.tap = self.make_tap(TapSink(self))
-            self.pipeline().add(self.tap)
-            log.info("live_stream_started")
+        ends: dict[str, int] = {}
+        async with self._starting:
+            if self.tap is None:
+                # The tap starts where every file ends now: a line written after this request is streamed, one
+                # written before it is not (but ?tail= reads up to exactly there).
+                store = CheckpointStore(None)
+                ends = await asyncio.to_thread(self._positions, store)
+                self.tap = self.make_tap(TapSink(self), store)
+                self.pipeline().add(self.tap)
+                log.info("live_stream_started")
         if tail:
             try:
-                segments = await asyncio.to_thread(self.last_records, flt, tail)
+                segments = await asyncio.to_thread(self.last_records, flt, tail, ends)
             except BaseException:
                 sub.close()
                 raise
@@ -180,10 +205,23 @@ class LogHub:
         elif tap is not None:
             self.tap = tap
 
-    # --- ?tail=N (a worker thread) ---
+    # --- worker threads ---
 
-    def last_records(self, flt: RouteFilter, count: int) -> list[Segment]:
-        """The last ``count`` records of every matching container, one segment per container."""
+    def _positions(self, store: CheckpointStore) -> dict[str, int]:
+        """Acknowledge every existing log file to its end in the tap's ``store``; their sizes by path."""
+        ends = {}
+        for spec in self.scan().values():
+            for path in spec.files():
+                tail = Tail.open(path)
+                if tail is not None:
+                    store.ack(self.tap_id, tail.key, path, tail.size, spec.source_id)
+                    ends[path] = tail.size
+                    tail.close()
+        return ends
+
+    def last_records(self, flt: RouteFilter, count: int, ends: dict[str, int]) -> list[Segment]:
+        """The last ``count`` records of every matching container (up to where the tap began, when this request
+        started it), one segment per container."""
         out = []
         for spec in self.scan().values():
             info = self.lookup(spec)
@@ -192,21 +230,24 @@ class LogHub:
             files = spec.files()
             if not files:
                 continue
-            records = last_records(files[-1], spec.format, count, flt.streams, self.max_line_bytes)
+            records = last_records(files[-1], spec.format, count, flt.streams, self.max_line_bytes,
+                                   ends.get(files[-1]))
             if records:
                 out.append(Segment(LogSource(files[-1], "", info, self.host), records))
         return out
 
 
 def last_records(path: str, fmt: str, count: int, streams: frozenset[str] = frozenset(),
-                 max_line_bytes: int = 1 << 20) -> list[LogRecord]:
-    """The last ``count`` records of a log file (of ``streams``, or all), read backwards a block at a time."""
+                 max_line_bytes: int = 1 << 20, end: int | None = None) -> list[LogRecord]:
+    """The last ``count`` records of a log file before ``end`` (its size by default), of ``streams`` or all, read
+    backwards a block at a time."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
     try:
-        end = os.fstat(fd).st_size
+        size = os.fstat(fd).st_size
+        end = size if end is None else min(end, size)
         start = end
         data = b""
         while start > 0:

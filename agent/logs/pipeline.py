@@ -146,4 +146,5 @@ class LogPipeline:
             await asyncio.to_thread(self.workers.close)
         for runner in self.runners:
             await runner.sink.close()
+            await asyncio.to_thread(runner.close_files)
         await asyncio.to_thread(self.store.flush)

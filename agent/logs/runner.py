@@ -268,10 +268,11 @@ class RouteRunner:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await asyncio.to_thread(self._close_files)
+        await asyncio.to_thread(self.close_files)
         await self.sink.close()
 
-    def _close_files(self) -> None:
+    def close_files(self) -> None:
+        """Close the route's files, once its reader's thread is out of them."""
         with self._reading, self.follower.lock:
             for state in self.follower.states.values():
                 for tail in state.tails:
