@@ -12,11 +12,13 @@ import dataclasses
 import gc
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from agent import __version__
 from agent.config import Config, ConfigError
 from agent.control import RouteTable
 from agent.logconfig import configure_logging
@@ -184,8 +186,11 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     web, make_app = await asyncio.to_thread(_import_web)
     wake = asyncio.Event()
     agent.docker._on_change = wake.set
+    facts = {"hostname": routes.host, "version": __version__, "host_root": str(config.host_root),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     live = LiveSurface(problems=agent.problems, routes=routes.listing, rates=lambda: agent.rates.rates,
-                       control=routes, stream=LazyHub(routes), token=lambda: getattr(agent.config, "api_token", None))
+                       control=routes, stream=LazyHub(routes), token=lambda: getattr(agent.config, "api_token", None),
+                       host=lambda: facts)
     runner = web.AppRunner(make_app(agent.exposition, live), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
