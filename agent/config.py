@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent.params import (  # re-exported: the parsers of flags and files
     parse_bool,
@@ -23,6 +22,7 @@ from agent.params import (  # re-exported: the parsers of flags and files
     parse_listen,
     parse_size,
     redact_uri,
+    split_uri,
 )
 
 # cAdvisor's metric kinds (the --disable_metrics vocabulary), lib/container/factory.go.
@@ -203,18 +203,21 @@ def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
     return settings, Path(config_path) if config_path else None
 
 
-def _check_scheme(uri: str) -> str | None:
-    scheme = urlsplit(uri).scheme
+def _route_scheme_problem(uri: str) -> str | None:
+    try:
+        scheme = split_uri(uri).scheme
+    except ValueError as exc:
+        return f"{redact_uri(uri)!r}: {exc}"
     if not scheme:
-        return f"--route: {redact_uri(uri)!r} has no scheme (e.g. file:///path, syslog+tcp://host:514)"
+        return f"{redact_uri(uri)!r} has no scheme (e.g. file:///path, syslog+tcp://host:514)"
     if scheme not in ROUTE_SCHEMES:
-        return (f"--route: unknown scheme {scheme!r} in {redact_uri(uri)!r} "
-                f"(known: {', '.join(sorted(ROUTE_SCHEMES))})")
+        return f"{redact_uri(uri)!r}: unknown scheme {scheme!r} (known: {', '.join(sorted(ROUTE_SCHEMES))})"
     return None
 
 
 # Checks a route URI's options by building (never connecting) its sink: ``agent.logs.routes.check_route``, handed
-# in by the CLI so that the configuration does not import the log pipeline and the sinks.
+# in by the CLI so that the configuration does not import the log pipeline and the sinks. It answers the problem
+# as ``'<uri>': <why>``; the configuration prefixes where the URI came from.
 RouteCheck = Callable[[str, Path], str | None]
 
 
@@ -299,11 +302,11 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     routes = values.get("route", ())
     state_dir = Path(values.get("state-dir", DEFAULT_STATE_DIR))
     for uri in routes:
-        problem = _check_scheme(uri)
+        problem = _route_scheme_problem(uri)
         if problem is None and check_route is not None:
             problem = check_route(uri, state_dir)
         if problem:
-            problems.append(problem)
+            problems.append(f"--route: {problem}")
     kwargs["routes"] = routes
     read_from = str(values.get("read-from", "head")).lower()
     if read_from not in ("head", "tail"):
