@@ -200,3 +200,36 @@ def test_unreadable_tls_file_says_so_with_its_path(certs: Certs, tmp_path: Path,
     err = check_config_error(tmp_path, capsys, f"syslog+tls://h:6514?ca={locked}")
     assert f"ca: {locked} cannot be read (Permission denied)" in err
 
+
+# --- Elasticsearch index names -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("index", "problem"), [
+    ("Logs-%25Y.%25m.%25d", "index 'Logs-%Y.%m.%d': Elasticsearch index names are lower case"),
+    ("logs%20lookout", "index 'logs lookout': Elasticsearch index names cannot hold a space"),
+    ("logs-%25Q", "index 'logs-%Q': unknown field %Q"),
+    ("logs-%25-d", "index 'logs-%-d': unknown field %-"),
+    ("logs-%25b", "index 'logs-%b': %b gives upper case"),
+    ("logs-%25e", "index 'logs-%e': %e gives a space"),
+    ("logs-%25D", "index 'logs-%D': %D gives '/'"),
+    ("logs-%25", "index 'logs-%': a % at the end"),
+    ("logs:x", "index 'logs:x': Elasticsearch index names cannot hold ':'"),
+    ("a*b%3Fc%23d,e", "cannot hold '#', '*', ',', '?'"),
+    ("_logs", "index '_logs': Elasticsearch index names cannot start with '_'"),
+    ("-logs", "cannot start with '-'"),
+    ("+logs", "cannot start with '+'"),
+    ("..", "index '..': Elasticsearch index names cannot be . or .."),
+    ("logs/x", "index 'logs/x': Elasticsearch index names cannot hold '/'"),
+    ("l" * 250 + "-%25Y.%25m", "are 258 bytes long; Elasticsearch takes at most 255"),
+])
+def test_elasticsearch_index_names_elasticsearch_would_refuse_are_refused(index: str, problem: str, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    err = check_config_error(tmp_path, capsys, f"elasticsearch+http://h:9200/{index}")
+    assert problem in err
+
+
+@pytest.mark.parametrize("index", ["logs-lookout-%25Y.%25m.%25d", "logs-%Y.%m.%d-%H%M", "logs-%25G-w%25V",
+                                   "logs-100%25%25", "%25Y-logs", ".hidden-logs", "l" * 255])
+def test_elasticsearch_index_names_elasticsearch_takes_pass(index: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check-config", "--state-dir", str(tmp_path / "s"), "--route", f"elasticsearch+http://h:9200/{index}"]
+    assert main(args) == 0, capsys.readouterr().err
