@@ -1,19 +1,23 @@
 """Resolved configuration: command-line flags, ``LOOKOUT_<FLAG>`` environment variables and a TOML file.
 
 Precedence is flag > environment > file > default. Every problem is collected and reported
-together (``ConfigError.problems``) so a user fixes a bad configuration in one round trip.
+together (``ConfigError.problems``) so a user fixes a bad configuration in one round trip; each names where the
+value came from: the flag (``--max-line-bytes: ...``), the variable (``--max-line-bytes (LOOKOUT_MAX_LINE_BYTES):
+...``) or the key and the file (``--config: max-line-bytes in /etc/lookout/lookout.toml: ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.params import (  # re-exported: the parsers of flags and files
     parse_bool,
@@ -92,53 +96,113 @@ class Config:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its flag, how to parse it and its help. Drives argparse, env, TOML and docs."""
+    """One setting: its flag, how to parse it and its help. Drives argparse, env, TOML and docs.
+
+    ``parse`` takes the text of a flag or variable (for ``list`` options also the TOML list). A TOML string goes the
+    same way; a TOML number is taken by ``number`` where one is meant (``max-line-bytes = 65536``); any other TOML
+    value is refused saying what was ``expected``."""
 
     name: str
     help: str
     parse: Any = str
-    flag_kind: str = "value"  # value | bool | list
+    flag_kind: str = "value"  # value | bool | list | repeat
     metavar: str | None = None
+    number: Callable[[int | float], Any] | None = None
+    expected: str = "a string"
 
+
+def _seconds(value: int | float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"expected a duration like 10s or a number of seconds, got {_toml(value)}")
+    return float(value)
+
+
+def _bytes(value: int | float) -> int:
+    if not isinstance(value, int):
+        raise ValueError(f"expected a number of bytes or a size like 1MiB, got {_toml(value)}")
+    if value < 1024:
+        raise ValueError(f"expected at least 1KiB, got {value}")
+    return value
+
+
+def parse_workers(text: str) -> int:
+    """``auto`` (-1: one per CPU, agent.logs.offload.default_workers) or a number of chunk workers from 0 to 64."""
+    value = text.strip().lower()
+    if value == "auto":
+        return -1
+    if value.isascii() and value.isdigit() and int(value) <= 64:
+        return int(value)
+    raise ValueError(f"use auto or a number from 0 to 64, not {text!r}")
+
+
+def _workers(value: int | float) -> int:
+    if isinstance(value, int) and 0 <= value <= 64:
+        return value
+    raise ValueError(f"use auto or a number from 0 to 64, not {_toml(value)}")
+
+
+def _toml(value: Any) -> str:
+    """A TOML value as the file spells it, for messages: ``1``, ``true``, ``[1, "a"]``, ``'x'``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
+
+
+_A_DURATION = "a duration like 10s or a number of seconds"
+_A_LIST = "a list of strings or a comma-separated string"
+_A_PATH = "a path (a string)"
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "HTTP address for /metrics and the API (default 0.0.0.0:9338)", parse_listen,
-           metavar="HOST:PORT"),
+           metavar="HOST:PORT", expected="an address like \"0.0.0.0:9338\""),
     Option("host-root", "where the host's / is mounted (default /); prefixes /sys/fs/cgroup, /proc, "
-           "/var/lib/docker and /var/log/pods", str, metavar="DIR"),
-    Option("docker-root", "Docker's data root (default <host-root>/var/lib/docker)", str, metavar="DIR"),
+           "/var/lib/docker and /var/log/pods", str, metavar="DIR", expected=_A_PATH),
+    Option("docker-root", "Docker's data root (default <host-root>/var/lib/docker)", str, metavar="DIR",
+           expected=_A_PATH),
     Option("docker-socket", "Docker Engine API socket (default /var/run/docker.sock); empty: read "
-           "metadata from <docker-root>/containers/<id>/config.v2.json only", str, metavar="PATH"),
-    Option("housekeeping-interval", "how often container stats are collected (default 10s)",
-           parse_duration, metavar="DURATION"),
-    Option("fs-usage-interval", "how often writable-layer disk usage is measured (default 1m)",
-           parse_duration, metavar="DURATION"),
+           "metadata from <docker-root>/containers/<id>/config.v2.json only", str, metavar="PATH",
+           expected=_A_PATH),
+    Option("housekeeping-interval", "how often container stats are collected (default 10s)", parse_duration,
+           metavar="DURATION", number=_seconds, expected=_A_DURATION),
+    Option("fs-usage-interval", "how often writable-layer disk usage is measured (default 1m)", parse_duration,
+           metavar="DURATION", number=_seconds, expected=_A_DURATION),
     Option("state-dir", "where checkpoints and dead letters live (default /var/lib/lookout)", str,
-           metavar="DIR"),
+           metavar="DIR", expected=_A_PATH),
     Option("store-container-labels", "export every container label as container_label_<name> "
-           "(default true)", parse_bool, "bool"),
+           "(default true)", parse_bool, "bool", expected="true or false"),
     Option("container-labels-allowlist", "only these container labels (comma list); implies "
-           "--store-container-labels=false unless that is given", parse_list, "list", metavar="A,B"),
+           "--store-container-labels=false unless that is given", parse_list, "list", metavar="A,B", expected=_A_LIST),
     Option("env-metadata-allowlist", "export env vars with these prefixes as container_env_<name>",
-           parse_list, "list", metavar="PREFIX,..."),
+           parse_list, "list", metavar="PREFIX,...", expected=_A_LIST),
     Option("disable-metrics", "cAdvisor metric kinds to skip (default "
-           + ",".join(sorted(DEFAULT_DISABLED_METRICS)) + ")", parse_list, "list", metavar="KIND,..."),
+           + ",".join(sorted(DEFAULT_DISABLED_METRICS)) + ")", parse_list, "list", metavar="KIND,...",
+           expected=_A_LIST),
     Option("enable-metrics", "if set, exactly these metric kinds (overrides --disable-metrics)",
-           parse_list, "list", metavar="KIND,..."),
+           parse_list, "list", metavar="KIND,...", expected=_A_LIST),
     Option("metrics-timestamps", "attach cAdvisor-style sample timestamps (default false, so "
-           "Prometheus staleness removes a gone container's series at once)", parse_bool, "bool"),
+           "Prometheus staleness removes a gone container's series at once)", parse_bool, "bool",
+           expected="true or false"),
     Option("log-level", "debug, info, warning or error (default info)", str, metavar="LEVEL"),
     Option("log-format", "json or console (default: console on a terminal, json otherwise)", str,
            metavar="FORMAT"),
     Option("route", "where to ship container logs (repeatable), e.g. file:///var/log/out.ndjson",
-           str, "repeat", metavar="URI"),
+           str, "repeat", metavar="URI", expected="a route URI or a list of them (strings)"),
     Option("read-from", "at the very first start, read existing log files from the head or the tail "
            "(default head); files that appear later are always read from the head", str, metavar="head|tail"),
     Option("max-line-bytes", "longest log record; longer ones are cut there and marked truncated "
-           "(default 1MiB)", str, metavar="BYTES"),
+           "(default 1MiB)", parse_size, metavar="BYTES", number=_bytes,
+           expected="a number of bytes or a size like 1MiB"),
     Option("log-workers", "processes that decode and encode log chunks beside each file and syslog TCP/TLS "
            "route's reader: auto (one per CPU, at most 4; none on one CPU) or a number, 0 for none (default auto)",
-           str, metavar="N|auto"),
+           parse_workers, metavar="N|auto", number=_workers, expected="auto or a number from 0 to 64"),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 
@@ -160,17 +224,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=opt.help)
 
 
-def _load_file(path: Path, problems: list[str]) -> dict[str, Any]:
+class Setting(NamedTuple):
+    """A raw value and where it came from: ``where`` names it in problems; ``in_file`` when it is a TOML value."""
+
+    value: Any
+    where: str
+    in_file: bool = False
+
+
+def _load_file(path: Path, problems: list[str]) -> dict[str, Setting]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         problems.append(f"--config: {path} does not exist")
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        problems.append(f"--config: cannot read {path}: {exc}")
+    except OSError as exc:
+        problems.append(f"--config: {path} cannot be read ({exc.strerror or type(exc).__name__})")
         return {}
-    out: dict[str, Any] = {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"--config: {path} is not valid TOML: {exc}")
+        return {}
+    except UnicodeDecodeError as exc:
+        problems.append(f"--config: {path} is not UTF-8 text (byte {exc.start})")
+        return {}
+    out: dict[str, Setting] = {}
     for key, value in data.items():
         name = key.replace("_", "-")
         if name == "routes":
@@ -178,16 +256,18 @@ def _load_file(path: Path, problems: list[str]) -> dict[str, Any]:
         if name not in _BY_NAME:
             problems.append(f"--config: unknown setting {key!r} in {path}")
             continue
-        out[name] = value
+        out[name] = Setting(value, f"--config: {key} in {path}", in_file=True)
     return out
 
 
 def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
-                  problems: list[str]) -> tuple[dict[str, Any], Path | None]:
+                  problems: list[str]) -> tuple[dict[str, list[Setting]], Path | None]:
+    """Every setting given, by name: from the file, the environment and the flags, in this order (the last wins)."""
     config_path = args.config or environ.get("LOOKOUT_CONFIG")
-    settings: dict[str, Any] = {}
+    settings: dict[str, list[Setting]] = {}
     if config_path:
-        settings.update(_load_file(Path(config_path), problems))
+        for name, setting in _load_file(Path(config_path), problems).items():
+            settings[name] = [setting]
     for opt in OPTIONS:
         env_name = "LOOKOUT_" + opt.name.upper().replace("-", "_")
         if env_name in environ:
@@ -195,12 +275,28 @@ def _raw_settings(args: argparse.Namespace, environ: Mapping[str, str],
             if opt.flag_kind == "repeat":
                 # Route URIs hold commas (filter.labels=a:1,b:2): only whitespace separates them.
                 value = value.split()
-            settings[opt.name] = value
+            settings.setdefault(opt.name, []).append(Setting(value, f"--{opt.name} ({env_name})"))
     for opt in OPTIONS:
         value = getattr(args, opt.name.replace("-", "_"), None)
         if value is not None:
-            settings[opt.name] = value
+            settings.setdefault(opt.name, []).append(Setting(value, f"--{opt.name}"))
     return settings, Path(config_path) if config_path else None
+
+
+def _parse(opt: Option, setting: Setting) -> Any:
+    """A setting's value; ``ValueError`` saying what is wrong with it (never Python's words)."""
+    value = setting.value
+    if not setting.in_file:  # a flag's or a variable's text (a list of them for --route)
+        return tuple(value) if opt.flag_kind == "repeat" else opt.parse(value)
+    if isinstance(value, str):
+        return (value,) if opt.flag_kind == "repeat" else opt.parse(value)
+    if opt.flag_kind == "bool" and isinstance(value, bool):
+        return value
+    if opt.flag_kind in ("list", "repeat") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value) if opt.flag_kind == "repeat" else opt.parse(value)
+    if opt.number is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return opt.number(value)
+    raise ValueError(f"expected {opt.expected}, got {_toml(value)}")
 
 
 def _route_scheme_problem(uri: str) -> str | None:
@@ -227,7 +323,7 @@ def _check_state_dir(path: Path) -> str | None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        return f"--state-dir: {path} cannot be written ({exc.strerror or exc})"
+        return f"{path} cannot be written ({exc.strerror or exc})"
     return None
 
 
@@ -240,22 +336,20 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     environ = os.environ if environ is None else environ
     problems = [f"unknown flag {arg.split('=')[0]!r}" for arg in unknown if arg.startswith("-")]
     problems += [f"unexpected argument {arg!r}" for arg in unknown if not arg.startswith("-")]
-    raw, config_path = _raw_settings(args, environ, problems)
+    given, config_path = _raw_settings(args, environ, problems)
 
     values: dict[str, Any] = {}
-    for name, value in raw.items():
-        opt = _BY_NAME[name]
-        try:
-            if opt.flag_kind == "repeat":
-                values[name] = tuple(value if isinstance(value, list) else [value])
-            elif isinstance(value, str) or opt.flag_kind in ("bool", "list"):
-                values[name] = opt.parse(value)
-            elif opt.parse is parse_duration and isinstance(value, int | float):
-                values[name] = float(value)
-            else:
-                problems.append(f"--{name}: expected a string, got {value!r}")
-        except ValueError as exc:
-            problems.append(f"--{name}: {exc}")
+    for name, settings in given.items():
+        for setting in settings:  # an overridden value is checked too: a file stays valid without the flag
+            try:
+                values[name] = _parse(_BY_NAME[name], setting)
+            except ValueError as exc:
+                problems.append(f"{setting.where}: {exc}")
+                values.pop(name, None)
+    raw = {name: settings[-1] for name, settings in given.items()}  # what is used, and where it came from
+
+    def where(name: str) -> str:
+        return raw[name].where if name in raw else f"--{name}"
 
     kwargs: dict[str, Any] = {"config_file": config_path}
     if "listen" in values:
@@ -269,10 +363,8 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
                        ("fs-usage-interval", "fs_usage_interval")):
         if name in values:
             if values[name] <= 0:
-                problems.append(f"--{name}: must be positive")
+                problems.append(f"{where(name)}: must be positive")
             kwargs[attr] = values[name]
-    if "state-dir" in values:
-        kwargs["state_dir"] = Path(values["state-dir"])
     allow = values.get("container-labels-allowlist", ())
     kwargs["container_labels_allowlist"] = allow
     kwargs["store_container_labels"] = values.get("store-container-labels", not allow)
@@ -281,7 +373,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     for name in ("disable-metrics", "enable-metrics"):
         bad = [k for k in values.get(name, ()) if k not in METRIC_KINDS]
         if bad:
-            problems.append(f"--{name}: unknown metric kind(s) {', '.join(bad)} "
+            problems.append(f"{where(name)}: unknown metric kind(s) {', '.join(bad)} "
                             f"(known: {', '.join(sorted(METRIC_KINDS))})")
     if values.get("enable-metrics"):
         kwargs["disabled_metrics"] = METRIC_KINDS - frozenset(values["enable-metrics"])
@@ -292,43 +384,40 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
 
     level = str(values.get("log-level", "info")).lower()
     if level not in {"debug", "info", "warning", "error"}:
-        problems.append(f"--log-level: unknown level {level!r} (use debug, info, warning or error)")
+        problems.append(f"{where('log-level')}: unknown level {level!r} (use debug, info, warning or error)")
+        level = "info"
     kwargs["log_level"] = level
     fmt = str(values.get("log-format", "auto")).lower()
     if fmt not in {"auto", "json", "console"}:
-        problems.append(f"--log-format: unknown format {fmt!r} (use json or console)")
+        problems.append(f"{where('log-format')}: unknown format {fmt!r} (use json or console)")
+        fmt = "auto"
     kwargs["log_format"] = fmt
+    read_from = str(values.get("read-from", "head")).lower()
+    if read_from not in ("head", "tail"):
+        problems.append(f"{where('read-from')}: use head or tail, not {read_from!r}")
+    kwargs["read_from"] = read_from
+    if "max-line-bytes" in values:
+        kwargs["max_line_bytes"] = values["max-line-bytes"]
+    if "log-workers" in values:
+        kwargs["log_workers"] = values["log-workers"]
 
     routes = values.get("route", ())
-    state_dir = Path(values.get("state-dir", DEFAULT_STATE_DIR))
+    kwargs["routes"] = routes
+    state_dir = Path(values["state-dir"]) if "state-dir" in values else DEFAULT_STATE_DIR
+    # a state-dir that was given but is unparsable is reported above and not looked at
+    if check_state_dir and ("state-dir" in values or "state-dir" not in raw):
+        problem = _check_state_dir(state_dir)
+        if problem:
+            problems.append(f"{where('state-dir')}: {problem}")
+    kwargs["state_dir"] = state_dir
     for uri in routes:
         problem = _route_scheme_problem(uri)
         if problem is None and check_route is not None:
             problem = check_route(uri, state_dir)
         if problem:
-            problems.append(f"--route: {problem}")
-    kwargs["routes"] = routes
-    read_from = str(values.get("read-from", "head")).lower()
-    if read_from not in ("head", "tail"):
-        problems.append(f"--read-from: use head or tail, not {read_from!r}")
-    kwargs["read_from"] = read_from
-    if "max-line-bytes" in values:
-        try:
-            kwargs["max_line_bytes"] = parse_size(str(values["max-line-bytes"]))
-        except ValueError as exc:
-            problems.append(f"--max-line-bytes: {exc}")
-    workers = str(values.get("log-workers", "auto")).strip().lower()
-    if workers != "auto":
-        if workers.isdigit() and int(workers) <= 64:
-            kwargs["log_workers"] = int(workers)
-        else:
-            problems.append(f"--log-workers: use auto or a number from 0 to 64, not {workers!r}")
+            problems.append(f"{where('route')}: {problem}")
 
-    config = Config(**kwargs)
-    if check_state_dir and not any(p.startswith("--state-dir") for p in problems):
-        problem = _check_state_dir(config.state_dir)
-        if problem:
-            problems.append(problem)
     if problems:
         raise ConfigError(problems)
-    return config
+    return Config(**kwargs)
+

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from agent import __version__
 from agent.cli import main
-from agent.config import DEFAULT_DISABLED_METRICS, METRIC_KINDS, ConfigError
+from agent.config import (
+    DEFAULT_DISABLED_METRICS,
+    METRIC_KINDS,
+    Config,
+    ConfigError,
+    add_arguments,
+    load_config,
+)
+from agent.wiring import check_route
 from tests.unit.support import config_from
 
 
@@ -165,3 +174,106 @@ def test_log_workers(state: str) -> None:
     for bad in ("-1", "many", "65", "1.5"):
         with pytest.raises(ConfigError, match="--log-workers: use auto or a number from 0 to 64"):
             config_from(["--state-dir", state, "--log-workers", bad])
+
+
+def check_from(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """``load_config`` as ``check-config`` calls it."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args, unknown = parser.parse_known_args(argv)
+    return load_config(args, environ={} if environ is None else environ, unknown=unknown, check_route=check_route)
+
+
+def problems_of(argv: list[str], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        check_from(argv, environ)
+    return err.value.problems
+
+
+# --- a TOML value of the wrong type is a problem naming the key and the file, never a traceback ---------------------
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("store-container-labels = 1", "store-container-labels in {f}: expected true or false, got 1"),
+    ("metrics_timestamps = [true]", "metrics_timestamps in {f}: expected true or false, got [true]"),
+    ("route = [1]", "route in {f}: expected a route URI or a list of them (strings), got [1]"),
+    ("routes = 5", "routes in {f}: expected a route URI or a list of them (strings), got 5"),
+    ('route = ["file:///tmp/a.ndjson", 2]', "route in {f}: expected a route URI or a list of them (strings), "
+                                            "got ['file:///tmp/a.ndjson', 2]"),
+    ("[route]\nx = 1", "route in {f}: expected a route URI or a list of them (strings), got a table"),
+    ("disable-metrics = [1]", "disable-metrics in {f}: expected a list of strings or a comma-separated string, "
+                              "got [1]"),
+    ("env-metadata-allowlist = 5", "env-metadata-allowlist in {f}: expected a list of strings or a comma-separated "
+                                   "string, got 5"),
+    ("housekeeping-interval = true", "housekeeping-interval in {f}: expected a duration like 10s or a number of "
+                                     "seconds, got true"),
+    ("fs-usage-interval = nan", "fs-usage-interval in {f}: expected a duration like 10s or a number of seconds, "
+                                "got nan"),
+    ("housekeeping-interval = 0", "housekeeping-interval in {f}: must be positive"),
+    ("max-line-bytes = 1.5", "max-line-bytes in {f}: expected a number of bytes or a size like 1MiB, got 1.5"),
+    ("max-line-bytes = 100", "max-line-bytes in {f}: expected at least 1KiB, got 100"),
+    ('max-line-bytes = "1x"', "max-line-bytes in {f}: expected a size like 65536, 64KiB or 1MiB, got '1x'"),
+    ("log-workers = 65", "log-workers in {f}: use auto or a number from 0 to 64, not 65"),
+    ("log-workers = false", "log-workers in {f}: expected auto or a number from 0 to 64, got false"),
+    ("listen = 9338", 'listen in {f}: expected an address like "0.0.0.0:9338", got 9338'),
+    ("state-dir = 1979-05-27", "state-dir in {f}: expected a path (a string), got 1979-05-27"),
+    ("log-level = 1", "log-level in {f}: expected a string, got 1"),
+    ('log-level = "loud"', "log-level in {f}: unknown level 'loud'"),
+    ('read-from = "middle"', "read-from in {f}: use head or tail, not 'middle'"),
+    ('enable-metrics = ["cpu", "blinken"]', "enable-metrics in {f}: unknown metric kind(s) blinken"),
+    ('route = ["gopher://x"]', "route in {f}: 'gopher://x': unknown scheme 'gopher'"),
+    ('route = "syslog+tcp://h:514?format=x"', "route in {f}: 'syslog+tcp://h:514?format=x': format: 'x': use "
+                                              "rfc5424 or rfc3164"),
+])
+def test_toml_values_name_the_key_and_the_file(line: str, problem: str, tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "lookout.toml"
+    toml.write_text(line + "\n")
+    [found] = problems_of(["--config", str(toml), "--state-dir", state])
+    assert found.startswith("--config: " + problem.format(f=toml)), found
+
+
+def test_a_bad_value_in_the_file_is_reported_even_where_a_flag_overrides_it(tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "lookout.toml"
+    toml.write_text("max-line-bytes = 1.5\nroute = [1]\n")
+    assert problems_of(["--config", str(toml), "--state-dir", state, "--max-line-bytes", "1MiB",
+                        "--route", "stdout://"], {"LOOKOUT_ROUTE": "gopher://x"}) == [
+        f"--config: max-line-bytes in {toml}: expected a number of bytes or a size like 1MiB, got 1.5",
+        f"--config: route in {toml}: expected a route URI or a list of them (strings), got [1]"]
+
+
+def test_toml_numbers_are_taken_where_a_number_is_meant(tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "lookout.toml"
+    toml.write_text("max-line-bytes = 65536\nlog-workers = 2\nhousekeeping-interval = 10\nfs-usage-interval = 1.5\n"
+                    'store-container-labels = "no"\ndisable-metrics = "cpu, network"\nroute = "stdout://"\n')
+    c = check_from(["--config", str(toml), "--state-dir", state])
+    assert (c.max_line_bytes, c.log_workers) == (65536, 2)
+    assert (c.housekeeping_interval, c.fs_usage_interval) == (10.0, 1.5)
+    assert c.store_container_labels is False and c.disabled_metrics == {"cpu", "network"}
+    assert c.routes == ("stdout://",)
+    toml.write_text('max-line-bytes = "64KiB"\nlog-workers = "auto"\n')
+    c = check_from(["--config", str(toml), "--state-dir", state])
+    assert (c.max_line_bytes, c.log_workers) == (65536, -1)
+
+
+def test_flags_and_variables_are_named_as_such(state: str) -> None:
+    assert problems_of(["--state-dir", state, "--max-line-bytes", "5", "--route", "syslog+tcp://h:x"]) == [
+        "--max-line-bytes: expected at least 1KiB, got '5'",
+        "--route: 'syslog+tcp://h:x': port: expected a number from 1 to 65535, got 'x'"]
+    env = {"LOOKOUT_MAX_LINE_BYTES": "huge", "LOOKOUT_ROUTE": "stdout:// gopher://x"}
+    assert problems_of(["--state-dir", state], env) == [
+        "--max-line-bytes (LOOKOUT_MAX_LINE_BYTES): expected a size like 65536, 64KiB or 1MiB, got 'huge'",
+        "--route (LOOKOUT_ROUTE): 'gopher://x': unknown scheme 'gopher' (known: elasticsearch+http, "
+        "elasticsearch+https, file, http, https, stdout, syslog+relp, syslog+tcp, syslog+tls, syslog+udp)"]
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b'route = "\xff"\n', "is not UTF-8 text (byte 9)"),
+    (b"route = [\n", "is not valid TOML: "),
+])
+def test_a_file_that_is_not_toml_is_one_problem(content: bytes, problem: str, tmp_path: Path, state: str) -> None:
+    toml = tmp_path / "lookout.toml"
+    toml.write_bytes(content)
+    [found] = problems_of(["--config", str(toml), "--state-dir", state])
+    assert found.startswith(f"--config: {toml} {problem}")
+    assert problems_of(["--config", str(tmp_path), "--state-dir", state]) == [
+        f"--config: {tmp_path} cannot be read (Is a directory)"]
+
