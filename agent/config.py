@@ -3,7 +3,8 @@
 Precedence is flag > environment > file > default. Every problem is collected and reported
 together (``ConfigError.problems``) so a user fixes a bad configuration in one round trip; each names where the
 value came from: the flag (``--max-line-bytes: ...``), the variable (``--max-line-bytes (LOOKOUT_MAX_LINE_BYTES):
-...``) or the key and the file (``--config: max-line-bytes in /etc/lookout/lookout.toml: ...``).
+...``) or the key and the file (``--config: max-line-bytes in /etc/lookout/lookout.toml: ...``). Checking writes
+nothing: only ``run`` (``create_state_dir``) creates the state directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import datetime
 import math
 import os
+import stat
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +74,8 @@ class Config:
     housekeeping_interval: float = 10.0
     fs_usage_interval: float = 60.0
     state_dir: Path = DEFAULT_STATE_DIR
+    # Why the state is not in the default directory (it could not be written, so a per-user one is used), or "".
+    state_dir_note: str = ""
     store_container_labels: bool = True
     container_labels_allowlist: tuple[str, ...] = ()
     env_metadata_allowlist: tuple[str, ...] = ()
@@ -174,8 +178,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DURATION", number=_seconds, expected=_A_DURATION),
     Option("fs-usage-interval", "how often writable-layer disk usage is measured (default 1m)", parse_duration,
            metavar="DURATION", number=_seconds, expected=_A_DURATION),
-    Option("state-dir", "where checkpoints and dead letters live (default /var/lib/lookout)", str,
-           metavar="DIR", expected=_A_PATH),
+    Option("state-dir", "where checkpoints and dead letters live (default /var/lib/lookout, or a per-user "
+           "directory when that cannot be written)", str, metavar="DIR", expected=_A_PATH),
     Option("store-container-labels", "export every container label as container_label_<name> "
            "(default true)", parse_bool, "bool", expected="true or false"),
     Option("container-labels-allowlist", "only these container labels (comma list); implies "
@@ -317,22 +321,63 @@ def _route_scheme_problem(uri: str) -> str | None:
 RouteCheck = Callable[[str, Path], str | None]
 
 
-def _check_state_dir(path: Path) -> str | None:
+def user_state_dir(environ: Mapping[str, str]) -> Path:
+    """The per-user state directory (XDG Base Directory): ``$XDG_STATE_HOME/lookout`` or ``~/.local/state/lookout``."""
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):  # the spec: a relative path is ignored
+        return Path(xdg) / "lookout"
+    return Path(environ.get("HOME") or os.path.expanduser("~")) / ".local/state/lookout"
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as the state directory, found without changing anything: it exists and is a
+    writable directory, or its nearest existing parent is one (so ``run`` can create it); None when fine."""
+    probe = path
+    while True:
+        try:
+            st = probe.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if probe.parent == probe:
+                return f"{path} cannot be created"
+            probe = probe.parent
+        except OSError as exc:
+            return f"{path} cannot be reached ({exc.strerror or type(exc).__name__} at {probe})"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory" if probe == path else f"{path} cannot be created: {probe} is a file"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = "a read-only file system" if read_only else "permission denied"
+        return f"{path} cannot be written ({why})" if probe == path else f"{path} cannot be created in {probe} ({why})"
+    return None
+
+
+def make_state_dir(path: Path) -> str | None:
+    """``state_dir_problem``, then create the directory and write a file in it, as ``run`` does; None when fine."""
+    problem = state_dir_problem(path)
+    if problem:
+        return problem
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        return f"{path} cannot be written ({exc.strerror or exc})"
+        return f"{path} cannot be written ({exc.strerror or type(exc).__name__})"
     return None
 
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
                 unknown: Sequence[str] = (), check_state_dir: bool = True,
-                check_route: RouteCheck | None = None) -> Config:
+                check_route: RouteCheck | None = None, create_state_dir: bool = True) -> Config:
     """Resolve flags, env and file into a ``Config``; raise ``ConfigError`` listing every problem.
 
-    Route URIs are checked for their scheme here, and for their options by ``check_route`` when given."""
+    Route URIs are checked for their scheme here, and for their options by ``check_route`` when given. The state
+    directory is created (``run``) only with ``create_state_dir``; otherwise it is only looked at (``check-config``
+    changes nothing on disk). The default state directory falls back to a per-user one when it cannot be written
+    (``Config.state_dir_note`` says so); a state directory that was given must be writable."""
     environ = os.environ if environ is None else environ
     problems = [f"unknown flag {arg.split('=')[0]!r}" for arg in unknown if arg.startswith("-")]
     problems += [f"unexpected argument {arg!r}" for arg in unknown if not arg.startswith("-")]
@@ -403,10 +448,12 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
 
     routes = values.get("route", ())
     kwargs["routes"] = routes
+    explicit = "state-dir" in raw  # given, even if unparsable: then it is reported above and not looked at
     state_dir = Path(values["state-dir"]) if "state-dir" in values else DEFAULT_STATE_DIR
-    # a state-dir that was given but is unparsable is reported above and not looked at
-    if check_state_dir and ("state-dir" in values or "state-dir" not in raw):
-        problem = _check_state_dir(state_dir)
+    if check_state_dir and ("state-dir" in values or not explicit):
+        state_dir, note, problem = _resolve_state_dir(state_dir, explicit, bool(routes), environ,
+                                                      make_state_dir if create_state_dir else state_dir_problem)
+        kwargs["state_dir_note"] = note
         if problem:
             problems.append(f"{where('state-dir')}: {problem}")
     kwargs["state_dir"] = state_dir
@@ -421,3 +468,19 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         raise ConfigError(problems)
     return Config(**kwargs)
 
+
+def _resolve_state_dir(path: Path, given: bool, routes: bool, environ: Mapping[str, str],
+                       probe: Callable[[Path], str | None]) -> tuple[Path, str, str | None]:
+    """(the state directory, a note when it is not the default, a problem). A given directory must be usable. The
+    default one falls back to the per-user directory; when neither can be used that is a problem only with routes,
+    the only users of the state."""
+    problem = probe(path)
+    if problem is None or given:
+        return path, "", problem
+    fallback = user_state_dir(environ)
+    fallback_problem = probe(fallback) if fallback != path else problem
+    if fallback_problem is None:
+        return fallback, f"{problem}: state is kept in {fallback}", None
+    if routes:
+        return path, "", f"{problem}, nor can {fallback} be used ({fallback_problem}); give a writable --state-dir"
+    return path, f"{problem}, nor can {fallback} be used: no state is kept (only routes need it)", None

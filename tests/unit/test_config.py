@@ -177,11 +177,12 @@ def test_log_workers(state: str) -> None:
 
 
 def check_from(argv: list[str], environ: dict[str, str] | None = None) -> Config:
-    """``load_config`` as ``check-config`` calls it."""
+    """``load_config`` as ``check-config`` calls it: the state directory is only looked at."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
-    return load_config(args, environ={} if environ is None else environ, unknown=unknown, check_route=check_route)
+    return load_config(args, environ={} if environ is None else environ, unknown=unknown, check_route=check_route,
+                       create_state_dir=False)
 
 
 def problems_of(argv: list[str], environ: dict[str, str] | None = None) -> list[str]:
@@ -276,4 +277,76 @@ def test_a_file_that_is_not_toml_is_one_problem(content: bytes, problem: str, tm
     assert found.startswith(f"--config: {toml} {problem}")
     assert problems_of(["--config", str(tmp_path), "--state-dir", state]) == [
         f"--config: {tmp_path} cannot be read (Is a directory)"]
+
+
+# --- the state directory: check-config writes nothing; a default that cannot be written falls back -----------------
+
+def test_check_config_does_not_create_the_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "a" / "state"
+    c = check_from(["--state-dir", str(state), "--route", f"file://{tmp_path}/out/x.ndjson"])
+    assert c.state_dir == state and c.state_dir_note == ""
+    assert list(tmp_path.iterdir()) == []  # neither the state dir nor the route's file or directory
+    config_from(["--state-dir", str(state)])  # as run: created and write-tested
+    assert state.is_dir() and list(state.iterdir()) == []
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_a_state_dir_that_was_given_must_be_usable(tmp_path: Path, create: bool) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for routes in ([], ["--route", "stdout://"]):
+        with pytest.raises(ConfigError) as err:
+            (config_from if create else check_from)(["--state-dir", str(blocker / "state"), *routes])
+        assert err.value.problems == [f"--state-dir: {blocker / 'state'} cannot be created: {blocker} is a file"]
+    with pytest.raises(ConfigError, match=f"--state-dir: {blocker} is not a directory"):
+        check_from(["--state-dir", str(blocker)])
+
+
+@pytest.fixture
+def unusable_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default state directory made unusable, as /var/lib/lookout is for a user who is not root."""
+    blocker = tmp_path / "var-lib"
+    blocker.write_text("")
+    monkeypatch.setattr("agent.config.DEFAULT_STATE_DIR", blocker / "lookout")
+    return blocker / "lookout"
+
+
+@pytest.mark.parametrize("create", [False, True])
+@pytest.mark.parametrize("routes", [[], ["--route", "stdout://"]])
+def test_the_default_state_dir_falls_back_to_a_per_user_one(unusable_default: Path, tmp_path: Path, create: bool,
+                                                            routes: list[str]) -> None:
+    xdg = tmp_path / "xdg"
+    load = config_from if create else check_from
+    c = load(routes, {"XDG_STATE_HOME": str(xdg), "HOME": str(tmp_path / "home")})
+    assert c.state_dir == xdg / "lookout"
+    assert c.state_dir_note == (f"{unusable_default} cannot be created: {unusable_default.parent} is a file: "
+                                f"state is kept in {xdg / 'lookout'}")
+    assert (xdg / "lookout").is_dir() is create  # check-config only looks
+    # without XDG_STATE_HOME (or with a relative one, which the XDG spec says to ignore): ~/.local/state/lookout
+    c = load(routes, {"XDG_STATE_HOME": "relative", "HOME": str(tmp_path / "home")})
+    assert c.state_dir == tmp_path / "home/.local/state/lookout"
+
+
+def test_without_any_usable_state_dir_only_routes_fail(unusable_default: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "home-file"
+    blocker.write_text("")
+    env = {"HOME": str(blocker)}
+    c = check_from([], env)  # nothing needs the state
+    assert c.state_dir == unusable_default and "no state is kept" in c.state_dir_note
+    assert problems_of(["--route", "stdout://"], env) == [
+        f"--state-dir: {unusable_default} cannot be created: {unusable_default.parent} is a file, nor can "
+        f"{blocker}/.local/state/lookout be used ({blocker}/.local/state/lookout cannot be created: {blocker} is a "
+        "file); give a writable --state-dir"]
+
+
+def test_cli_check_config_says_where_state_is_kept(unusable_default: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert main(["check-config", "--listen", "127.0.0.1:9338"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(f"state in {tmp_path / 'xdg/lookout'})")
+    assert out[1] == f"lookout: {unusable_default} cannot be created: {unusable_default.parent} is a file: " \
+                     f"state is kept in {tmp_path / 'xdg/lookout'}"
+    assert not (tmp_path / "xdg").exists()
 
