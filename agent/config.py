@@ -13,6 +13,7 @@ import argparse
 import datetime
 import math
 import os
+import ssl
 import stat
 import tempfile
 import tomllib
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.params import (  # re-exported: the parsers of flags and files
+    file_problem,
+    load_cert_chain,
     parse_bool,
     parse_duration,
     parse_list,
@@ -87,6 +90,10 @@ class Config:
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
     log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
+    api_token_file: Path | None = None
+    api_token: str | None = field(default=None, repr=False)  # read from api_token_file; never logged or shown
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     config_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -207,6 +214,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-workers", "processes that decode and encode log chunks beside each file and syslog TCP/TLS "
            "route's reader: auto (one per CPU, at most 4; none on one CPU) or a number, 0 for none (default auto)",
            parse_workers, metavar="N|auto", number=_workers, expected="auto or a number from 0 to 64"),
+    Option("api-token-file", "file holding the bearer token that the API's guarded endpoints (adding and removing "
+           "routes, /logs) require; without it they answer 403", str, metavar="FILE", expected=_A_PATH),
+    Option("tls-cert", "serve HTTPS with this certificate (PEM, the chain after it); needs --tls-key", str,
+           metavar="FILE", expected=_A_PATH),
+    Option("tls-key", "the private key of --tls-cert (unencrypted PEM)", str, metavar="FILE", expected=_A_PATH),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 
@@ -369,6 +381,47 @@ def make_state_dir(path: Path) -> str | None:
     return None
 
 
+TOKEN_MAX_BYTES = 4096
+
+
+def read_token(path: Path) -> str:
+    """The API token in ``path``, without surrounding whitespace; ``ValueError`` that never shows the token."""
+    problem = file_problem(path)
+    if problem:
+        raise ValueError(problem)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(TOKEN_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    token = data.strip()
+    if not token:
+        raise ValueError(f"{path} is empty (it must hold the API token)")
+    if len(token) > TOKEN_MAX_BYTES:
+        raise ValueError(f"{path} is larger than {TOKEN_MAX_BYTES} bytes (it must hold only the API token)")
+    if not all(0x21 <= byte <= 0x7E for byte in token):
+        raise ValueError(f"{path} must hold one token of printable ASCII characters without spaces")
+    return token.decode("ascii")
+
+
+def _tls_server_context(cert: str, key: str, cert_name: str, key_name: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    load_cert_chain(ctx, cert, key, cert_name, key_name)  # ValueError naming the option and the file
+    return ctx
+
+
+def server_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The listener's TLS context from ``--tls-cert`` and ``--tls-key`` (checked by ``load_config``), None without
+    them. Raises ``ConfigError`` when the files no longer load (changed since the configuration was read)."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    try:
+        return _tls_server_context(str(config.tls_cert), str(config.tls_key), "--tls-cert", "--tls-key")
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
+
+
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
                 unknown: Sequence[str] = (), check_state_dir: bool = True,
                 check_route: RouteCheck | None = None, create_state_dir: bool = True) -> Config:
@@ -445,6 +498,25 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         kwargs["max_line_bytes"] = values["max-line-bytes"]
     if "log-workers" in values:
         kwargs["log_workers"] = values["log-workers"]
+
+    if values.get("api-token-file"):
+        token_file = Path(values["api-token-file"])
+        kwargs["api_token_file"] = token_file
+        try:
+            kwargs["api_token"] = read_token(token_file)
+        except ValueError as exc:
+            problems.append(f"{where('api-token-file')}: {exc}")
+    cert, key = values.get("tls-cert") or "", values.get("tls-key") or ""
+    if cert and not key:
+        problems.append(f"{where('tls-cert')}: needs --tls-key too (both or neither)")
+    elif key and not cert:
+        problems.append(f"{where('tls-key')}: needs --tls-cert too (both or neither)")
+    elif cert and key:
+        kwargs["tls_cert"], kwargs["tls_key"] = Path(cert), Path(key)
+        try:
+            _tls_server_context(cert, key, where("tls-cert"), where("tls-key"))
+        except ValueError as exc:
+            problems.append(str(exc))
 
     routes = values.get("route", ())
     kwargs["routes"] = routes

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +20,10 @@ from agent.config import (
     ConfigError,
     add_arguments,
     load_config,
+    server_ssl_context,
 )
 from agent.wiring import check_route
+from tests.helpers.rsyslog import Certs, make_certs
 from tests.unit.support import config_from
 
 
@@ -350,3 +356,118 @@ def test_cli_check_config_says_where_state_is_kept(unusable_default: Path, tmp_p
                      f"state is kept in {tmp_path / 'xdg/lookout'}"
     assert not (tmp_path / "xdg").exists()
 
+
+# --- access: --api-token-file, --tls-cert and --tls-key ------------------------------------------------------------
+
+TOKEN = "s3cr3t-t0ken_value"
+
+
+def test_api_token_file_from_flag_env_and_file(tmp_path: Path, state: str) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"\n  {TOKEN}\n")
+    c = check_from(["--state-dir", state, "--api-token-file", str(token_file)])
+    assert (c.api_token, c.api_token_file) == (TOKEN, token_file)
+    assert TOKEN not in repr(c)
+    assert check_from(["--state-dir", state], {"LOOKOUT_API_TOKEN_FILE": str(token_file)}).api_token == TOKEN
+    toml = tmp_path / "lookout.toml"
+    toml.write_text(f'api-token-file = "{token_file}"\n')
+    assert check_from(["--state-dir", state, "--config", str(toml)]).api_token == TOKEN
+    assert check_from(["--state-dir", state]).api_token is None
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", "is empty (it must hold the API token)"),
+    (b" \n\t\n", "is empty (it must hold the API token)"),
+    (f"{TOKEN} {TOKEN}\n".encode(), "must hold one token of printable ASCII characters without spaces"),
+    (f"{TOKEN}\n{TOKEN}\n".encode(), "must hold one token of printable ASCII characters without spaces"),
+    (f"{TOKEN}\xe9".encode(), "must hold one token of printable ASCII characters without spaces"),
+    (TOKEN.encode() * 300, "is larger than 4096 bytes (it must hold only the API token)"),
+], ids=["empty", "blank", "two-words", "two-lines", "non-ascii", "too-large"])
+def test_a_bad_token_file_names_the_flag_and_the_file_never_the_token(content: bytes, problem: str, tmp_path: Path,
+                                                                       state: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(content)
+    assert problems_of(["--state-dir", state, "--api-token-file", str(token_file)]) == [
+        f"--api-token-file: {token_file} {problem}"]
+    toml = tmp_path / "lookout.toml"
+    toml.write_text(f'api_token_file = "{token_file}"\n')
+    assert main(["check-config", "--state-dir", state, "--config", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert f"--config: api_token_file in {toml}: {token_file} {problem}" in err
+    assert TOKEN not in err
+
+
+def test_a_missing_token_file_is_a_problem(tmp_path: Path, state: str) -> None:
+    assert problems_of(["--state-dir", state, "--api-token-file", str(tmp_path / "nope")]) == [
+        f"--api-token-file: {tmp_path / 'nope'} does not exist"]
+    assert problems_of(["--state-dir", state, "--api-token-file", str(tmp_path)]) == [
+        f"--api-token-file: {tmp_path} is a directory, not a file"]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl CLI to make test certificates (Debian: apt-get install openssl)")
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def test_tls_cert_and_key_both_or_neither(certs: Certs, tmp_path: Path, state: str) -> None:
+    assert problems_of(["--state-dir", state, "--tls-cert", certs.server_cert]) == [
+        "--tls-cert: needs --tls-key too (both or neither)"]
+    assert problems_of(["--state-dir", state], {"LOOKOUT_TLS_KEY": certs.server_key}) == [
+        "--tls-key (LOOKOUT_TLS_KEY): needs --tls-cert too (both or neither)"]
+    c = check_from(["--state-dir", state])
+    assert (c.tls_cert, c.tls_key, server_ssl_context(c)) == (None, None, None)
+
+
+def test_tls_files_that_do_not_load_are_named(certs: Certs, tmp_path: Path, state: str) -> None:
+    def problems(cert: str, key: str) -> list[str]:
+        return problems_of(["--state-dir", state, "--tls-cert", cert, "--tls-key", key])
+
+    assert problems(str(tmp_path / "no.pem"), certs.server_key) == [f"--tls-cert: {tmp_path / 'no.pem'} does not exist"]
+    assert problems(certs.server_cert, str(tmp_path)) == [f"--tls-key: {tmp_path} is a directory, not a file"]
+    assert problems(certs.server_key, certs.server_key) == [
+        f"--tls-cert: {certs.server_key} holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)"]
+    assert problems(certs.server_cert, certs.server_cert) == [
+        f"--tls-key: {certs.server_cert} holds no PEM private key"]
+    assert problems(certs.server_cert, certs.client_key) == [
+        f"--tls-key: {certs.client_key} is not the key of the certificate in {certs.server_cert}"]
+    toml = tmp_path / "lookout.toml"
+    toml.write_text(f'tls-cert = "{certs.server_cert}"\ntls-key = "{certs.client_key}"\n')
+    assert problems_of(["--state-dir", state, "--config", str(toml)]) == [
+        f"--config: tls-key in {toml}: {certs.client_key} is not the key of the certificate in {certs.server_cert}"]
+
+
+def test_server_ssl_context_serves_https_with_the_configured_pair(certs: Certs, state: str) -> None:
+    c = check_from(["--state-dir", state, "--tls-cert", certs.server_cert, "--tls-key", certs.server_key])
+    assert (c.tls_cert, c.tls_key) == (Path(certs.server_cert), Path(certs.server_key))
+    server_ctx = server_ssl_context(c)
+    assert server_ctx is not None
+    client_ctx = ssl.create_default_context(cafile=certs.ca)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        result: list[str] = []
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                result.append(tls.recv(5).decode())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            tls.sendall(b"hello")
+        thread.join(10)
+    assert result == ["hello"]
+
+
+def test_server_ssl_context_reports_files_that_changed_since(certs: Certs, tmp_path: Path, state: str) -> None:
+    cert = tmp_path / "cert.pem"
+    shutil.copy(certs.server_cert, cert)
+    c = check_from(["--state-dir", state, "--tls-cert", str(cert), "--tls-key", certs.server_key])
+    cert.unlink()
+    with pytest.raises(ConfigError, match=f"--tls-cert: {cert} does not exist"):
+        server_ssl_context(c)
