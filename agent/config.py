@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import math
 import os
 import ssl
@@ -420,6 +421,21 @@ def server_ssl_context(config: Config) -> ssl.SSLContext | None:
         return _tls_server_context(str(config.tls_cert), str(config.tls_key), "--tls-cert", "--tls-key")
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
+
+
+def listen_failure(config: Config, exc: OSError) -> str:
+    """The line telling why the listener could not start, and which flag moves it."""
+    host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
+    address = f"{host}:{config.listen_port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "is in use"
+    elif exc.errno == errno.EACCES:
+        why = "cannot be used: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "is not an address of this host"
+    else:
+        why = f"cannot be listened on ({exc.strerror or exc})"
+    return f"address {address} {why} (change it with --listen)"
 
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,

@@ -134,7 +134,11 @@ async def serve(config: Config) -> None:
     try:
         await site.start()
     except OSError as exc:
-        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=str(exc))
+        from agent.config import listen_failure  # which flag moves the listener; said in the log and on stderr
+
+        message = listen_failure(config, exc)
+        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=message)
+        print(f"lookout: {message}", file=sys.stderr)
         supervisor.failed.append("listen")
         stop.set()
     else:

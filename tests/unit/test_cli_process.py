@@ -1,5 +1,5 @@
 """The ``lookout`` command line as a real process: what a user sees on stderr, the exit code, and what is left on
-disk; a first run as a user who is not root."""
+disk; the agent on a port in use; a first run as a user who is not root."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,22 @@ def test_check_config_names_the_key_and_the_file_and_changes_nothing_on_disk(tmp
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("lookout: configuration ok") and f"state in {state}" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lookout.toml"]
+
+
+def test_a_port_in_use_says_which_flag_changes_it(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = lookout("run", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"),
+                       "--host-root", str(tmp_path), "--docker-socket", "", "--log-format", "json")
+    message = f"address 127.0.0.1:{port} is in use (change it with --listen)"
+    assert proc.returncode == 1, proc.stderr
+    assert f"lookout: {message}" in proc.stderr.splitlines()
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "listen_failed"]
+    assert [e["error"] for e in failed] == [message]
+    assert "Traceback" not in proc.stderr
 
 
 # --- a first run as a user who is not root -------------------------------------------------------------------------
