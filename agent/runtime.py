@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from agent import __version__
-from agent.config import Config, ConfigError
+from agent.config import Config, ConfigError, server_ssl_context
 from agent.control import RouteTable
 from agent.logconfig import configure_logging
 from agent.model import ApiError, LiveSurface, Subscription
@@ -189,15 +189,26 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     facts = {"hostname": routes.host, "version": __version__, "host_root": str(config.host_root),
              "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     live = LiveSurface(problems=agent.problems, routes=routes.listing, rates=lambda: agent.rates.rates,
-                       control=routes, stream=LazyHub(routes), token=lambda: getattr(agent.config, "api_token", None),
+                       control=routes, stream=LazyHub(routes), token=lambda: agent.config.api_token,
                        host=lambda: facts)
     runner = web.AppRunner(make_app(agent.exposition, live), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        tls = server_ssl_context(config)
+    except ConfigError as exc:
+        log.error("tls_failed", error=str(exc))
+        print(f"lookout: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        raise SystemExit(2) from None
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
-        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=str(exc))
+        from agent.config import listen_failure  # which flag moves the listener; said in the log and on stderr
+
+        message = listen_failure(config, exc)
+        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=message)
+        print(f"lookout: {message}", file=sys.stderr)
         supervisor.failed.append("listen")
         stop.set()
     else:

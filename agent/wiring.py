@@ -137,6 +137,8 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
 
 
 def build(config: Config) -> Agent:
+    if config.state_dir_note:  # the default state directory could not be written: say where the state is
+        log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
     fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)
