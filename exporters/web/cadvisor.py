@@ -419,11 +419,11 @@ def stats_v2(sample: ContainerSample, rates: dict[str, float | None] | None) -> 
 
 
 def container_info_v1(sample: ContainerSample, snapshot: Snapshot, samples: int) -> dict[str, Any]:
-    """``ContainerInfo``: the reference, the direct subcontainers Lookout reports, the spec, ``samples`` (0 or 1)."""
+    """``ContainerInfo``: the reference, the subcontainers, the spec, and ``samples`` (0 or 1) samples."""
     out = reference(sample.info)
-    children = [c.info.cgroup for c in snapshot.containers if parent_of(c.info.cgroup) == sample.info.cgroup]
+    children = subcontainers(snapshot, sample.info.cgroup)
     if children:
-        out["subcontainers"] = [{"name": name} for name in sorted(children)]
+        out["subcontainers"] = [{"name": name} for name in children]
     out["spec"] = spec_v1(sample, snapshot.machine)
     if samples:
         out["stats"] = [stats_v1(sample)]
@@ -450,10 +450,14 @@ def machine_info(snapshot: Snapshot) -> dict[str, Any]:
 # --- selection, as cAdvisor's manager ---------------------------------------------------------------------------------
 
 
-def parent_of(cgroup: str) -> str | None:
-    if cgroup == "/":
-        return None
-    return cgroup.rpartition("/")[0] or "/"
+def subcontainers(snapshot: Snapshot, name: str) -> list[str]:
+    """The child cgroups of ``name``, as cAdvisor lists a container's child directories: those holding a container
+    Lookout reports (a cgroup Lookout skips, such as a parent slice without controllers of its own, is listed when a
+    container is below it)."""
+    prefix = "/" if name == "/" else name + "/"
+    children = {prefix + c.info.cgroup[len(prefix):].partition("/")[0]
+                for c in snapshot.containers if c.info.cgroup.startswith(prefix) and c.info.cgroup != name}
+    return sorted(children)
 
 
 def container_name(tail: str) -> str:
