@@ -418,12 +418,14 @@ def stats_v2(sample: ContainerSample, rates: dict[str, float | None] | None) -> 
 # --- whole answers --------------------------------------------------------------------------------------------------
 
 
-def container_info_v1(sample: ContainerSample, snapshot: Snapshot, samples: int) -> dict[str, Any]:
-    """``ContainerInfo``: the reference, the subcontainers, the spec, and ``samples`` (0 or 1) samples."""
+def container_info_v1(sample: ContainerSample, snapshot: Snapshot, samples: int,
+                      children: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """``ContainerInfo``: the reference, the subcontainers, the spec, and ``samples`` (0 or 1) samples.
+    ``children``: ``subcontainers(snapshot)``, when the caller answers for many containers."""
     out = reference(sample.info)
-    children = subcontainers(snapshot, sample.info.cgroup)
-    if children:
-        out["subcontainers"] = [{"name": name} for name in children]
+    below = (children if children is not None else subcontainers(snapshot)).get(sample.info.cgroup)
+    if below:
+        out["subcontainers"] = [{"name": name} for name in below]
     out["spec"] = spec_v1(sample, snapshot.machine)
     if samples:
         out["stats"] = [stats_v1(sample)]
@@ -450,14 +452,18 @@ def machine_info(snapshot: Snapshot) -> dict[str, Any]:
 # --- selection, as cAdvisor's manager ---------------------------------------------------------------------------------
 
 
-def subcontainers(snapshot: Snapshot, name: str) -> list[str]:
-    """The child cgroups of ``name``, as cAdvisor lists a container's child directories: those holding a container
+def subcontainers(snapshot: Snapshot) -> dict[str, list[str]]:
+    """Each cgroup's child cgroups, as cAdvisor lists a container's child directories: those holding a container
     Lookout reports (a cgroup Lookout skips, such as a parent slice without controllers of its own, is listed when a
-    container is below it)."""
-    prefix = "/" if name == "/" else name + "/"
-    children = {prefix + c.info.cgroup[len(prefix):].partition("/")[0]
-                for c in snapshot.containers if c.info.cgroup.startswith(prefix) and c.info.cgroup != name}
-    return sorted(children)
+    container is below it). One pass over the snapshot (depth x containers), for answers about many containers."""
+    children: dict[str, set[str]] = {}
+    for sample in snapshot.containers:
+        path = sample.info.cgroup
+        while path != "/":
+            parent = path.rpartition("/")[0] or "/"
+            children.setdefault(parent, set()).add(path)
+            path = parent
+    return {name: sorted(names) for name, names in children.items()}
 
 
 def container_name(tail: str) -> str:
@@ -551,14 +557,17 @@ def v1_container(snapshot: Snapshot | None, name: str, samples: int) -> dict[str
 def v1_subcontainers(snapshot: Snapshot | None, name: str, samples: int) -> list[dict[str, Any]]:
     """/api/v1.1+/subcontainers/<name>: the container and all below it, a list of ``ContainerInfo``."""
     snap = _need(snapshot)
-    return [container_info_v1(s, snap, samples) for s in by_name(snap, name, True)]
+    children = subcontainers(snap)
+    return [container_info_v1(s, snap, samples, children) for s in by_name(snap, name, True)]
 
 
 def v1_docker(snapshot: Snapshot | None, key: str, samples: int) -> dict[str, Any]:
     """/api/v1.2+/docker/<id or name, or nothing for all>: ``ContainerInfo`` by container name."""
     snap = _need(snapshot)
     found = namespaced(snap, Runtime.DOCKER, "/", True) if key == "" else namespaced(snap, Runtime.DOCKER, key, False)
-    return {s.info.cgroup: container_info_v1(s, snap, samples) for s in sorted(found, key=lambda s: s.info.cgroup)}
+    children = subcontainers(snap)
+    return {s.info.cgroup: container_info_v1(s, snap, samples, children)
+            for s in sorted(found, key=lambda s: s.info.cgroup)}
 
 
 def v2_stats(snapshot: Snapshot | None, rates: Rates, name: str, options: Options) -> dict[str, Any]:
