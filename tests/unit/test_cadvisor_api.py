@@ -297,6 +297,24 @@ def test_raw_cgroups_and_the_root(v1: tuple[Tree, Run]) -> None:
                                                                                            "netshare"))]
 
 
+def test_a_docker_containers_writable_layer(v2: tuple[Tree, Run]) -> None:
+    tree, run = v2
+    fs_usage, collector = run.agent.fs_usage, run.agent.collector
+    assert fs_usage is not None and collector is not None
+    fs_usage.measure(collector.docker_containers())  # what the --fs-usage-interval thread does
+    snap = run.agent.cycle()
+    assert snap is not None
+    cgroup = tree.cgroups["api"]
+    (fs,) = cadvisor.v1_container(snap, cgroup, 1)["stats"][0]["filesystem"]
+    # container/docker/fs.go: capacity of the device, usage, the layer's inodes *used* in inodes, has_inodes false
+    assert set(fs) == FS_STATS - LEFT_OUT["FsStats"] - {"reads_completed", "reads_merged", "sectors_read", "read_time",
+                                                        "writes_completed", "writes_merged", "sectors_written",
+                                                        "write_time", "io_in_progress", "io_time", "weighted_io_time"}
+    assert fs["has_inodes"] is False and fs["inodes_free"] == 0
+    (stats,) = cadvisor.v2_stats(snap, {}, cgroup, cadvisor.Options())[cgroup]
+    assert stats["has_filesystem"] is True and stats["filesystem"] == [fs]
+
+
 def test_count_zero_answers_no_sample(v2: tuple[Tree, Run]) -> None:
     tree, run = v2
     assert "stats" not in cadvisor.v1_container(run.snapshot, tree.cgroups["api"], 0)  # omitempty
