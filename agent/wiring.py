@@ -22,6 +22,7 @@ from collectors.cgroups.reader import Wanted, make_reader
 from collectors.cri import CriMetadata
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
+from collectors.hostkinds import unfed_kinds as check_kinds
 from collectors.manager import CollectOptions, Collector, FsUsage
 from exporters.prometheus.exposition import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
@@ -29,7 +30,7 @@ from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 if TYPE_CHECKING:
     from agent.logs.pipeline import LogPipeline
 
-__all__ = ["Agent", "build", "check_route", "make_logs"]
+__all__ = ["Agent", "build", "check_kinds", "check_route", "make_logs"]
 
 # The log pipeline and its sinks (watchdog, the syslog and HTTP encoders) are imported only where routes are
 # built: an agent without --route never loads them (~2 MB of RSS).
@@ -139,6 +140,8 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
 def build(config: Config) -> Agent:
     if config.state_dir_note:  # the default state directory could not be written: say where the state is
         log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
+    if config.metrics_unfed:  # left on by --disable-metrics, but this host cannot feed them
+        log.warning("metric_kinds_not_collected", kinds=dict(config.metrics_unfed))
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
     fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)
