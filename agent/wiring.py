@@ -24,6 +24,7 @@ from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
 from collectors.hostkinds import unfed_kinds as check_kinds
 from collectors.manager import CollectOptions, Collector, FsUsage
+from collectors.procstats import ProcKindsWanted
 from exporters.prometheus.exposition import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 
@@ -102,7 +103,8 @@ class Agent:
 def wanted(config: Config) -> Wanted:
     on = config.metric_enabled
     return Wanted(cpu=on("cpu"), percpu=on("percpu"), memory=on("memory"), disk_io=on("diskIO"),
-                  pressure=on("pressure"), process=on("process"), oom=on("oom_event"))
+                  pressure=on("pressure"), process=on("process"), oom=on("oom_event"),
+                  hugetlb=on("hugetlb"), numa=on("memory_numa"), cpuset=on("cpuset"))
 
 
 def make_collector(config: Config, docker: DockerMetadata,
@@ -114,8 +116,12 @@ def make_collector(config: Config, docker: DockerMetadata,
         return None, f"no cgroup hierarchy under --host-root {config.host_root}: {exc}"
     log.info("cgroups_found", version=layout.version, roots=layout.hierarchy_roots())
     reader = make_reader(layout, config.host_root, wanted(config))
+    on = config.metric_enabled
     options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
-                             process=config.metric_enabled("process"))
+                             process=config.metric_enabled("process"),
+                             cpu_topology=config.metric_enabled("cpu_topology"),
+                             proc_kinds=ProcKindsWanted(tcp=on("tcp"), udp=on("udp"), advtcp=on("advtcp"),
+                                                        sched=on("sched"), referenced=on("referenced_memory")))
     return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
 
 

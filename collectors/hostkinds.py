@@ -77,12 +77,18 @@ def _cpuset(layout: CgroupLayout) -> str | None:
     return None
 
 
-def _maps_readable(proc: Path, pid: str, name: str) -> bool | None:
-    """Whether another process's ``smaps_rollup``/``smaps`` can be read: True, False (permission denied) or None
-    (not a user process: gone, or a kernel thread, whose maps read empty whatever the permissions)."""
+def _maps_readable(proc: Path, pid: str) -> bool | None:
+    """Whether another process's ``smaps_rollup`` (or ``smaps``) can be read: True, False (permission denied) or None
+    (not a user process: gone, a kernel thread, whose maps read empty whatever the permissions, or no maps file)."""
     try:
         if not (proc / pid / "cmdline").read_bytes():
             return None
+    except FileNotFoundError:
+        pass  # a gone process fails below; a tree that lays out only some /proc files has none
+    except OSError:
+        return None
+    try:
+        name = "smaps_rollup" if (proc / pid / "smaps_rollup").exists() else "smaps"
         with open(proc / pid / name, "rb") as fh:
             fh.read(1)
     except PermissionError:
@@ -93,33 +99,34 @@ def _maps_readable(proc: Path, pid: str, name: str) -> bool | None:
 
 
 def _referenced(host_root: Path) -> str | None:
-    """The kernel has smaps, and some process other than Lookout's own can be read: pid 1 first, then up to 64
-    others (pid 1 can be off limits where others are not: a VM's init, a container's pid 1 with more
-    capabilities). Processes of the user Lookout runs as (unless root) are skipped: those are readable anyway."""
+    """Some process other than Lookout's own has maps that can be read: pid 1 first, then up to 64 others (pid 1 can
+    be off limits where others are not: a VM's init, a container's pid 1 with more capabilities). Processes of the
+    user Lookout runs as (unless root) are skipped: those are readable anyway."""
     proc = host_root / "proc"
-    name = "smaps_rollup" if (proc / "1/smaps_rollup").exists() else "smaps"
-    if not (proc / "1" / name).exists():
-        return f"the kernel has no /proc/<pid>/smaps ({proc / '1/smaps'} is missing)"
-    if _maps_readable(proc, "1", name):
-        return None
     uid, own = os.getuid(), str(os.getpid())
-    tried = 0
-    for entry in sorted((e for e in os.listdir(proc) if e.isdigit() and e not in ("1", own)), key=int):
-        if uid != 0:
+    try:
+        others = sorted((e for e in os.listdir(proc) if e.isdigit() and e not in ("1", own)), key=int)
+    except OSError:
+        return f"{proc} cannot be listed"
+    denied = 0
+    for pid in ["1", *others]:
+        if uid != 0 and pid != "1":
             try:
-                if (proc / entry).stat().st_uid == uid:
+                if (proc / pid).stat().st_uid == uid:
                     continue
             except OSError:
                 continue
-        readable = _maps_readable(proc, entry, name)
+        readable = _maps_readable(proc, pid)
         if readable:
             return None
         if readable is False:
-            tried += 1
-            if tried >= 64:
+            denied += 1
+            if denied >= 64:
                 break
-    return (f"{proc}/<pid>/{name} of other processes cannot be read (permission denied: reading another process's "
-            "memory maps needs root with CAP_SYS_PTRACE)")
+    if not denied:
+        return f"the kernel has no /proc/<pid>/smaps (no process under {proc} has smaps_rollup or smaps)"
+    return (f"{proc}/<pid>/smaps_rollup of other processes cannot be read (permission denied: reading another "
+            "process's memory maps needs root with CAP_SYS_PTRACE)")
 
 
 def _resctrl(host_root: Path) -> str | None:
