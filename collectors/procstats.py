@@ -44,7 +44,7 @@ class ProcKinds:
         self.net = wanted.tcp or wanted.udp or wanted.advtcp
         # cgroup -> (pid -> its last schedstat, the summed counts of the cgroup's processes that exited)
         self._sched: dict[str, tuple[dict[int, tuple[int, int, int]], tuple[int, int, int]]] = {}
-        self._maps = "smaps_rollup" if os.path.exists(f"{self.proc}/self/smaps_rollup") else "smaps"
+        self._maps = ""  # "smaps_rollup", or "smaps" on kernels before 4.14: decided by the first process read
 
     def begin_cycle(self, live: set[str]) -> None:
         """Called once per housekeeping cycle with the cgroups found: forget the others' scheduler counts."""
@@ -98,7 +98,16 @@ class ProcKinds:
     def read_referenced(self, stats: ContainerStats, pids: list[int]) -> None:
         total, found = 0, False
         for pid in pids:
-            data = read_file(f"{self.proc}/{pid}/{self._maps}")
+            if not self._maps:
+                data = read_file(f"{self.proc}/{pid}/smaps_rollup")
+                if data is not None:
+                    self._maps = "smaps_rollup"
+                else:
+                    data = read_file(f"{self.proc}/{pid}/smaps")
+                    if data is not None:
+                        self._maps = "smaps"
+            else:
+                data = read_file(f"{self.proc}/{pid}/{self._maps}")
             if data is not None:
                 found = True
                 total += p.parse_referenced_kb(data)
