@@ -121,7 +121,8 @@ def make_collector(config: Config, docker: DockerMetadata,
                              process=config.metric_enabled("process"),
                              cpu_topology=config.metric_enabled("cpu_topology"),
                              proc_kinds=ProcKindsWanted(tcp=on("tcp"), udp=on("udp"), advtcp=on("advtcp"),
-                                                        sched=on("sched"), referenced=on("referenced_memory")))
+                                                        sched=on("sched"), referenced=on("referenced_memory")),
+                             resctrl=on("resctrl"))
     return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
 
 

@@ -29,6 +29,7 @@ from collectors.discovery import CgroupRef, classify, walk
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
 from collectors.procstats import ProcKinds, ProcKindsWanted
+from collectors.resctrl import Resctrl
 
 log = structlog.get_logger("lookout.collector")
 
@@ -43,6 +44,7 @@ class CollectOptions:
     cpu_topology: bool = False  # machine info with the NUMA nodes, cores and caches
     # tcp, udp, advtcp, sched, referenced_memory: read from /proc per container
     proc_kinds: ProcKindsWanted = dataclasses.field(default_factory=ProcKindsWanted)
+    resctrl: bool = False
 
 
 class FsUsage:
@@ -100,6 +102,7 @@ class Collector:
         self.host_fs = HostFilesystems(host_root)
         self.fs_usage = fs_usage
         self.proc_kinds = ProcKinds(host_root, options.proc_kinds) if options.proc_kinds.any() else None
+        self.resctrl = Resctrl(host_root) if options.resctrl else None
         self.errors: Counter[str] = Counter()
         self.last_duration = 0.0
         self._infos: dict[str, tuple[object, ContainerInfo]] = {}
@@ -148,6 +151,8 @@ class Collector:
         kinds = self.proc_kinds
         if kinds is not None:
             kinds.begin_cycle(cgroups)
+        if self.resctrl is not None:
+            self.resctrl.begin_cycle()
         docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
@@ -179,6 +184,8 @@ class Collector:
                     kinds.read_sched(stats, cgroup, all_pids)
                 if kinds.wanted.referenced:
                     kinds.read_referenced(stats, pids)
+            if self.resctrl is not None:
+                stats.resctrl = self.resctrl.read(cgroup, self.reader.threads(cgroup))
             if self.options.process and stats.processes is not None and cgroup != "/":
                 self.host.add_process_stats(stats.processes, pids)
             if self.options.disk:

@@ -242,6 +242,11 @@ class V1Reader:
         self.ns_per_tick = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
         self.specs = SpecCache()
 
+    def threads(self, cgroup: str) -> list[int]:
+        """The cgroup's thread ids (``tasks``), for the ``resctrl`` kind."""
+        data = read_file(self.procs_root + cgroup + "/tasks") if self.procs_root and cgroup != "/" else None
+        return p.parse_pids(data) if data else []
+
     def subtree_pids(self, cgroup: str, pids: list[int]) -> list[int]:
         """``pids`` (the cgroup's own) and those of its descendants, each once."""
         below = descendant_pids(self.procs_root + ("" if cgroup == "/" else cgroup)) if self.procs_root else []
@@ -425,6 +430,15 @@ class V2Reader:
         self.specs = SpecCache()
         self.hugepage_sizes = hugepage_sizes
         self.page_size = os.sysconf("SC_PAGE_SIZE")
+
+    def threads(self, cgroup: str) -> list[int]:
+        """The cgroup's thread ids (``cgroup.threads``; Podman's nested ``container`` child's when it has none)."""
+        if cgroup == "/":
+            return []
+        data = read_file(self.root + cgroup + "/cgroup.threads")
+        if not data:
+            data = read_file(self.root + cgroup + "/container/cgroup.threads")
+        return p.parse_pids(data) if data else []
 
     def subtree_pids(self, cgroup: str, pids: list[int]) -> list[int]:
         """``pids`` (the cgroup's own, or its nested ``container`` child's) and those of its descendants, each once."""

@@ -346,3 +346,47 @@ def test_udp_queues_follow_the_kernel_column_order() -> None:
 def test_hugepage_size_names() -> None:
     assert [p.hugepage_size_name(n) for n in ("hugepages-2048kB", "hugepages-1048576kB", "hugepages-64kB", "x")] == [
         "2MB", "1GB", "64KB", None]
+
+
+def _put_resctrl(root: Path, groups: dict[str, list[int]]) -> None:
+    """A resctrl filesystem as Documentation/arch/x86/resctrl.rst lays it out: two L3 monitoring domains; each
+    group's ``tasks`` and ``mon_data/mon_L3_<id>/{llc_occupancy,mbm_total_bytes,mbm_local_bytes}``."""
+    base = root / "sys/fs/resctrl"
+    (base / "info/L3_MON").mkdir(parents=True)
+    (base / "info/L3_MON/mon_features").write_text("llc_occupancy\nmbm_total_bytes\nmbm_local_bytes\n")
+    for i, (group, tasks) in enumerate({"": [], **groups}.items()):
+        d = base / group
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "tasks").write_text("".join(f"{t}\n" for t in tasks))
+        for domain in (0, 1):
+            m = d / f"mon_data/mon_L3_0{domain}"
+            m.mkdir(parents=True)
+            (m / "llc_occupancy").write_text(f"{16234000 + 1000 * i + domain}\n")
+            (m / "mbm_total_bytes").write_text(f"{3355443200 + i}\n")
+            (m / "mbm_local_bytes").write_text(f"{16789000 + i}\n")
+
+
+def test_resctrl_reads_groups_that_hold_exactly_a_containers_threads(make_tree: MakeTree, tmp_path: Path) -> None:
+    tree = make_tree("v2_kinds")
+    sockets = tree.pids["sockets"]
+    _put_resctrl(tree.root, {"mon_groups/web": sockets, "mon_groups/partial": [*tree.pids["api"], 99999]})
+    r = run_tree(tree, "--enable-metrics", "cpu,resctrl", tmp=tmp_path)
+    cid = tree.cgroups["sockets"]
+    assert {lab["node_id"]: v for lab, v in r.series("container_llc_occupancy_bytes", id_=cid)} == {
+        "0": 16234000 + 1000, "1": 16234000 + 1001}
+    assert r.value("container_memory_bandwidth_bytes", id_=cid, node_id="1") == 3355443201
+    assert r.value("container_memory_bandwidth_local_bytes", id_=cid, node_id="0") == 16789001
+    assert r.value("container_llc_occupancy_bytes", id_="/", node_id="0") == 16234000  # the resctrl root
+    # a group with other tasks besides a container's is not the container's; no group, no series (never created)
+    assert not r.series("container_llc_occupancy_bytes", id_=tree.cgroups["api"])
+    assert not r.series("container_llc_occupancy_bytes", id_=tree.cgroups["worker"])
+    assert not (tree.root / "sys/fs/resctrl/mon_groups" / "cadvisor-").exists()
+
+
+def test_resctrl_unavailable_counter_gives_no_series(make_tree: MakeTree, tmp_path: Path) -> None:
+    tree = make_tree("v2_kinds")
+    _put_resctrl(tree.root, {"mon_groups/web": tree.pids["sockets"]})
+    (tree.root / "sys/fs/resctrl/mon_groups/web/mon_data/mon_L3_01/mbm_total_bytes").write_text("Unavailable\n")
+    r = run_tree(tree, "--enable-metrics", "cpu,resctrl", tmp=tmp_path)
+    assert not r.series("container_memory_bandwidth_bytes", id_=tree.cgroups["sockets"])
+    assert r.series("container_memory_bandwidth_bytes", id_="/")
