@@ -69,7 +69,7 @@ async def fs_usage_loop(agent: Agent) -> None:
         collector = agent.collector
         if collector is not None:
             try:
-                await asyncio.to_thread(agent.fs_usage.measure, collector.docker_containers())
+                await asyncio.to_thread(agent.fs_usage.measure, collector.layered_containers())
             except Exception:
                 log.exception("fs_usage_failed")
         await asyncio.sleep(agent.config.fs_usage_interval)

@@ -115,7 +115,8 @@ def make_collector(config: Config, docker: DockerMetadata,
     reader = make_reader(layout, config.host_root, wanted(config))
     options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
                              process=config.metric_enabled("process"))
-    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
+    cri = CriMetadata(config.host_root, config.env_metadata_allowlist)
+    return Collector(config.host_root, layout, reader, docker, cri, options, fs_usage), ""
 
 
 def host_name(config: Config) -> str:

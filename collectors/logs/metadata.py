@@ -28,7 +28,7 @@ class LogMetadata:
         self.docker = docker
         self.env_prefixes = env_prefixes
         self.links_dir = host_root / "var/log/containers"
-        self.cri = CriMetadata(host_root)
+        self.cri = CriMetadata(host_root, env_prefixes)
         self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
         self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
 

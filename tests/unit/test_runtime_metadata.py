@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Runtime
+from agent.model import ContainerInfo, Runtime
 from collectors import bolt
 from collectors.containerd import META_DB, ContainerdMetadata, go_time
+from collectors.cri import CriMetadata
+from collectors.discovery import CgroupRef
 from collectors.docker import parse_time
+from collectors.host import HostFilesystems
+from collectors.manager import FsUsage
 from collectors.podman import PodmanMetadata, graph_root
 
 DATA = Path(__file__).resolve().parent.parent / "fixtures/data/runtime-db"
@@ -27,6 +31,7 @@ PODMAN_DB = DATA / "podman-4.3.1-bolt_state.db.gz"
 PODMAN_INSPECT = json.loads((DATA / "podman-4.3.1-inspect.json").read_text())
 CONTAINERD_DB = DATA / "containerd-1.6.20-meta.db.gz"
 CONTAINERD_INFO = json.loads((DATA / "containerd-1.6.20-info.json").read_text())
+UID = "11111111-2222-3333-4444-555555555555"
 
 
 def unpack(gz: Path, dest: Path) -> Path:
@@ -122,6 +127,27 @@ def test_go_time() -> None:
     assert go_time(b"") is None and go_time(None) is None and go_time(b"\x09" + bytes(14)) is None
 
 
+def test_cri_metadata_takes_containerd_labels_image_and_bundle_env(containerd_root: Path) -> None:
+    cid = next(iter(sorted(CONTAINERD_INFO)))
+    want = CONTAINERD_INFO[cid]
+    bundle = containerd_root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid / "config.json"
+    bundle.parent.mkdir(parents=True)
+    bundle.write_text(json.dumps({"process": {"env": ["PATH=/bin", "LOOKOUT_I=0", "SECRET=x"]},
+                                  "annotations": {"io.kubernetes.pod.namespace": "shop"}}))
+    cri = CriMetadata(containerd_root, ["LOOKOUT_"])
+    cri.refresh()
+    info = cri.get(CgroupRef(f"/kubepods/besteffort/pod{UID}/{cid}", Runtime.CONTAINERD, cid, UID))
+    assert info is not None
+    # containerd's own labels first; kubelet's io.kubernetes.* filled in from the other sources where missing
+    assert info.labels == {**want["labels"], "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": UID}
+    assert (info.name, info.image, info.pod, info.namespace, info.container) == (
+        cid, want["image"], "web-0", "shop", want["labels"]["io.kubernetes.container.name"])
+    assert info.env == {"LOOKOUT_I": "0"}  # as Docker's and cAdvisor's containerd handler: the key as it is
+    assert info.owns_network is False  # a pod's app container shares the sandbox's network namespace
+    assert info.created_at == pytest.approx(parse_time(want["created"]), abs=1e-6)
+    assert cri.get(CgroupRef("", Runtime.CONTAINERD, cid, UID)) is info  # cached while the record is the same
+
+
 # --- bbolt ------------------------------------------------------------------------------------------------------
 
 
@@ -183,6 +209,28 @@ def test_bolt_get_finds_every_key_through_the_branches(podman_root: Path) -> Non
 
     keys, found = bolt.read(path, visit)
     assert len(keys) == 60 and keys == sorted(keys) and all(found)
+
+
+# --- writable layers (container_fs_usage_bytes) -------------------------------------------------------------------
+
+
+def test_fs_usage_measures_containers_storage_layers(tmp_path: Path) -> None:
+    layer = tmp_path / "var/lib/containers/storage/overlay/abc/diff"
+    own = tmp_path / "var/lib/containers/storage/overlay-containers/c1"
+    (layer / "tmp").mkdir(parents=True)
+    (layer / "tmp/f").write_bytes(b"x" * 40960)
+    own.mkdir(parents=True)
+    (own / "ctr.log").write_bytes(b"y" * 8192)
+    fs = FsUsage(HostFilesystems(tmp_path), tmp_path / "var/lib/docker")
+    fs.measure([ContainerInfo("", Runtime.PODMAN, "c1", rw_layer=str(layer), storage_dir=str(own)),
+                ContainerInfo("", Runtime.CRIO, "c2", rw_layer=str(layer)),
+                ContainerInfo("", Runtime.CONTAINERD, "c3"),  # no layer known: not measured
+                ContainerInfo("", Runtime.CRIO, "c4", rw_layer=str(tmp_path / "gone"))])
+    podman, crio = fs.get("c1"), fs.get("c2")
+    assert podman is not None and crio is not None and fs.get("c3") is None and fs.get("c4") is None
+    assert podman.usage >= 40960 + 8192 and crio.usage >= 40960
+    assert podman.usage - crio.usage >= 8192
+    assert (podman.inodes_total, crio.inodes_total) == (3, 2)  # tmp, tmp/f, and Podman's own directory's ctr.log
 
 
 def test_podman_db_in_a_copied_tree_is_found_by_graphroot(podman_root: Path, tmp_path: Path) -> None:
