@@ -77,6 +77,7 @@ class RouteTable:
         self._lookup: LogMetadata | None = None
         self._workers: ChunkWorkers | None = None
         self._hub: LogHub | None = None
+        self._graph_root: Path | None = None
         self._lock = asyncio.Lock()
         self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
 
@@ -105,12 +106,20 @@ class RouteTable:
     def _scan(self) -> dict[str, Any]:
         from collectors.logs.sources import scan
 
-        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"))
+        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
 
     def _parents(self) -> list[str]:
         from collectors.logs.sources import parents
 
-        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"))
+        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
+
+    def _podman_root(self) -> Path:
+        """containers/storage's graph root (Podman's k8s-file logs), from storage.conf once."""
+        if self._graph_root is None:
+            from collectors.podman import graph_root
+
+            self._graph_root = graph_root(self.config.host_root)
+        return self._graph_root
 
     def _spawn(self, tasks: list[asyncio.Task[None]]) -> None:
         self.spawned(tasks)

@@ -1,6 +1,6 @@
-"""Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), or
-a CRI container's (the runtime's bundle annotations, found through kubelet's ``/var/log/containers`` links, else
-what the pod log path tells)."""
+"""Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), a
+Podman container's (libpod's database), or a CRI container's (the runtime's bundle annotations, found through
+kubelet's ``/var/log/containers`` links, else what the pod log path tells)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from collectors.logs.sources import SourceSpec
 
 CRI_METADATA_TTL = 30.0
 MISSING_RETRY = 5.0  # seconds before a container's unreadable config.v2.json is read again
+PODMAN_RETRY = 0.5  # seconds before libpod's database is looked at again for a container it did not know
 
 
 class LogMetadata:
@@ -31,6 +32,7 @@ class LogMetadata:
         self.cri = CriMetadata(host_root, env_prefixes)
         self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
         self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
+        self._podman: dict[str, tuple[float, ContainerInfo | None]] = {}
 
     def _cri_id(self, spec: SourceSpec) -> str:
         """The id of the newest container writing into ``spec.directory`` (kubelet's legacy symlinks)."""
@@ -66,6 +68,8 @@ class LogMetadata:
                 # Unreadable metadata is asked for again only after a while: the reader asks on every read.
                 cached = self._disk[spec.container_id] = (now + MISSING_RETRY, self._from_disk(Path(spec.directory)))
             return cached[1]
+        if spec.source_id.startswith("podman:"):
+            return self._podman_info(spec.container_id)
         entry = self._cri_cache.get(spec.directory)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
@@ -75,6 +79,22 @@ class LogMetadata:
             self._cri_cache.clear()
         # Same object until it expires: a restart's new container id is picked up within 30 s.
         self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+        return info
+
+    def _podman_info(self, container_id: str) -> ContainerInfo | None:
+        """libpod's record, looked at again (a few stats; the database is read only when it changed) at most every
+        ``MISSING_RETRY`` seconds while unknown, every ``CRI_METADATA_TTL`` once known (a restart's new pid and
+        start time do not matter to the records)."""
+        now = time.monotonic()
+        cached = self._podman.get(container_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        podman = self.cri.podman
+        podman.refresh()
+        info = podman.get(container_id)
+        if len(self._podman) > 10_000:
+            self._podman.clear()
+        self._podman[container_id] = (now + (CRI_METADATA_TTL if info is not None else PODMAN_RETRY), info)
         return info
 
     def _from_disk(self, base: Path) -> ContainerInfo | None:
