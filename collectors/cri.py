@@ -170,6 +170,11 @@ class CriMetadata:
             self._by_id[cid] = (record, info)
         return info
 
+    def known(self, container_id: str) -> bool:
+        """Whether the runtime's own record of the container (bundle, containerd's or containers/storage's) was
+        found, rather than only what Kubernetes' log paths tell."""
+        return container_id in self._by_id or self.podman.get(container_id) is not None
+
     def forget(self, live_ids: set[str]) -> None:
         for cid in self._by_id.keys() - live_ids:
             del self._by_id[cid]

@@ -18,7 +18,10 @@ from collectors.logs.sources import SourceSpec
 
 CRI_METADATA_TTL = 30.0
 MISSING_RETRY = 5.0  # seconds before a container's unreadable config.v2.json is read again
-PODMAN_RETRY = 0.5  # seconds before libpod's database is looked at again for a container it did not know
+PODMAN_RETRY = 0.5  # seconds before a runtime's record is looked for again while a new container has none
+# How long a CRI source's lines wait for its container's link and runtime record (less than the follower's
+# METADATA_WAIT, after which it would ship them with no metadata at all).
+CRI_RECORD_WAIT = 3.0
 
 
 class LogMetadata:
@@ -31,8 +34,9 @@ class LogMetadata:
         self.links_dir = host_root / "var/log/containers"
         self.cri = CriMetadata(host_root, env_prefixes)
         self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
-        self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
+        self._cri_cache: dict[str, tuple[float, ContainerInfo | None]] = {}
         self._podman: dict[str, tuple[float, ContainerInfo | None]] = {}
+        self._cri_first: dict[str, float] = {}  # pod log directory -> when its container's record was first missed
 
     def _cri_id(self, spec: SourceSpec) -> str:
         """The id of the newest container writing into ``spec.directory`` (kubelet's legacy symlinks)."""
@@ -74,11 +78,23 @@ class LogMetadata:
         now = time.monotonic()
         if entry is not None and entry[0] > now:
             return entry[1]
-        info = self._cri_info(spec)
+        info, complete, pending = self._cri_info(spec)
         if len(self._cri_cache) > 10_000:
             self._cri_cache.clear()
-        # Same object until it expires: a restart's new container id is picked up within 30 s.
-        self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+            self._cri_first.clear()
+        if complete:
+            self._cri_first.pop(spec.directory, None)
+            # Same object until it expires: a restart's new container id is picked up within 30 s.
+            self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+            return info
+        # The container's link or the runtime's record of it is not there yet (the kubelet makes the pod's log
+        # directory before the container, and its link after it started): the follower holds the source's lines
+        # (None) while it is being made, then they go with what the path tells, and the record is asked for again.
+        first = self._cri_first.setdefault(spec.directory, now)
+        if pending and now - first < CRI_RECORD_WAIT:
+            self._cri_cache[spec.directory] = (now + PODMAN_RETRY, None)
+            return None
+        self._cri_cache[spec.directory] = (now + MISSING_RETRY, info)
         return info
 
     def _podman_info(self, container_id: str) -> ContainerInfo | None:
@@ -108,14 +124,19 @@ class LogMetadata:
             return None
         return info_from_inspect(doc, self.env_prefixes, network_mode=network_mode(str(base)))
 
-    def _cri_info(self, spec: SourceSpec) -> ContainerInfo:
+    def _cri_info(self, spec: SourceSpec) -> tuple[ContainerInfo, bool, bool]:
+        """The container's metadata; whether the runtime's own record of it was found (else only what the pod log
+        path and the link tell); whether it may still come (a host whose kubelet makes links, the link without
+        the record)."""
         cid = self._cri_id(spec)
         if cid:
             self.cri.refresh()
             info = self.cri.get(CgroupRef("", Runtime.CONTAINERD, cid, spec.pod_uid))
             if info is not None and info.pod:
-                return info
+                known = self.cri.known(cid)
+                return info, known, not known
         labels = {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
                   "io.kubernetes.pod.uid": spec.pod_uid, "io.kubernetes.container.name": spec.container}
         return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, container_id=cid, name=cid or spec.container,
-                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container)
+                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container), \
+            False, bool(cid) or self.links_dir.is_dir()

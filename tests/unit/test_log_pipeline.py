@@ -777,3 +777,46 @@ def test_podman_sources_are_containers_with_a_ctr_log(tmp_path: Path) -> None:
     assert spec.files() == [str(storage / "overlay-containers" / podman / "userdata/ctr.log")]
     assert str(storage / "overlay-containers") in parents(tmp_path / "docker", tmp_path / "pods", storage)
     assert scan(tmp_path / "docker", tmp_path / "pods") == {}  # no graph root given: no Podman sources
+
+
+async def test_a_cri_containers_lines_wait_for_its_link_and_runtime_record(harness: Harness):
+    """The kubelet makes a container's log directory before the container, and its /var/log/containers link only
+    once it started: lines written before then wait for the record (up to CRI_RECORD_WAIT) instead of going out
+    with only what the path tells (found by the containerd integration test: no image, the id of no record)."""
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    cid = "d" * 64
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    links = host / "var/log/containers"  # a kubelet's host: it makes the links
+    links.mkdir(parents=True)
+    pipeline = harness.start()
+    (pod_dir / "0.log").write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F early\n")
+    lookup = pipeline.runners[0].follower.lookup
+    # the container is starting: no link, no bundle yet; the reader asked for its metadata and holds its lines
+    await wait_for(lambda: str(pod_dir) in lookup._cri_first)  # type: ignore[attr-defined]
+    assert records(harness.out) == []
+    bundle = host / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_bytes(orjson.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "api-7d9f",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app",
+        "io.kubernetes.cri.image-name": "registry.example/shop/api:1.4"}}))
+    (links / f"api-7d9f_shop_app-{cid}.log").symlink_to(pod_dir / "0.log")
+    await wait_for(lambda: len(records(harness.out)) == 1)
+    (got,) = records(harness.out)
+    assert (got["message"], got["container_id"], got["image"]) == ("early", cid, "registry.example/shop/api:1.4")
+
+
+async def test_a_cri_container_without_link_or_record_ships_with_the_paths_metadata(harness: Harness):
+    """No /var/log/containers (not mounted, or no kubelet): nothing to wait for, the path's metadata at once."""
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    (pod_dir / "0.log").write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F orphan\n")
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) == 1)
+    (got,) = records(harness.out)
+    assert (got["pod"], got["namespace"], got["container"], got["container_name"]) == ("api-7d9f", "shop", "app",
+                                                                                       "app")
