@@ -7,10 +7,13 @@ exporters render as *no series*, never as a fake zero.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, Protocol
 
 
 class Runtime(StrEnum):
@@ -319,3 +322,56 @@ class RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# --- the live surface: what the HTTP API and the status page read from (and change in) the running agent ---------
+
+
+class ApiError(Exception):
+    """A request the agent refuses: ``status`` is the HTTP status (400 bad input, 404 unknown, 409 conflict) and the
+    message the one line the client is told."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RouteControl(Protocol):
+    """The routes of a running agent (agent.control): listed, added and removed over the API."""
+
+    def list(self) -> list[dict[str, Any]]: ...
+
+    async def add(self, uri: str, route_id: str | None) -> dict[str, Any]: ...
+
+    async def remove(self, route_id: str) -> None: ...
+
+
+class LogStream(Protocol):
+    """Live records for ``/logs`` (agent.logs.live): a subscription gets the records of matching containers from now
+    on, and the last ``tail`` records of each from its files first."""
+
+    def subscribe(self, params: dict[str, str], tail: int, size: int) -> Subscription: ...
+
+
+class Subscription(Protocol):
+    """One client's bounded buffer of segments: ``ready`` is set while ``take()`` has something (records, or a count
+    of records ``missed`` because the buffer was full)."""
+
+    ready: asyncio.Event
+
+    def take(self) -> tuple[list[Segment], int]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LiveSurface:
+    """Providers handed to the web app by the wiring (exporters import only this module)."""
+
+    problems: Callable[[], dict[str, str]] = dict  # readiness: part -> why it is not ready
+    routes: Callable[[], list[dict[str, Any]]] = list  # GET /routes, the status page
+    rates: Callable[[], dict[str, dict[str, float | None]]] = dict  # by cgroup name: cpu_cores, ..., docs/API.md
+    control: RouteControl | None = None  # POST/DELETE /routes
+    stream: LogStream | None = None  # GET /logs
+    token: Callable[[], str | None] = lambda: None  # the API token (re-read on reload); None: API disabled
+    host: Callable[[], dict[str, Any]] = dict  # the status page's host facts (name, version, problems...)

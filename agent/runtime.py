@@ -17,6 +17,7 @@ import structlog
 
 from agent.config import Config
 from agent.logconfig import configure_logging
+from agent.model import LiveSurface
 from agent.waits import wait_event
 from agent.wiring import Agent, build
 
@@ -103,7 +104,7 @@ def tune_interpreter_for_logs() -> None:
 def _import_web() -> tuple[Any, Any]:
     from aiohttp import web
 
-    from exporters.prometheus.http import make_app
+    from exporters.web.app import make_app
 
     return web, make_app
 
@@ -128,7 +129,8 @@ async def serve(config: Config) -> None:
     agent.docker._on_change = wake.set
     logs = agent.logs
     problems = (lambda: {f"route {label}": why for label, why in logs.failed().items()}) if logs is not None else dict
-    runner = web.AppRunner(make_app(agent.exposition, problems), access_log=None, handle_signals=False)
+    live = LiveSurface(problems=problems)
+    runner = web.AppRunner(make_app(agent.exposition, live), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     try:

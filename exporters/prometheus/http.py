@@ -1,5 +1,5 @@
-"""HTTP surface: /metrics (text or OpenMetrics by Accept, gzip when asked), /healthz (liveness), /readyz
-(readiness), /, /api/v1/containers.
+"""/metrics (text or OpenMetrics by Accept, gzip when asked), /healthz (liveness) and /readyz (readiness); the
+rest of the web app is exporters.web.
 
 The latest rendered snapshot is held by ``Exposition`` (``exporters.prometheus.exposition``); a scrape copies
 cached bytes and appends the agent's own small self-metrics.
@@ -8,13 +8,10 @@ cached bytes and appends the agent's own small self-metrics.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
-import orjson
 from aiohttp import web
 from isal import igzip
 
-from agent.model import Snapshot
 from exporters.prometheus.exposition import (
     OM_TYPE,
     TEXT_TYPE,
@@ -23,28 +20,13 @@ from exporters.prometheus.exposition import (
     compress_chunks,
     decompress_pieces,
 )
+from exporters.web.keys import EXPOSITION, LIVE
 
-__all__ = ["Compressed", "Exposition", "compress_chunks", "decompress_pieces", "make_app"]
+__all__ = ["Compressed", "Exposition", "add_routes", "compress_chunks", "decompress_pieces"]
 
-EXPOSITION = web.AppKey("exposition", Exposition)
-# What is broken in the agent, by part: e.g. a route stopped by a bug in its sink -> why. Empty while healthy.
-Problems = Callable[[], dict[str, str]]
-PROBLEMS: web.AppKey[Problems] = web.AppKey("problems")
 # The cached gzip body goes to the socket at most this much at a time: what the socket does not take at once is
 # copied into the transport's buffer, so a write of a whole ~4 MB body could hold a second copy of it.
 WRITE_PIECE = 1 << 18
-
-LANDING = """<!doctype html>
-<html><head><title>Lookout</title></head>
-<body><h1>Lookout</h1><p>Container metrics and log shipping agent, version {version}.</p>
-<ul>
-<li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics (cAdvisor names and labels)</li>
-<li><a href="/api/v1/containers">/api/v1/containers</a> &mdash; containers with metadata and latest stats</li>
-<li><a href="/healthz">/healthz</a> &mdash; liveness: the agent runs</li>
-<li><a href="/readyz">/readyz</a> &mdash; readiness: 503 naming what is broken (a route stopped by a bug)</li>
-</ul></body></html>
-"""
-
 
 def accepts(header: str, token: str) -> bool:
     """True if an Accept or Accept-Encoding header lists ``token`` with a non-zero quality."""
@@ -106,38 +88,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 ``ready``; 503 with a line per broken part (a route stopped by a bug in its sink)."""
-    problems = request.app[PROBLEMS]()
+    problems = request.app[LIVE].problems()
     if not problems:
         return web.Response(text="ready")
     text = "".join(f"failed: {part}: {why}\n" for part, why in sorted(problems.items()))
     return web.Response(status=503, text=text)
 
 
-async def landing(request: web.Request) -> web.Response:
-    from agent import __version__
-
-    return web.Response(text=LANDING.format(version=__version__), content_type="text/html")
-
-
-def _containers_json(snapshot: Snapshot | None) -> bytes:
-    if snapshot is None:
-        return b'{"timestamp":null,"containers":[]}'
-    containers = [{"info": s.info, "stats": s.stats} for s in snapshot.containers]
-    return orjson.dumps({"timestamp": snapshot.timestamp, "machine": snapshot.machine, "containers": containers})
-
-
-async def containers(request: web.Request) -> web.Response:
-    body = await asyncio.to_thread(_containers_json, request.app[EXPOSITION].snapshot)
-    return web.Response(body=body, content_type="application/json")
-
-
-def make_app(exposition: Exposition, problems: Problems = dict) -> web.Application:
-    app = web.Application()
-    app[EXPOSITION] = exposition
-    app[PROBLEMS] = problems
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", landing)
-    app.router.add_get("/api/v1/containers", containers)
-    return app

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from agent.model import MachineInfo, Snapshot
 from exporters.prometheus import exposition, http
-from exporters.prometheus.http import Exposition, compress_chunks, decompress_pieces, make_app
+from exporters.prometheus.http import Exposition, compress_chunks, decompress_pieces
+from exporters.web.app import make_app
 
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                      "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")

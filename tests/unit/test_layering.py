@@ -2,8 +2,9 @@
 not those under ``if TYPE_CHECKING:``, which never run):
 
 - ``collectors`` and ``exporters`` never import each other;
-- both import nothing of ``agent`` but the data model (``agent.model``) and the parameter leaf (``agent.params``);
-- the model and the parameter leaf import only the standard library;
+- both import nothing of ``agent`` but the data model (``agent.model``), the parameter leaf (``agent.params``)
+  and ``agent.waits``;
+- the model, the parameter leaf and the waits import only the standard library;
 - the clients of a running agent (``agent.top``, ``agent.tail`` and what they share, ``agent.client``) import no
   collector, exporter or agent internals: they talk to the agent over HTTP only;
 - no module imports itself back through others (no cycles).
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "collectors", "exporters")
-LEAVES = ("agent.model", "agent.params")
+LEAVES = ("agent.model", "agent.params", "agent.waits")
 
 
 def _module_name(path: Path) -> str:

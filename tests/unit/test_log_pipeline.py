@@ -562,8 +562,9 @@ async def test_a_bug_in_a_sink_stops_its_route_only_visibly_and_once(harness: Ha
     from aiohttp.test_utils import TestClient, TestServer
     from prometheus_client import CollectorRegistry
 
+    from agent.model import LiveSurface
     from exporters.prometheus.exposition import Exposition
-    from exporters.prometheus.http import make_app
+    from exporters.web.app import make_app
 
     c = harness.container("bug")
     good, buggy = tmp_path / "good.ndjson", tmp_path / "buggy.ndjson"
@@ -593,7 +594,8 @@ async def test_a_bug_in_a_sink_stops_its_route_only_visibly_and_once(harness: Ha
     logged = capsys.readouterr().out
     assert logged.count("route_failed") == 1 and "Traceback" in logged
     problems = lambda: {f"route {k}": v for k, v in pipeline.failed().items()}  # noqa: E731  (as agent.runtime)
-    async with TestClient(TestServer(make_app(Exposition(CollectorRegistry()), problems))) as client:
+    app = make_app(Exposition(CollectorRegistry()), LiveSurface(problems=problems))
+    async with TestClient(TestServer(app)) as client:
         resp = await client.get("/readyz")
         assert resp.status == 503 and f"failed: route {label}: SinkFailed" in await resp.text()
         assert (await client.get("/healthz")).status == 200  # alive: a restart would not mend a bug
