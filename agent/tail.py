@@ -24,13 +24,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import aiohttp
 import orjson
 
 from agent import __version__
 from agent.client import ClientError, display_name, refusal, ssl_context
+
+if TYPE_CHECKING:
+    import aiohttp
 
 TOKEN_ENV = "LOOKOUT_API_TOKEN_FILE"
 # Name colours: readable on dark and light backgrounds; no red (stderr has it) and no plain white or black.
@@ -219,6 +221,8 @@ class Follow:
     connect_timeout: float = 10.0
 
     async def run(self) -> int:
+        import aiohttp  # here, not at the top: `lookout run` builds this parser before it may import aiohttp
+
         ssl = ssl_context(self.url, self.insecure, self.cacert)
         headers = {"Accept": "application/x-ndjson", "User-Agent": f"lookout-tail/{__version__}"}
         if self.token:
