@@ -5,8 +5,9 @@ containers by CPU, memory, network and log lines per second, and the routes with
 (read without echo) sort and quit; ``--once`` prints one plain table for scripts (also what happens when standard
 output is not a terminal).
 
-Rates come from the agent's ``rates`` when it serves them; an agent without them gets its CPU and network rates
-computed here from two successive snapshots of the cumulative counters (log rates then stay unknown).
+Rates come from the agent's ``rates`` where it serves them; where it does not (an agent older than docs/API.md, or
+null: its first collection) CPU and network rates are computed here from two successive snapshots of the cumulative
+counters (log rates then stay unknown).
 
 The pure parts (rows from the JSON, sorting, formatting, the tables) are separate from the terminal loop, which is
 three threads: the poller (blocking HTTP), the key reader (stdin in cbreak mode) and the main thread that redraws
@@ -127,8 +128,10 @@ def _limit(value: Any) -> int | None:
 
 
 def needs_two_samples(doc: Mapping[str, Any]) -> bool:
-    """True when the agent serves no ``rates`` (an agent older than docs/API.md's): compute them from two polls."""
-    return any("rates" not in entry for entry in doc.get("containers") or ())
+    """True when the agent gives no container a CPU rate: it serves no ``rates`` (older than docs/API.md's), or
+    has collected only once. CPU and network are then computed here from two snapshots of the counters."""
+    return not any(_num((entry.get("rates") or {}).get("cpu_cores")) is not None
+                   for entry in doc.get("containers") or ())
 
 
 def _stats_time(entry: Mapping[str, Any]) -> float | None:
@@ -171,7 +174,7 @@ def _computed_rates(entry: Mapping[str, Any], previous: Mapping[str, Any] | None
 
 
 def _memory(entry: Mapping[str, Any], rates: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    if "memory_bytes" in rates or "memory_limit_bytes" in rates:
+    if _int(rates.get("memory_bytes")) is not None:
         return _int(rates.get("memory_bytes")), _limit(rates.get("memory_limit_bytes"))
     stats = entry.get("stats") or {}
     usage = _int((stats.get("memory") or {}).get("working_set"))
@@ -182,22 +185,18 @@ def _memory(entry: Mapping[str, Any], rates: Mapping[str, Any]) -> tuple[int | N
 def snapshot(doc: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> Snapshot:
     """Rows for every container of one /api/v1/containers answer but the root cgroup (that is the host line).
 
-    A container's ``rates`` are the agent's when it serves them; otherwise CPU and network are computed against the
-    same container (by cgroup) in ``previous``, an earlier answer.
+    A container's rates are the agent's where it serves them (not null); otherwise CPU and network are computed
+    against the same container (by cgroup) in ``previous``, an earlier answer, when one is given.
     """
     before = {(e.get("info") or {}).get("cgroup"): e for e in (previous or {}).get("containers") or ()}
     rows: list[Row] = []
     host = Host()
-    from_agent = True
     for entry in doc.get("containers") or ():
         info = entry.get("info") or {}
         cgroup = str(info.get("cgroup") or "")
-        if "rates" in entry:
-            rates = entry.get("rates") or {}
-        else:
-            from_agent = False
-            rates = _computed_rates(entry, before.get(cgroup))
-        memory, limit = _memory(entry, rates)
+        served = {k: v for k, v in (entry.get("rates") or {}).items() if v is not None}
+        rates = _computed_rates(entry, before.get(cgroup)) | served  # the agent's where it knows them
+        memory, limit = _memory(entry, served)
         if cgroup == "/":
             machine = doc.get("machine") or {}
             host = Host(_num(rates.get("cpu_cores")), _int(machine.get("cpu_cores")), memory,
@@ -212,7 +211,7 @@ def snapshot(doc: Mapping[str, Any], previous: Mapping[str, Any] | None = None) 
             tx_bytes_per_second=_num(rates.get("network_tx_bytes_per_second")),
             log_lines_per_second=_num(rates.get("log_lines_per_second")),
         ))
-    return Snapshot(_num(doc.get("timestamp")), tuple(rows), host, from_agent)
+    return Snapshot(_num(doc.get("timestamp")), tuple(rows), host, not needs_two_samples(doc))
 
 
 def routes(doc: Mapping[str, Any]) -> tuple[Route, ...]:

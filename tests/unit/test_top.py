@@ -95,7 +95,7 @@ def test_a_counter_that_went_back_is_an_unknown_rate_not_a_negative_one() -> Non
     assert by_name(top.snapshot(restarted, DOCKER_1))["cli-dev-busy"].cpu_cores is None
 
 
-def test_the_agents_rates_are_used_as_they_are_and_null_is_unknown() -> None:
+def test_the_agents_rates_are_used_as_they_are_and_null_is_computed_or_unknown() -> None:
     doc = with_rates(DOCKER_2, {
         "cli-dev-busy": {"cpu_cores": 0.75, "memory_bytes": 1000, "memory_limit_bytes": 4000,
                          "network_rx_bytes_per_second": 10.0, "network_tx_bytes_per_second": 5.0,
@@ -103,14 +103,29 @@ def test_the_agents_rates_are_used_as_they_are_and_null_is_unknown() -> None:
         "/": {"cpu_cores": 1.5, "memory_bytes": 2048},
     })
     assert not top.needs_two_samples(doc)
-    snap = top.snapshot(doc, DOCKER_1)  # the previous answer is not used when the agent has rates
+    snap = top.snapshot(doc)
     assert snap.rates_from_agent
     busy = by_name(snap)["cli-dev-busy"]
     assert (busy.cpu_cores, busy.memory_bytes, busy.memory_limit_bytes, busy.net_bytes_per_second,
             busy.log_lines_per_second) == (0.75, 1000, 4000, 15.0, 14.5)
-    idle = by_name(snap)["cli-dev-idle"]
-    assert (idle.cpu_cores, idle.memory_bytes, idle.log_lines_per_second) == (None, None, None)
+    idle = by_name(snap)["cli-dev-idle"]  # all null (e.g. started since the agent's last collection)
+    assert (idle.cpu_cores, idle.net_bytes_per_second, idle.log_lines_per_second) == (None, None, None)
+    assert idle.memory_bytes == entry(DOCKER_2, "cli-dev-idle")["stats"]["memory"]["working_set"]  # from its stats
+    assert idle.memory_limit_bytes == 64 * 1024 * 1024
     assert (snap.host.cpu_cores, snap.host.memory_bytes) == (1.5, 2048)
+
+    # With an earlier answer, what the agent left null is computed; what it served is kept.
+    snap = top.snapshot(doc, DOCKER_1)
+    assert by_name(snap)["cli-dev-busy"].cpu_cores == 0.75
+    computed = by_name(top.snapshot(DOCKER_2, DOCKER_1))["cli-dev-idle"].cpu_cores
+    assert computed is not None and by_name(snap)["cli-dev-idle"].cpu_cores == computed
+    assert by_name(snap)["cli-dev-idle"].log_lines_per_second is None
+
+
+def test_an_agent_that_has_no_cpu_rate_for_any_container_needs_two_samples() -> None:
+    assert top.needs_two_samples(with_rates(DOCKER_2, {}))  # rates all null: its first collection
+    assert top.needs_two_samples({"containers": [{**entry(DOCKER_2, "/"), "rates": None}]})
+    assert not top.needs_two_samples(with_rates(DOCKER_2, {"/": {"cpu_cores": 0.1}}))
 
 
 def test_kubernetes_containers_are_named_pod_slash_container() -> None:
