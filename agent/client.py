@@ -66,6 +66,8 @@ def server_line(body: bytes, limit: int = 300) -> str:
 def refusal(status: int, reason: str, url: str, body: bytes) -> str:
     """The one line for an HTTP error answer: ``GET URL: 401 Unauthorized: <the agent's line>``."""
     said = server_line(body)
+    if said.startswith(f"{status} "):  # the agent's own line names the status already
+        return f"GET {url}: {said}"
     return f"GET {url}: {status} {reason}" + (f": {said}" if said else "")
 
 

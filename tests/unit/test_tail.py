@@ -151,3 +151,102 @@ def test_a_line_that_is_not_json_is_a_notice_not_a_crash() -> None:
     out, notices = printed(Mode.TERMINAL, [[b"<html>", b"", LINES[0]]])
     assert out.decode() == "cli-dev-mixed stdout | hello from stdout\n"
     assert notices == ["not JSON from the agent: b'<html>'"]
+
+
+# --- the stream, against a stand-in for the agent's /logs (the client's own logic: reconnects, --tail once) -------
+
+
+def test_a_refusal_is_the_agents_own_line_without_repeating_the_status() -> None:
+    from agent.client import refusal
+
+    said = b"401 Unauthorized: GET /logs needs the API token (a wrong token)\n"
+    assert refusal(401, "Unauthorized", "http://a/logs", said) == \
+        "GET http://a/logs: 401 Unauthorized: GET /logs needs the API token (a wrong token)"
+    assert refusal(400, "Bad Request", "http://a/routes", b'{"error": "unknown scheme"}') == \
+        "GET http://a/routes: 400 Bad Request: unknown scheme"
+    assert refusal(502, "Bad Gateway", "http://a/logs", b"") == "GET http://a/logs: 502 Bad Gateway"
+
+
+async def test_follow_prints_reconnects_after_the_stream_ends_and_asks_for_the_tail_only_once() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    requests: list[tuple[list[tuple[str, str]], str]] = []
+    second_done, release = asyncio.Event(), asyncio.Event()
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        requests.append((list(request.query.items()), request.headers.get("Authorization", "")))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        if len(requests) == 1:
+            await response.write(LINES[0] + b"\n" + LINES[5][:5])  # a line split across writes
+            await response.write(LINES[5][5:] + b"\n" + LINES[2] + b"\n")
+            return response  # the agent ends the stream: the client comes back
+        await response.write(LINES[3] + b"\n")
+        second_done.set()
+        await release.wait()  # then nothing, until the test ends
+        return response
+
+    app = web.Application()
+    app.router.add_get("/logs", logs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    out, notices = io.BytesIO(), []
+    args = parse("--name", "cli-dev-*", "--tail", "5")
+    follow = tail.Follow(f"http://127.0.0.1:{port}", tail.query(args), Printer(out, Mode.PLAIN, notices.append),
+                         notices.append, token="s3cret")
+    task = asyncio.create_task(follow.run())
+    try:
+        await asyncio.wait_for(second_done.wait(), 10)
+        for _ in range(100):
+            if out.getvalue().count(b"\n") >= 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        release.set()
+        await runner.cleanup()
+    assert out.getvalue().decode().splitlines() == ["cli-dev-mixed|hello from stdout", "cli-dev-mixed|oops on stderr",
+                                                    "cli-dev-busy|tick Fri Dec 4 13:08:09 UTC 2026"]
+    assert notices == ["missed 3 records (this client read too slowly)",
+                       "disconnected (the agent ended the stream); reconnecting in 0.5s",
+                       "reconnected (lines logged while disconnected are not shown)"]
+    first, second = requests
+    assert first == ([("format", "json"), ("filter.name", "cli-dev-*"), ("tail", "5")], "Bearer s3cret")
+    assert second == ([("format", "json"), ("filter.name", "cli-dev-*")], "Bearer s3cret")  # no second tail
+
+
+async def test_follow_stops_with_one_line_when_the_agent_refuses_or_is_not_there() -> None:
+    from aiohttp import web
+
+    from agent.client import ClientError
+    from tests.helpers.agent import free_port
+
+    async def logs(request: web.Request) -> web.Response:
+        return web.Response(status=401, text="401 Unauthorized: GET /logs needs the API token "
+                                             "(no Authorization: Bearer <token> header)\n")
+
+    app = web.Application()
+    app.router.add_get("/logs", logs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(ClientError) as refused:
+            await tail.Follow(url, [], Printer(io.BytesIO(), Mode.PLAIN, print), print).run()
+    finally:
+        await runner.cleanup()
+    assert str(refused.value) == (f"GET {url}/logs: 401 Unauthorized: GET /logs needs the API token (no "
+                                  f"Authorization: Bearer <token> header) (give --api-token-file, or "
+                                  f"LOOKOUT_API_TOKEN_FILE)")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ClientError) as unreachable:
+        await tail.Follow(nobody, [], Printer(io.BytesIO(), Mode.PLAIN, print), print).run()
+    assert str(unreachable.value).startswith(f"cannot reach the agent at {nobody}: ")

@@ -333,3 +333,62 @@ def test_an_unreachable_agent_is_said_on_the_screen() -> None:
     view = View("http://x")
     view.take(Poll(None, None, error="cannot reach the agent at http://x: [Errno 111] Connection refused"))
     assert "cannot reach the agent at http://x" in screen(view)
+
+
+# --- the HTTP part against a stand-in agent that has no /routes (older than docs/API.md) -----------------------
+
+
+class _OldAgent:
+    """An HTTP server with the captured /api/v1/containers and 404 for everything else, in a thread."""
+
+    def __init__(self, body: bytes, content_type: str = "application/json") -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path == "/api/v1/containers"
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", content_type if found else "text/plain")
+                payload = body if found else b"404: Not Found"
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_agent_without_routes_shows_routes_not_available() -> None:
+    agent = _OldAgent((API / "containers-docker-2.json").read_bytes())
+    try:
+        result = top.poll(Api(agent.url))
+    finally:
+        agent.close()
+    assert result.error is None and result.routes is None and result.routes_error is None
+    assert result.doc == DOCKER_2
+    assert top.plain_report(top.snapshot(result.doc), result.routes).endswith("\nroutes: not available\n")
+
+
+def test_what_is_not_an_agent_is_said_in_one_line() -> None:
+    from agent.client import ClientError
+
+    html = _OldAgent(b"<html>hello</html>", "text/html")
+    try:
+        with pytest.raises(ClientError) as not_json:
+            Api(html.url).containers()
+        with pytest.raises(ClientError) as missing:
+            Api(html.url).get("/nothing")
+    finally:
+        html.close()
+    assert str(not_json.value) == (f"GET {html.url}/api/v1/containers: the answer is not JSON "
+                                   f"(is {html.url} a Lookout agent?)")
+    assert str(missing.value) == f"GET {html.url}/nothing: 404 Not Found: 404: Not Found"
