@@ -32,7 +32,10 @@ LABEL org.opencontainers.image.title="lookout" \
 # writes only its checkpoints and dead letters (mount a volume at /var/lib/lookout).
 VOLUME /var/lib/lookout
 EXPOSE 9338
+# Docker has one health, and nothing restarts an unhealthy container but Swarm: it is what `docker ps` and Compose's
+# `depends_on: condition: service_healthy` read, so it is readiness (/readyz: no cgroups under /rootfs, no collection
+# yet, a route failed for good), not liveness (/healthz, the Kubernetes livenessProbe). With --tls-cert, override it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9338/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9338/readyz', timeout=4)"]
 ENTRYPOINT ["lookout", "run"]
 CMD ["--host-root", "/rootfs", "--log-format", "json"]

@@ -9,7 +9,7 @@ from typing import NoReturn, TypeVar
 
 from agent import __version__, tail, top
 from agent.client import base_url
-from agent.config import ConfigError, add_arguments, load_config
+from agent.config import Config, ConfigError, add_arguments, load_config
 from agent.params import parse_duration
 
 T = TypeVar("T")
@@ -82,14 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.wiring import check_route  # builds (never connects) each route's sink: its options' problems
 
     try:
-        config = load_config(args, unknown=unknown, check_route=check_route)  # every problem at once
+        # Every problem at once. Only run creates the state directory: check-config changes nothing on disk.
+        config = load_config(args, unknown=unknown, check_route=check_route, create_state_dir=args.command == "run")
     except ConfigError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"lookout: configuration ok (listen {config.listen_host}:{config.listen_port}, "
-              f"host root {config.host_root}, {len(config.routes)} route(s))")
+              f"host root {config.host_root}, {len(config.routes)} route(s), state in {config.state_dir})")
+        if config.state_dir_note:
+            print(f"lookout: {config.state_dir_note}")
         return 0
     from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
 
-    return run_agent(config)
+    def reload() -> Config:  # SIGHUP: the same flags and environment, the TOML file read again
+        again, unknown_again = parser.parse_known_args(argv)
+        return load_config(again, unknown=unknown_again, check_route=check_route)
+
+    return run_agent(config, reload)

@@ -337,9 +337,7 @@ class ApiError(Exception):
 
 
 class RouteControl(Protocol):
-    """The routes of a running agent (agent.control): listed, added and removed over the API."""
-
-    def list(self) -> list[dict[str, Any]]: ...
+    """The routes of a running agent (agent.control): added and removed over the API."""
 
     async def add(self, uri: str, route_id: str | None) -> dict[str, Any]: ...
 
@@ -350,7 +348,7 @@ class LogStream(Protocol):
     """Live records for ``/logs`` (agent.logs.live): a subscription gets the records of matching containers from now
     on, and the last ``tail`` records of each from its files first."""
 
-    def subscribe(self, params: dict[str, str], tail: int, size: int) -> Subscription: ...
+    async def subscribe(self, params: dict[str, str], tail: int, size: int) -> Subscription: ...
 
 
 class Subscription(Protocol):

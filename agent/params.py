@@ -1,19 +1,25 @@
 """Value parsers and declared options: the one leaf every layer may import (standard library only).
 
 The parsers turn what a user writes (flags, ``LOOKOUT_*`` variables, the TOML file, a route URI's query) into
-values, and raise ``ValueError`` with a message fit to show as it is. A sink declares the query parameters of its
-route once, as a table of ``Param`` (name, parser, default, help); ``parse_params`` applies the table, and the same
-table answers ``check-config`` and documents the route.
+values, and raise ``ValueError`` with a message fit to show as it is, in the project's words (``expected a duration
+like 10s, got 'x'``), never Python's. A sink declares the query parameters of its route once, as a table of ``Param``
+(name, parser, default, help); ``parse_params`` applies the table, and the same table answers ``check-config`` and
+documents the route. The TLS files a route or the listener names are checked here too (``file_problem``,
+``load_ca``, ``load_cert_chain``), so a missing or unloadable file is reported with its path and the option naming it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
+import ssl
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -21,9 +27,9 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m
 
 def parse_duration(text: str) -> float:
     """Go-style durations as cAdvisor and Prometheus users write them: ``10s``, ``1m30s``, ``500ms``."""
-    text = text.strip()
+    original, text = text, text.strip()
     if not text:
-        raise ValueError("empty duration")
+        raise ValueError("expected a duration like 10s, 500ms or 1m30s, got an empty value")
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -31,7 +37,7 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or pos == 0:
-        raise ValueError(f"malformed duration {text!r} (use e.g. 10s, 500ms, 1m30s)")
+        raise ValueError(f"expected a duration like 10s, 500ms or 1m30s, got {original!r}")
     return total
 
 
@@ -42,12 +48,12 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m
 
 def parse_size(text: str) -> int:
     """Byte sizes: ``1048576``, ``64KiB``, ``1MiB``, ``10MB``."""
-    match = _SIZE.match(text.strip())
+    match = _SIZE.match(text.strip()) if text.isascii() else None
     if not match:
-        raise ValueError(f"malformed size {text!r} (use e.g. 65536, 64KiB, 1MiB)")
+        raise ValueError(f"expected a size like 65536, 64KiB or 1MiB, got {text!r}")
     value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
     if value < 1024:
-        raise ValueError(f"{text!r} is too small (at least 1KiB)")
+        raise ValueError(f"expected at least 1KiB, got {text!r}")
     return value
 
 
@@ -57,7 +63,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"malformed address {text!r} (use HOST:PORT, e.g. 0.0.0.0:9338)")
     bracketed = host.startswith("[") and host.endswith("]")
     host = host[1:-1] if bracketed else host
@@ -79,7 +85,7 @@ def parse_bool(text: str | bool) -> bool:
         return True
     if value in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"malformed boolean {text!r} (use true or false)")
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def parse_list(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -87,11 +93,14 @@ def parse_list(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item.strip())
 
 
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_int(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"malformed integer {text!r}") from None
+    """A whole number in ASCII digits (not Python's literals: no ``1_000``, no other scripts' digits)."""
+    if not _INT.fullmatch(text.strip()):
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(text.strip())
 
 
 def parse_positive_int(text: str) -> int:
@@ -103,11 +112,31 @@ def parse_positive_int(text: str) -> int:
 
 def redact_uri(uri: str) -> str:
     """The URI with any password replaced, for labels and logs."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # not a URI (an unclosed IPv6 bracket): hide whatever stands between ':' and '@'
+        return _USERINFO_PASSWORD.sub(r"\1:***@", uri, count=1)
     if parts.password is None:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")
+
+
+def split_uri(uri: str) -> SplitResult:
+    """``urlsplit`` with its errors in the project's words (the port is checked too, as ``.port`` would)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        raise ValueError("malformed URI: an IPv6 address needs both [ and ], e.g. syslog+tcp://[::1]:514") from None
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
+        raise ValueError(f"port: expected a number from 1 to 65535, got {port!r}") from None
+    return parts
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
@@ -174,9 +203,94 @@ def parse_seconds(value: str) -> float:
         seconds = float(value)
     except ValueError:
         seconds = parse_duration(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a duration like 30s or a number of seconds, got {value!r}")
     if seconds <= 0:
-        raise ValueError("must be positive")
+        raise ValueError(f"must be positive, got {value!r}")
     return seconds
+
+
+def file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file a setting names cannot be read (``/x/ca.pem does not exist``), or None. Opens and closes it."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            return f"{path} is a directory, not a file"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file"
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _ssl_reason(exc: ssl.SSLError | OSError) -> str:
+    """`` (KEY_VALUES_MISMATCH)``: OpenSSL's short reason, when it has one, or the system's; never CPython's text."""
+    if isinstance(exc, ssl.SSLError):
+        return f" ({exc.reason})" if exc.reason else ""
+    return f" ({exc.strerror or type(exc).__name__})"
+
+
+def load_ca(ca: str, name: str = "ca") -> ssl.SSLContext:
+    """``ssl.create_default_context`` verifying with the CA bundle ``ca`` (the system's when empty); a problem is a
+    ``ValueError`` naming the option ``name`` and the file."""
+    if ca:
+        problem = file_problem(ca)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
+    try:
+        return ssl.create_default_context(cafile=ca or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{name}: {ca} holds no PEM certificate{_ssl_reason(exc)}") from None
+
+
+class _Encrypted(Exception):
+    """Raised by the password callback: the key needs a passphrase, which the agent has no way to ask for."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted
+
+
+def load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, cert_name: str = "cert",
+                    key_name: str = "key") -> None:
+    """``ctx.load_cert_chain(cert, key)`` (the key in ``cert`` when ``key`` is empty); a problem is a ``ValueError``
+    naming the option (``cert_name``, ``key_name``) and the file. Never prompts for a passphrase."""
+    for name, path in ((cert_name, cert), (key_name, key)):
+        if path:
+            problem = file_problem(path)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+    try:  # the certificate alone first, so that a bad one is told apart from a bad key
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{cert_name}: {cert} holds no PEM certificate{_ssl_reason(exc)}") from None
+    key_file, key_option = (key, key_name) if key else (cert, cert_name)
+    try:
+        ctx.load_cert_chain(cert, key or None, password=_no_passphrase)
+    except _Encrypted:
+        raise ValueError(f"{key_option}: {key_file} is encrypted (the key must be unencrypted PEM)") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"{key_option}: {key_file} is not the key of the certificate in {cert}") from None
+        if not key:
+            raise ValueError(f"{cert_name}: {cert} holds no private key (give {key_name} too)") from None
+        raise ValueError(f"{key_option}: {key_file} holds no PEM private key{_ssl_reason(exc)}") from None
+    except OSError as exc:
+        raise ValueError(f"{key_option}: {key_file} cannot be read{_ssl_reason(exc)}") from None
+
+
+def client_tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """A route's client TLS context from its ``ca``, ``cert`` and ``key`` options (``ValueError`` naming them)."""
+    if key and not cert:
+        raise ValueError("key: needs cert too (the client certificate the key belongs to)")
+    ctx = load_ca(ca)
+    if cert:
+        load_cert_chain(ctx, cert, key)
+    return ctx
 
 
 # The options every route URI takes, whatever its sink: a stable checkpoint name, the batch limits (defaults by
@@ -191,4 +305,5 @@ ROUTE_PARAMS = (
     Param("filter.labels", text, "", "key:glob pairs, comma-separated; all must match"),
     Param("filter.image", text, "", "glob on the image"),
     Param("filter.sources", text, "", "stdout, stderr or both (comma-separated)"),
+    Param("filter.namespace", text, "", "glob on the Kubernetes namespace"),
 )

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import gc
 import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from agent.config import Config
+from agent import __version__
+from agent.config import Config, ConfigError, server_ssl_context
+from agent.control import RouteTable
 from agent.logconfig import configure_logging
-from agent.model import LiveSurface
+from agent.model import ApiError, LiveSurface, Subscription
 from agent.waits import wait_event
 from agent.wiring import Agent, build
 
@@ -42,11 +47,13 @@ TRIM_THRESHOLD = 64 << 20  # glibc: free heap kept at the top before it is given
 
 
 async def housekeeping(agent: Agent, wake: asyncio.Event) -> None:
-    interval = agent.config.housekeeping_interval
     while True:
+        interval = agent.config.housekeeping_interval  # a reload may change it
         wake.clear()
         try:
-            await asyncio.to_thread(agent.cycle)
+            snapshot = await asyncio.to_thread(agent.cycle)
+            if snapshot is not None:
+                agent.rates.update(snapshot, agent.routes.lines())
         except Exception:  # a bug must not stop metrics; it is logged with its traceback
             log.exception("housekeeping_failed")
         if await wait_event(wake, interval):
@@ -109,34 +116,99 @@ def _import_web() -> tuple[Any, Any]:
     return web, make_app
 
 
-async def serve(config: Config) -> None:
+# Settings a reload (SIGHUP) applies; a change to any other setting is logged as needing a restart.
+RELOADABLE = frozenset({"routes", "log_level", "log_format", "housekeeping_interval", "fs_usage_interval",
+                        "api_token", "api_token_file", "extra"})
+
+
+async def reload(agent: Agent, load: Callable[[], Config]) -> None:
+    """SIGHUP: read the TOML file and the flags again and apply what may change while running; a configuration that
+    does not validate is refused and logged, and the running one stays."""
+    try:
+        new = await asyncio.to_thread(load)
+    except ConfigError as exc:
+        log.error("reload_refused", problems=exc.problems)
+        return
+    except Exception:  # a bug in reading the configuration must not stop the agent that runs on the old one
+        log.exception("reload_refused")
+        return
+    old = agent.config
+    try:
+        done = await agent.routes.apply(new.routes)
+    except ApiError as exc:
+        log.error("reload_refused", problems=[str(exc)])
+        return
+    restart = sorted(f.name for f in dataclasses.fields(Config)
+                     if f.name not in RELOADABLE and getattr(old, f.name) != getattr(new, f.name))
+    if restart:
+        log.warning("reload_needs_restart", settings=restart, why="these settings take effect at the next start")
+    agent.config = dataclasses.replace(new, **{name: getattr(old, name) for name in restart})
+    agent.routes.config = dataclasses.replace(agent.routes.config, routes=new.routes)
+    if (new.log_level, new.log_format) != (old.log_level, old.log_format):
+        configure_logging(new.log_level, new.log_format)
+    log.info("reloaded", **{k: v for k, v in done.items() if v})
+
+
+async def serve(config: Config, load: Callable[[], Config] | None = None) -> None:
     agent = build(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def hangup() -> None:
+        if load is None:
+            log.warning("reload_unavailable", why="the agent was not started from the command line")
+            return
+        task = loop.create_task(reload(agent, load), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     supervisor = Supervisor(stop)
     tasks: list[asyncio.Task[None]] = []
-    if agent.logs is not None:
-        # The routes ship first: the HTTP server's imports (aiohttp, ~0.1 s of a start-up of ~0.3 s) run in a
-        # thread meanwhile, so after a restart the backlog starts moving at once.
+
+    def spawned(new: list[asyncio.Task[None]]) -> None:  # a route's tasks, or the log pipeline's
         tune_interpreter_for_logs()
-        tasks += agent.logs.tasks()
-        supervisor.watch(tasks)
-        log.info("log_routes", routes=[r.label for r in agent.logs.runners])
+        supervisor.watch(new)
+        tasks.extend(new)
+
+    routes = agent.routes
+    routes.spawned = spawned
+    # The routes ship first: the HTTP server's imports (aiohttp, ~0.1 s of a start-up of ~0.3 s) run in a thread
+    # meanwhile, so after a restart the backlog starts moving at once.
+    routes.load()
+    routes.started = True
+    if routes.pipeline is not None:
+        spawned(routes.pipeline.tasks())
+        log.info("log_routes", routes=[r.label for r in routes.runners()])
     web, make_app = await asyncio.to_thread(_import_web)
     wake = asyncio.Event()
     agent.docker._on_change = wake.set
-    logs = agent.logs
-    problems = (lambda: {f"route {label}": why for label, why in logs.failed().items()}) if logs is not None else dict
-    live = LiveSurface(problems=problems)
+    facts = {"hostname": routes.host, "version": __version__, "host_root": str(config.host_root),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    live = LiveSurface(problems=agent.problems, routes=routes.listing, rates=lambda: agent.rates.rates,
+                       control=routes, stream=LazyHub(routes), token=lambda: agent.config.api_token,
+                       host=lambda: facts)
     runner = web.AppRunner(make_app(agent.exposition, live), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        tls = server_ssl_context(config)
+    except ConfigError as exc:
+        log.error("tls_failed", error=str(exc))
+        print(f"lookout: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        raise SystemExit(2) from None
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
-        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=str(exc))
+        from agent.config import listen_failure  # which flag moves the listener; said in the log and on stderr
+
+        message = listen_failure(config, exc)
+        log.error("listen_failed", address=f"{config.listen_host}:{config.listen_port}", error=message)
+        print(f"lookout: {message}", file=sys.stderr)
         supervisor.failed.append("listen")
         stop.set()
     else:
@@ -151,13 +223,17 @@ async def serve(config: Config) -> None:
         tasks += metrics_tasks
     await stop.wait()
     log.info("stopping")
-    if agent.logs is not None:
-        await agent.logs.drain(DRAIN_TIMEOUT)
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in list(reloads):
+        await asyncio.gather(task, return_exceptions=True)
+    pipeline = routes.pipeline
+    if pipeline is not None:
+        await pipeline.drain(DRAIN_TIMEOUT)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if agent.logs is not None:
-        await agent.logs.close()  # acknowledged offsets are written; unacknowledged batches are re-read
+    if pipeline is not None:
+        await pipeline.close()  # acknowledged offsets are written; unacknowledged batches are re-read
     await runner.cleanup()
     if supervisor.failed == ["listen"]:
         raise SystemExit(1)
@@ -165,6 +241,16 @@ async def serve(config: Config) -> None:
         log.error("stopped_after_failure", tasks=supervisor.failed)
         raise SystemExit(1)
     log.info("stopped")
+
+
+class LazyHub:
+    """The live stream's hub, built (with the log pipeline, if there is none yet) by the first /logs client."""
+
+    def __init__(self, routes: RouteTable) -> None:
+        self.routes = routes
+
+    async def subscribe(self, params: dict[str, str], tail: int, size: int) -> Subscription:
+        return await self.routes.hub().subscribe(params, tail, size)
 
 
 def limit_malloc_arenas(arenas: int = 1) -> None:
@@ -191,8 +277,9 @@ def limit_malloc_arenas(arenas: int = 1) -> None:
         pass  # not glibc
 
 
-def run_agent(config: Config) -> int:
+def run_agent(config: Config, load: Callable[[], Config] | None = None) -> int:
+    """Run until SIGTERM or SIGINT; ``load`` reads the configuration again on SIGHUP."""
     limit_malloc_arenas()
     configure_logging(config.log_level, config.log_format)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, load))
     return 0

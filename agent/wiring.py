@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,9 @@ import structlog
 
 from agent import __version__
 from agent.config import Config
-from agent.logs.routes import LogOptions, check_route, make_sink, parse_route, route_options
-from agent.model import Snapshot
+from agent.control import ContainerRates, RouteTable
+from agent.logs.routes import check_route
+from agent.model import MachineInfo, Snapshot
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
@@ -27,7 +29,7 @@ from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 if TYPE_CHECKING:
     from agent.logs.pipeline import LogPipeline
 
-__all__ = ["Agent", "build", "check_route"]
+__all__ = ["Agent", "build", "check_route", "make_logs"]
 
 # The log pipeline and its sinks (watchdog, the syslog and HTTP encoders) are imported only where routes are
 # built: an agent without --route never loads them (~2 MB of RSS).
@@ -44,24 +46,52 @@ class Agent:
     exposition: Exposition
     telemetry: Telemetry
     fs_usage: FsUsage | None
-    logs: LogPipeline | None = None
+    routes: RouteTable
+    rates: ContainerRates = field(default_factory=ContainerRates)
+    cgroups_missing: str = ""  # why no cgroup hierarchy was found ("" once one is)
+    collected: bool = False  # the first collection finished
+    _errors: Counter[str] = field(default_factory=Counter)
 
     def build_collector(self) -> Collector | None:
         """(Re)try finding the cgroup hierarchies; None while there are none."""
         if self.collector is None:
-            self.collector = make_collector(self.config, self.docker, self.fs_usage)
+            self.collector, missing = make_collector(self.config, self.docker, self.fs_usage)
+            if missing and missing != self.cgroups_missing:  # logged once, not every cycle; counted every cycle
+                log.error("cgroups_not_found", error=missing)
+            self.cgroups_missing = missing
         return self.collector
 
     def cycle(self) -> Snapshot | None:
-        """One housekeeping cycle in a worker thread: collect, render, publish."""
+        """One housekeeping cycle in a worker thread: collect, render, publish. Without a cgroup hierarchy the cycle
+        counts an error (``lookout_collector_errors_total{collector="cgroups"}``) and publishes an empty snapshot
+        with ``container_scrape_error`` 1, so that /metrics says it rather than going quiet."""
         collector = self.build_collector()
-        if collector is None:
-            return None
         with self.exposition.exclusive(), self.telemetry.collection_duration.time():
-            snapshot = collector.collect()
+            if collector is None:
+                self._errors["cgroups"] += 1
+                snapshot = Snapshot(time.time(), [], MachineInfo(), scrape_error=True, machine_error=True)
+            else:
+                snapshot = collector.collect()
             with self.telemetry.render_duration.time():
                 self.exposition.publish(snapshot, self.renderer.chunks)
+        self.collected = True
         return snapshot
+
+    def errors(self) -> Counter[str]:
+        errors = Counter(self._errors)
+        if self.collector is not None:
+            errors.update(self.collector.errors)
+        return errors
+
+    def problems(self) -> dict[str, str]:
+        """Why the agent is not ready (/readyz): no cgroups, no collection yet, a route failed for good."""
+        out = {}
+        if self.cgroups_missing:
+            out["cgroups"] = self.cgroups_missing
+        elif not self.collected:
+            out["collection"] = "the first collection has not finished"
+        out.update(self.routes.failed())
+        return out
 
     def containers_by_runtime(self) -> Counter[str]:
         snap = self.exposition.snapshot
@@ -74,17 +104,18 @@ def wanted(config: Config) -> Wanted:
                   pressure=on("pressure"), process=on("process"), oom=on("oom_event"))
 
 
-def make_collector(config: Config, docker: DockerMetadata, fs_usage: FsUsage | None) -> Collector | None:
+def make_collector(config: Config, docker: DockerMetadata,
+                   fs_usage: FsUsage | None) -> tuple[Collector | None, str]:
+    """The collector, or None and why no cgroup hierarchy was found."""
     try:
         layout: CgroupLayout = discover_layout(config.host_root)
     except NoCgroupsError as exc:
-        log.error("cgroups_not_found", error=str(exc))
-        return None
+        return None, f"no cgroup hierarchy under --host-root {config.host_root}: {exc}"
     log.info("cgroups_found", version=layout.version, roots=layout.hierarchy_roots())
     reader = make_reader(layout, config.host_root, wanted(config))
     options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
                              process=config.metric_enabled("process"))
-    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage)
+    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
 
 
 def host_name(config: Config) -> str:
@@ -99,39 +130,15 @@ def host_name(config: Config) -> str:
 
 
 def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> LogPipeline | None:
-    if not config.routes:
-        return None
-    from agent.logs.codec import offload_spec
-    from agent.logs.metrics import LogMetrics
-    from agent.logs.offload import ChunkWorkers, default_workers
-    from agent.logs.pipeline import LogPipeline
-    from agent.logs.runner import RouteRunner
-    from collectors.cgroups.quota import usable_cpus
-    from collectors.logs.checkpoints import CheckpointStore
-    from collectors.logs.metadata import LogMetadata
-    from collectors.logs.sources import parents, scan
-
-    store = CheckpointStore(config.state_dir)
-    metrics = LogMetrics(telemetry.registry)
-    options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host_name(config))
-    lookup = LogMetadata(docker, config.env_metadata_allowlist, config.host_root)
-    routes = [parse_route(uri) for uri in config.routes]
-    sinks = [make_sink(route, config.state_dir) for route in routes]
-    # One pool of chunk workers for every route that can use them, sized by the CPUs this process may use.
-    workers = None
-    count = config.log_workers if config.log_workers >= 0 else default_workers(usable_cpus())
-    if count > 0 and any(offload_spec(sink) is not None for sink in sinks):
-        workers = ChunkWorkers(count, None, config.max_line_bytes,
-                               lambda why: log.error("log_chunk_worker_failed", error=why))
-    runners = [RouteRunner(route, sink, store, metrics, route_options(route, options), lookup,
-                           fresh_start=not store.existed, workers=workers)
-               for route, sink in zip(routes, sinks, strict=True)]
-    pods_root = config.host_path("/var/log/pods")
-    return LogPipeline(runners, store, lambda: scan(config.docker_root, pods_root),
-                       lambda: parents(config.docker_root, pods_root), workers)
+    """The configured routes' log pipeline, not started (tests; the daemon goes through ``Agent.routes``)."""
+    table = RouteTable(config, docker, telemetry.registry, host_name(config))
+    table.load()
+    return table.pipeline
 
 
 def build(config: Config) -> Agent:
+    if config.state_dir_note:  # the default state directory could not be written: say where the state is
+        log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
     fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)
@@ -139,8 +146,7 @@ def build(config: Config) -> Agent:
     policy = LabelPolicy(config.store_container_labels, frozenset(config.container_labels_allowlist))
     renderer = Renderer(enabled_families(config.disabled_metrics), policy, config.metrics_timestamps,
                         version=__version__)
-    agent = Agent(config, docker, None, renderer, Exposition(telemetry.registry), telemetry, fs_usage,
-                  make_logs(config, docker, telemetry))
-    telemetry.watch(lambda: agent.collector.errors if agent.collector else Counter(),
-                    agent.containers_by_runtime)
+    routes = RouteTable(config, docker, telemetry.registry, host_name(config))
+    agent = Agent(config, docker, None, renderer, Exposition(telemetry.registry), telemetry, fs_usage, routes)
+    telemetry.watch(agent.errors, agent.containers_by_runtime)
     return agent

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -41,6 +43,11 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+def payload_size(payload: Payload) -> int:
+    data = payload.data
+    return len(data) if isinstance(data, bytes) else sum(len(entry) for entry in data)
+
+
 class SinkFailed(Exception):
     """A sink failed in a way no retry can mend (a bug: ``TypeError``, a result that loses records)."""
 
@@ -57,6 +64,35 @@ def backoff(attempt: int, hint: float | None = None) -> float:
     return max(delay, hint) if hint is not None else delay
 
 
+@dataclass
+class RouteStats:
+    """A route's outcomes as plain numbers, for the API and the status page (the same as its counters on /metrics,
+    without reading prometheus-client's internals)."""
+
+    delivered: int = 0
+    delivered_bytes: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    last_error: str = ""
+    delivered_at: float = 0.0  # wall time of the last delivered batch
+    samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=16))
+
+    def sample(self, now: float) -> None:
+        """Remember the totals now (every few seconds): rates are taken over the samples."""
+        self.samples.append((now, self.delivered, self.delivered_bytes))
+
+    def rates(self, now: float, window: float = 10.0) -> tuple[float, float]:
+        """Records and bytes per second over about the last ``window`` seconds."""
+        start = next(((t, r, b) for t, r, b in self.samples if now - t <= window), None)
+        if start is None or now - start[0] < 1.0:
+            start = self.samples[-2] if len(self.samples) >= 2 else None
+        if start is None or now <= start[0]:
+            return 0.0, 0.0
+        span = now - start[0]
+        return (self.delivered - start[1]) / span, (self.delivered_bytes - start[2]) / span
+
+
 class Delivery:
     """Sends one route's payloads with the retry policy and counts each record's outcome in the route's
     metrics."""
@@ -66,6 +102,7 @@ class Delivery:
         self.metrics = metrics
         self.label = label
         self.failing = False
+        self.stats = RouteStats()
 
     async def deliver(self, payload: Payload) -> None:
         """Send until every record is delivered, dead-lettered or dropped; raise ``SinkFailed`` on a bug."""
@@ -96,6 +133,8 @@ class Delivery:
                 break
             attempt += 1
             m.retries.labels(label).inc()
+            self.stats.retries += 1
+            self.stats.last_error = result.error
             m.up.labels(label).set(0)
             if not self.failing:
                 log.warning("route_send_failed", route=label, error=result.error, records=result.retry)
@@ -105,10 +144,16 @@ class Delivery:
             log.info("route_recovered", route=label, attempts=attempt + 1)
             self.failing = False
         m.up.labels(label).set(1)
+        self.stats.delivered_at = time.time()
+        self.stats.delivered_bytes += payload_size(payload)
         m.batch_latency.labels(label).observe(time.monotonic() - started)
 
     def _count(self, result: DeliveryResult) -> None:
         m, label = self.metrics, self.label
+        stats = self.stats
+        stats.delivered += result.delivered
+        stats.dead_lettered += result.dead_lettered
+        stats.dropped += sum(result.dropped.values())
         if result.delivered:
             m.sent.labels(label).inc(result.delivered)
         rejected = result.dead_lettered + result.dropped.get("rejected", 0)

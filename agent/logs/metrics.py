@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -68,3 +70,18 @@ class LogMetrics:
         for gauge in (self.files_watched, self.lag_bytes, self.queue_depth, self.failed):
             gauge.labels(label).set(0)
         self.up.labels(label).set(1)
+
+    def forget(self, label: str) -> None:
+        """A route removed at run time: its series go (a route added again under the label starts from 0)."""
+        for metric in (self.records_read, self.bytes_read, self.parse_errors, self.truncated, self.files_lost,
+                       self.sent, self.retries, self.truncated_out, self.rejected, self.dead_lettered,
+                       self.item_retries, self.files_watched, self.lag_bytes, self.queue_depth, self.failed,
+                       self.up, self.batch_latency):
+            with contextlib.suppress(KeyError):
+                metric.remove(label)
+        for reason in ("filtered", "rejected", "refused"):
+            with contextlib.suppress(KeyError):
+                self.dropped.remove(label, reason)
+        for outcome in ("taken", "reread"):
+            with contextlib.suppress(KeyError):
+                self.worker_chunks.remove(label, outcome)

@@ -34,16 +34,43 @@ class LogPipeline:
 
     def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
                  scan: Callable[[], dict[str, SourceSpec]], parents: Callable[[], list[str]],
-                 workers: ChunkWorkers | None = None) -> None:
-        self.runners = runners
+                 workers: ChunkWorkers | None = None,
+                 spawned: Callable[[list[asyncio.Task[None]]], None] = lambda tasks: None) -> None:
+        self.runners: list[RouteRunner] = []
         self.workers = workers  # the chunk workers the routes share
         self.store = store
         self.scan = scan
         self.parents = parents  # the directories in which new sources appear
+        self.spawned = spawned  # told of the tasks of routes added while the pipeline runs (the supervisor)
         self._rescan = asyncio.Event()
         self._acked = asyncio.Event()
+        self._started = False
+        self._watch: LogWatch | None = None
+        self._specs: dict[str, SourceSpec] | None = None  # the last scan
         for runner in runners:
-            runner.on_acked = self._acked.set
+            self.add(runner)
+
+    def add(self, runner: RouteRunner) -> None:
+        """A route joins: it gets the last scan and the directory watch at once, and its tasks start if the
+        pipeline runs."""
+        runner.on_acked = self._acked.set
+        self.runners.append(runner)
+        if self._watch is not None:
+            runner.follower.watch = self._watch
+        if self._specs is not None:
+            runner.follower.offer(self._specs)
+        if self._started:
+            self.spawned(runner.start())
+            self._rescan.set()
+
+    async def remove(self, runner: RouteRunner, forget: bool) -> None:
+        """A route leaves: its tasks stop, its files are closed and its sink too; its checkpoints are forgotten
+        if ``forget`` (else a route that replaces it under the same id goes on from them)."""
+        self.runners.remove(runner)
+        await runner.stop()
+        if forget:
+            self.store.forget_route(runner.route.id)
+            self._acked.set()  # written by the next group commit
 
     def _pin(self, directory: str) -> None:
         """Files appeared in ``directory`` (inotify thread): let every route open them right away."""
@@ -56,14 +83,14 @@ class LogPipeline:
         def wake() -> None:  # a new container or pod directory (inotify thread)
             loop.call_soon_threadsafe(self._rescan.set)
 
-        watch = await asyncio.to_thread(LogWatch, wake, self._pin)
+        watch = self._watch = await asyncio.to_thread(LogWatch, wake, self._pin)
         for runner in self.runners:
             runner.follower.watch = watch
         try:
             while True:
                 self._rescan.clear()
-                specs = await asyncio.to_thread(self.scan)
-                for runner in self.runners:
+                specs = self._specs = await asyncio.to_thread(self.scan)
+                for runner in list(self.runners):
                     runner.follower.offer(specs)  # taken by the route's reader on its next read
                     runner.follower.collect_garbage()
                     runner.wake.set()
@@ -87,11 +114,12 @@ class LogPipeline:
                 log.error("checkpoint_write_failed", path=str(self.store.path), error=str(exc))
                 await asyncio.sleep(self.GAUGE_INTERVAL)  # not in a tight loop while the disk is full
             if time.monotonic() >= gauges_due:
-                for runner in self.runners:
+                for runner in list(self.runners):
                     await asyncio.to_thread(runner.update_gauges)
                 gauges_due = time.monotonic() + self.GAUGE_INTERVAL
 
     def tasks(self) -> list[asyncio.Task[None]]:
+        self._started = True
         out = [asyncio.create_task(self.discover(), name="log-discovery"),
                asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
         for runner in self.runners:
@@ -118,4 +146,5 @@ class LogPipeline:
             await asyncio.to_thread(self.workers.close)
         for runner in self.runners:
             await runner.sink.close()
+            await asyncio.to_thread(runner.close_files)
         await asyncio.to_thread(self.store.flush)

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from agent.model import ContainerInfo
-from agent.params import ROUTE_PARAMS, Param, parse_params, redact_uri
+from agent.params import ROUTE_PARAMS, Param, parse_params, redact_uri, split_uri
 
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink
@@ -30,6 +30,7 @@ class RouteFilter:
     id_prefix: str = ""
     labels: tuple[tuple[str, str], ...] = ()  # (key, glob) pairs, all must match
     image: str = ""  # glob on the image
+    namespace: str = ""  # glob on the Kubernetes namespace
     streams: frozenset[str] = frozenset()  # empty: every stream
 
     def match(self, info: ContainerInfo) -> bool:
@@ -40,6 +41,8 @@ class RouteFilter:
         if self.id_prefix and not info.container_id.startswith(self.id_prefix):
             return False
         if self.image and not fnmatch.fnmatchcase(info.image, self.image):
+            return False
+        if self.namespace and not fnmatch.fnmatchcase(info.namespace, self.namespace):
             return False
         for key, pattern in self.labels:
             value = info.labels.get(key)
@@ -85,9 +88,8 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_route(uri: str) -> Route:
-    parts = urlsplit(uri)
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+def parse_filter(params: dict[str, str]) -> RouteFilter:
+    """The logspout-style filter of a route's (or a /logs request's) ``filter.*`` parameters."""
     unknown = sorted(k for k in params if k.startswith("filter.") and k not in FILTER_KEYS)
     if unknown:
         raise RouteError(f"unknown filter {', '.join(unknown)} (use {', '.join(FILTER_KEYS)})")
@@ -95,18 +97,24 @@ def parse_route(uri: str) -> Route:
     bad = streams - {"stdout", "stderr"}
     if bad:
         raise RouteError(f"filter.sources accepts stdout and stderr, not {', '.join(sorted(bad))}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise RouteError(str(exc)) from exc
-    flt = RouteFilter(
+    return RouteFilter(
         name=params.get("filter.name", ""),
         id_prefix=params.get("filter.id", ""),
         labels=_labels(params.get("filter.labels", "")),
         image=params.get("filter.image", ""),
+        namespace=params.get("filter.namespace", ""),
         streams=streams,
     )
-    return Route(uri, parts.scheme, parts.hostname or "", port, parts.path, params, flt)
+
+
+def parse_route(uri: str) -> Route:
+    try:
+        parts = split_uri(uri)
+    except ValueError as exc:
+        raise RouteError(str(exc)) from None
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    flt = parse_filter(params)
+    return Route(uri, parts.scheme, parts.hostname or "", parts.port, parts.path, params, flt)
 
 
 BATCH_BYTES = 1 << 20
@@ -186,20 +194,14 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
 
         if not route.host:
             raise ValueError("needs a host: syslog+tcp://HOST:PORT")
-        try:
-            return SyslogSink(scheme, route.host, route.port, route.params)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"TLS files: {exc}") from exc
+        return SyslogSink(scheme, route.host, route.port, route.params)  # TLS files: agent.params.load_ca ...
     if scheme in ("http", "https", "elasticsearch+http", "elasticsearch+https"):
         from exporters.http.elasticsearch import ElasticsearchSink
         from exporters.http.sink import HttpSink
 
-        try:
-            if scheme.startswith("elasticsearch+"):
-                return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)
-            return HttpSink(route.uri, scheme, state_dir, route.id)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"TLS files: {exc}") from exc
+        if scheme.startswith("elasticsearch+"):
+            return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)
+        return HttpSink(route.uri, scheme, state_dir, route.id)
     raise ValueError(f"route scheme {scheme!r} is not available")
 
 
@@ -213,13 +215,18 @@ def route_options(route: Route, base: LogOptions) -> LogOptions:
 
 
 def check_route(uri: str, state_dir: Path) -> str | None:
-    """The problem with a route's options, found by building (not connecting) its sink; None when fine."""
+    """The problem with a route's options, found by building (not connecting) its sink; None when fine.
+
+    The problem is ``'<uri, password hidden>': <why>``; the caller says where the URI came from (``--route: ...``,
+    ``--config: route in FILE: ...``)."""
     try:
         route = parse_route(uri)
         make_sink(route, state_dir)
         route_options(route, LogOptions())
     except ValueError as exc:
-        return f"--route {redact_uri(uri)!r}: {exc}"
+        return f"{redact_uri(uri)!r}: {exc}"
+    except (OSError, ssl.SSLError) as exc:  # a file no check above named: still one line, never a traceback
+        return f"{redact_uri(uri)!r}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
     return None
 
 

@@ -12,7 +12,9 @@ exception while encoding) stops this route only: it is logged once with its trac
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -59,6 +61,11 @@ class RouteRunner:
         self.more = False  # the last read_batch stopped before it reached the end of every source
         self.more_recently = True  # some read_batch since the last wait did: the next wait is the shortest
         self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
+        self.lines: Counter[str] = Counter()  # records delivered, by container id (the API's log rates)
+        self.last_record_time = ""  # the time of the last record delivered, when the reader decoded it
+        self._reading = threading.Lock()  # held by read_batch: a removed route closes its files after it
+        self.files_open = self.lag_bytes = 0  # as of the last gauge update
+        self.started_at = time.time()
         self.follower = Follower(
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
             max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
@@ -84,6 +91,10 @@ class RouteRunner:
         """Read from the sources round-robin until the batch holds ``records`` records or ``size`` bytes, or a
         pass over every source finds nothing more to read right away. ``more`` tells the caller whether another
         read may find something at once (a large chunk came, or a file ended): else it waits for new lines."""
+        with self._reading:
+            return self._read_batch(records, size)
+
+    def _read_batch(self, records: int, size: int) -> Batch:
         follower = self.follower
         follower.take_offers()
         batch = Batch()
@@ -143,7 +154,8 @@ class RouteRunner:
 
     def update_gauges(self) -> None:
         """Set the route's gauges (see ``Follower.lag``)."""
-        files, lag = self.follower.lag()
+        files, lag = self.files_open, self.lag_bytes = self.follower.lag()
+        self.delivery.stats.sample(time.time())
         self.metrics.files_watched.labels(self.label).set(files)
         self.metrics.lag_bytes.labels(self.label).set(lag)
         self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
@@ -201,6 +213,7 @@ class RouteRunner:
                 except SinkFailed as exc:
                     self._fail(exc)
                     return
+                self._count_lines(batch)
                 batch.segments = []  # the records are delivered: free them before the acks
             for key, (path, offset, sid, _tail) in batch.acks.items():
                 self.store.ack(self.route.id, key, path, offset, sid)
@@ -208,6 +221,23 @@ class RouteRunner:
                 self.on_acked()
             self.queue.task_done()
             self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
+
+    def _count_lines(self, batch: Batch) -> None:
+        lines = self.lines
+        last = ""  # unknown when the batch ends in a chunk worker's payload
+        for seg in batch.segments:
+            if isinstance(seg, EncodedSegment):
+                lines[seg.source.container.container_id] += seg.count
+                last = ""
+            elif seg.records:
+                lines[seg.source.container.container_id] += len(seg.records)
+                last = seg.records[-1][0]
+        self.last_record_time = last
+
+    @property
+    def state(self) -> str:
+        """running, retrying (the last send failed and is being retried) or failed (stopped by a bug)."""
+        return "failed" if self.failed else "retrying" if self.delivery.failing else "running"
 
     def _fail(self, exc: BaseException) -> None:
         """Stop this route on a bug in its sink: logged once with the traceback, shown by ``lookout_route_failed``
@@ -230,6 +260,25 @@ class RouteRunner:
         """Cancel the reader (a stopping agent); the sender goes on delivering what is queued."""
         if self.tasks:
             self.tasks[0].cancel()
+
+    async def stop(self) -> None:
+        """Stop for good (a route removed or replaced at run time): the tasks end, its files are closed once its
+        reader's thread is out of them, and its sink is closed. Unacknowledged batches are re-read by whoever
+        takes over its checkpoints."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.to_thread(self.close_files)
+        await self.sink.close()
+
+    def close_files(self) -> None:
+        """Close the route's files, once its reader's thread is out of them."""
+        with self._reading, self.follower.lock:
+            for state in self.follower.states.values():
+                for tail in state.tails:
+                    self.codec.forget(tail.key)
+                state.close()
+            self.follower.states.clear()
 
     def start(self) -> list[asyncio.Task[None]]:
         self.tasks = [asyncio.create_task(self.reader(), name=f"reader {self.label}"),

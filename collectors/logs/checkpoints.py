@@ -25,8 +25,9 @@ FILENAME = "checkpoints.json"
 
 
 class CheckpointStore:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / FILENAME
+    def __init__(self, state_dir: Path | None) -> None:
+        """``state_dir`` None: kept in memory only (the live stream's reader: nothing to resume)."""
+        self.path = state_dir / FILENAME if state_dir is not None else None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._routes: dict[str, dict[str, dict[str, Any]]] = {}
@@ -36,6 +37,8 @@ class CheckpointStore:
         self._load()
 
     def _load(self) -> None:
+        if self.path is None:
+            return
         try:
             data = orjson.loads(self.path.read_bytes())
         except FileNotFoundError:
@@ -85,6 +88,12 @@ class CheckpointStore:
             if self._routes.get(route, {}).pop(key, None) is not None:
                 self._dirty = True
 
+    def forget_route(self, route: str) -> None:
+        """Drop every offset of a route that was removed."""
+        with self._lock:
+            if self._routes.pop(route, None) is not None:
+                self._dirty = True
+
     def routes(self) -> dict[str, dict[str, dict[str, Any]]]:
         with self._lock:
             return {r: {k: dict(v) for k, v in files.items()} for r, files in self._routes.items()}
@@ -97,6 +106,8 @@ class CheckpointStore:
             return self._flush(force)
 
     def _flush(self, force: bool) -> bool:
+        if self.path is None:
+            return False
         with self._lock:
             if not self._dirty and not force:
                 return False

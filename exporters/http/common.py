@@ -20,7 +20,16 @@ import aiohttp
 import orjson
 import structlog
 
-from agent.params import ROUTE_PARAMS, Param, one_of, parse_bool, parse_params, parse_seconds, text
+from agent.params import (
+    ROUTE_PARAMS,
+    Param,
+    client_tls_context,
+    one_of,
+    parse_bool,
+    parse_params,
+    parse_seconds,
+    text,
+)
 
 # The options of ``http(s)://`` routes; any query parameter that is neither one of these nor a route option
 # (agent.params.ROUTE_PARAMS) is passed on to the receiver in the request's URL.
@@ -121,9 +130,7 @@ class Target:
             headers["Authorization"] = f"Bearer {token}"
         ctx: ssl.SSLContext | bool = True
         if http_scheme == "https":
-            ctx = ssl.create_default_context(cafile=opts["ca"] or None)
-            if opts["cert"]:
-                ctx.load_cert_chain(opts["cert"], opts["key"] or None)
+            ctx = client_tls_context(opts["ca"], opts["cert"], opts["key"])  # ValueError naming a bad file
             if not opts["verify"]:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE

@@ -42,6 +42,50 @@ from exporters.http.common import (
 # strftime fields that change at most once an hour, and how a record's time is cut to cache index names.
 HOURLY_FIELDS = frozenset("YymdjHIpbBhaAuwUWVGgCeD")
 INDEX_KEY_FORMATS = {13: "%Y-%m-%dT%H", 19: "%Y-%m-%dT%H:%M:%S"}
+# The strftime fields an index name may hold: the ones that give digits only, down to the second (names are cached
+# per hour or per second of the records' time). The other hourly fields give what Elasticsearch refuses in a name.
+INDEX_FIELDS = "YymdjHIMSuwUWVGgC"
+_REFUSED_FIELDS = {**dict.fromkeys("aAbBhp", "upper case (Mon, Jan, AM)"), "e": "a space", "D": "'/'"}
+# Elasticsearch's rules for index names (create index API): lower case, none of these characters, not starting with
+# one of START, not . or .., at most 255 bytes.
+INDEX_FORBIDDEN = '\\/*?"<>| ,#:'
+INDEX_FORBIDDEN_START = "-_+"
+INDEX_MAX_BYTES = 255
+
+
+def check_index(pattern: str) -> None:
+    """Refuse an index pattern (``logs-lookout-%Y.%m.%d``) whose names Elasticsearch would refuse, or that holds a
+    field the sink does not fill; ``ValueError`` naming the index."""
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"index {pattern!r}: {why}")
+
+    fields = " ".join(f"%{c}" for c in INDEX_FIELDS)
+    i = 0
+    while (i := pattern.find("%", i)) >= 0:
+        field = pattern[i + 1: i + 2]
+        if not field:
+            raise refuse("a % at the end (write %% for a literal %)")
+        if field in _REFUSED_FIELDS:
+            raise refuse(f"%{field} gives {_REFUSED_FIELDS[field]}, which Elasticsearch refuses in index names "
+                         f"(use {fields})")
+        if field != "%" and field not in INDEX_FIELDS:
+            raise refuse(f"unknown field %{field} (use {fields}, or %% for a literal %)")
+        i += 2
+    # The fields give digits only: the literal text decides the rest; the longest fields are 4 digits (%Y, %G).
+    name = datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC).strftime(pattern)
+    if name != name.lower():
+        raise refuse("Elasticsearch index names are lower case")
+    bad = sorted({c for c in name if c in INDEX_FORBIDDEN})
+    if bad:
+        shown = ", ".join("a space" if c == " " else repr(c) for c in bad)
+        raise refuse(f"Elasticsearch index names cannot hold {shown}")
+    if name[0] in INDEX_FORBIDDEN_START:
+        raise refuse(f"Elasticsearch index names cannot start with {name[0]!r}")
+    if name in (".", ".."):
+        raise refuse("Elasticsearch index names cannot be . or ..")
+    if len(name.encode()) > INDEX_MAX_BYTES:
+        raise refuse(f"names such as this are {len(name.encode())} bytes long; Elasticsearch takes at most "
+                     f"{INDEX_MAX_BYTES}")
 
 
 def document_id(file_key: str, offset: int) -> str:
@@ -74,8 +118,9 @@ class ElasticsearchSink(PostingSink):
     def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
         parts = urlsplit(uri)
         index = unquote(parts.path.strip("/"))
-        if not index or "/" in index:
+        if not index:
             raise ValueError("needs an index: elasticsearch+http://host:9200/logs-lookout-%Y.%m.%d")
+        check_index(index)
         self.index = index
         opts = parse_params(ES_PARAMS, dict(parse_qsl(parts.query, keep_blank_values=True)), "elasticsearch",
                             pass_through=True)

@@ -127,6 +127,11 @@ class Renderer:
 
     def _machine(self, add: object, snap: Snapshot, openmetrics: bool) -> None:
         m = snap.machine
+        if snap.machine_error and not m.cpu_cores:  # nothing known of the machine (no --host-root to read)
+            self._header(add, "machine_scrape_error", "gauge",
+                         "1 if there was an error while getting machine metrics, 0 otherwise.", openmetrics)
+            add("machine_scrape_error 1\n")  # type: ignore[operator]
+            return
         labels = (f'boot_id="{_esc(m.boot_id)}",machine_id="{_esc(m.machine_id)}",'
                   f'system_uuid="{_esc(m.system_uuid)}"')
         for name, help_text, value in (

@@ -22,6 +22,8 @@ import termios
 import time
 from dataclasses import dataclass, field
 
+from agent.params import client_tls_context
+
 SIOCOUTQ = termios.TIOCOUTQ
 CONNECT_TIMEOUT = 5.0
 ACK_TIMEOUT = 30.0
@@ -46,10 +48,9 @@ class TlsOptions:
     server_name: str = ""
 
     def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca or None)
+        """The client context; ``ValueError`` naming the option and the file when a TLS file is missing or bad."""
+        ctx = client_tls_context(self.ca, self.cert, self.key)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 5425 §4.2
-        if self.cert:
-            ctx.load_cert_chain(self.cert, self.key or None)
         if not self.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

@@ -77,7 +77,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     try:
         fmt = stream_format(request)
         params = {k: v for k, v in request.query.items() if k.startswith("filter.")}
-        subscription = stream.subscribe(params, _tail_param(request), BUFFER_RECORDS)
+        subscription = await stream.subscribe(params, _tail_param(request), BUFFER_RECORDS)
     except ApiError as exc:
         return web.Response(status=exc.status, text=f"{exc}\n")
     response = web.StreamResponse(headers={"Content-Type": FORMATS[fmt], "Cache-Control": "no-cache",
@@ -97,15 +97,15 @@ async def logs(request: web.Request) -> web.StreamResponse:
                     idle = 0.0
                 continue
             idle = 0.0
-            segments, missed = subscription.take()
-            if missed:
-                await response.write(missed_notice(fmt, missed))
+            segments, missed = subscription.take()  # the records missed came after the buffered ones
             if segments:
                 if fmt == "text":
                     await response.write(render_text(segments))
                 else:
                     body = encoder.encode(segments)
                     await response.write(render_sse(body) if fmt == "sse" else body)
+            if missed:
+                await response.write(missed_notice(fmt, missed))
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:

@@ -310,6 +310,8 @@ def test_dockerfile_is_slim_pinned_and_runs_lookout_with_host_root(tmp_path: Pat
     assert entrypoint == ["lookout", "run"]
     assert cmd[cmd.index("--host-root") + 1] == "/rootfs"
     assert ("EXPOSE", "9338") in instructions and ("VOLUME", "/var/lib/lookout") in instructions
+    health = next(a for i, a in instructions if i == "HEALTHCHECK")
+    assert "/readyz" in health and "/healthz" not in health  # Docker's one health is readiness (Dockerfile)
     for i, a in instructions:
         if i == "COPY" and "--from" not in a:
             for source in a.split()[:-1]:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from agent.model import Runtime
+from agent.wiring import build
 from tests.fixtures import trees
 from tests.fixtures.trees import Tree
-from tests.unit.support import Run, parse, run_tree
+from tests.unit.support import Run, config_from, parse, run_tree, series, value
 
 NS = 1e9
 
@@ -418,3 +419,30 @@ def test_every_tree_renders_valid_exposition(run, name: str) -> None:  # type: i
 
     om = r.agent.renderer.render(r.snapshot, openmetrics=True) + "# EOF\n"
     assert list(om_parse(om))
+
+
+def test_a_host_root_without_cgroups_is_counted_shown_and_not_ready(tmp_path: Path) -> None:
+    """A wrong --host-root: each cycle counts an error, /metrics says container_scrape_error 1 (and no made-up
+    machine_* zeros), and readiness names the reason; liveness is not readiness."""
+    empty = tmp_path / "not-a-host"
+    empty.mkdir()
+    agent = build(config_from(["--host-root", str(empty), "--docker-socket", "", "--state-dir", str(tmp_path / "s")]))
+    assert "cgroups" in agent.problems() or "collection" in agent.problems()
+    for _ in range(2):
+        snapshot = agent.cycle()
+        assert snapshot is not None and snapshot.scrape_error
+    assert agent.errors()["cgroups"] == 2
+    problems = agent.problems()
+    assert set(problems) == {"cgroups"} and str(empty) in problems["cgroups"] and "--host-root" in problems["cgroups"]
+    text = agent.renderer.render(snapshot)
+    assert value(text, "container_scrape_error") == 1 and value(text, "machine_scrape_error") == 1
+    assert not series(text, "machine_cpu_cores")
+    own = agent.telemetry.registry.get_sample_value("lookout_collector_errors_total", {"collector": "cgroups"})
+    assert own == 2
+
+
+def test_ready_only_after_the_first_collection(tmp_path: Path, make_tree) -> None:  # type: ignore[no-untyped-def]
+    agent = build(config_from(make_tree("v1_docker_cgroupfs").args(state_dir=tmp_path / "state")))
+    assert agent.problems() == {"collection": "the first collection has not finished"}
+    agent.cycle()
+    assert agent.problems() == {}

@@ -4,6 +4,8 @@ with a line naming it, together with every other problem of the configuration.""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from agent.cli import main
 from agent.config import parse_listen
 from agent.logs.routes import LogOptions, make_sink, parse_route, route_options
+from tests.helpers.rsyslog import Certs, make_certs
 
 # The route URIs of README's "Shipping logs" table, with every parameter it documents.
 DOCUMENTED = [
@@ -109,7 +112,125 @@ def test_file_and_syslog_routes_are_built_and_wired_without_aiohttp(uri: str, tm
             f"args, unknown = _parser().parse_known_args(['run', '--route', {uri!r}, '--state-dir', {str(tmp_path)!r},"
             f" '--host-root', {str(tmp_path)!r}, '--docker-socket', ''])\n"
             "agent = build(load_config(args, environ={}, unknown=unknown))\n"
-            "assert agent.logs is not None\n"
+            "agent.routes.load()\n"
+            "assert agent.routes.pipeline is not None\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- route option errors in the project's own words ----------------------------------------------------------------
+
+# Words of Python or OpenSSL, not of Lookout: none may reach a user.
+FOREIGN = ("Errno", "invalid literal", "could not be cast", "Invalid IPv6", "_ssl.c", "Traceback", "PEM lib",
+           "out of range 0-65535")
+
+
+def check_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], *routes: str) -> str:
+    args = ["check-config", "--state-dir", str(tmp_path / "s")]
+    for uri in routes:
+        args += ["--route", uri]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for words in FOREIGN:
+        assert words not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("uri", "problem"), [
+    ("syslog+tcp://h:abc", "--route: 'syslog+tcp://h:abc': port: expected a number from 1 to 65535, got 'abc'"),
+    ("https://h:99999/x", "--route: 'https://h:99999/x': port: expected a number from 1 to 65535, got '99999'"),
+    ("syslog+tcp://u:secret@[::1", "--route: 'syslog+tcp://u:***@[::1': malformed URI: an IPv6 address needs both"),
+    ("https://h/x?timeout=x", "--route: 'https://h/x?timeout=x': timeout: expected a duration like 10s, 500ms or "
+                              "1m30s, got 'x'"),
+    ("https://h/x?timeout=nan", "timeout: expected a duration like 30s or a number of seconds, got 'nan'"),
+    ("file:///tmp/o.ndjson?batch=1_000", "batch: expected a whole number, got '1_000'"),
+    ("syslog+udp://h?max_message_bytes=x", "max_message_bytes: expected a whole number, got 'x'"),
+    ("http://h/x?batch_bytes=1x", "batch_bytes: expected a size like 65536, 64KiB or 1MiB, got '1x'"),
+    ("syslog+relp://h?tls=maybe", "tls: expected true or false, got 'maybe'"),
+])
+def test_route_option_errors_name_the_option_in_lookouts_words(uri: str, problem: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    err = check_config_error(tmp_path, capsys, uri)
+    assert problem in err
+    assert "secret" not in err
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl CLI to make test certificates (Debian: apt-get install openssl)")
+    made = make_certs(tmp_path_factory.mktemp("certs"))
+    subprocess.run(["openssl", "rsa", "-in", made.client_key, "-aes256", "-passout", "pass:secret", "-out",
+                    str(made.dir / "encrypted.key")], check=True, capture_output=True, timeout=60)
+    return made
+
+
+@pytest.mark.parametrize("scheme", ["syslog+tls://h:6514", "syslog+relp://h:2514?tls=true&", "https://h/x",
+                                    "elasticsearch+https://h:9200/logs"])
+def test_tls_file_errors_name_the_option_and_the_file(scheme: str, certs: Certs, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    sep = "" if scheme.endswith("&") else "?"
+    cases = {
+        f"ca={tmp_path}/x/ca.pem": f"ca: {tmp_path}/x/ca.pem does not exist",
+        f"cert={tmp_path}/c.pem&key={certs.client_key}": f"cert: {tmp_path}/c.pem does not exist",
+        f"ca={certs.client_key}": f"ca: {certs.client_key} holds no PEM certificate",
+        f"ca={tmp_path}": f"ca: {tmp_path} is a directory, not a file",
+        f"cert={certs.client_key}&key={certs.client_key}": f"cert: {certs.client_key} holds no PEM certificate",
+        f"cert={certs.client_cert}&key={certs.server_key}":
+            f"key: {certs.server_key} is not the key of the certificate in {certs.client_cert}",
+        f"cert={certs.client_cert}": f"cert: {certs.client_cert} holds no private key (give key too)",
+        f"cert={certs.client_cert}&key={certs.dir}/encrypted.key": f"key: {certs.dir}/encrypted.key is encrypted",
+        f"key={certs.client_key}": "key: needs cert too",
+    }
+    for query, problem in cases.items():
+        uri = f"{scheme}{sep}{query}"
+        assert problem in check_config_error(tmp_path, capsys, uri), uri
+    uri = f"{scheme}{sep}ca={certs.ca}&cert={certs.client_cert}&key={certs.client_key}"
+    assert main(["check-config", "--state-dir", str(tmp_path / "s"), "--route", uri]) == 0, capsys.readouterr().err
+
+
+def test_unreadable_tls_file_says_so_with_its_path(certs: Certs, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file: an unreadable one needs a non-root user")
+    locked = tmp_path / "ca.pem"
+    shutil.copy(certs.ca, locked)
+    locked.chmod(0)
+    err = check_config_error(tmp_path, capsys, f"syslog+tls://h:6514?ca={locked}")
+    assert f"ca: {locked} cannot be read (Permission denied)" in err
+
+
+# --- Elasticsearch index names -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("index", "problem"), [
+    ("Logs-%25Y.%25m.%25d", "index 'Logs-%Y.%m.%d': Elasticsearch index names are lower case"),
+    ("logs%20lookout", "index 'logs lookout': Elasticsearch index names cannot hold a space"),
+    ("logs-%25Q", "index 'logs-%Q': unknown field %Q"),
+    ("logs-%25-d", "index 'logs-%-d': unknown field %-"),
+    ("logs-%25b", "index 'logs-%b': %b gives upper case"),
+    ("logs-%25e", "index 'logs-%e': %e gives a space"),
+    ("logs-%25D", "index 'logs-%D': %D gives '/'"),
+    ("logs-%25", "index 'logs-%': a % at the end"),
+    ("logs:x", "index 'logs:x': Elasticsearch index names cannot hold ':'"),
+    ("a*b%3Fc%23d,e", "cannot hold '#', '*', ',', '?'"),
+    ("_logs", "index '_logs': Elasticsearch index names cannot start with '_'"),
+    ("-logs", "cannot start with '-'"),
+    ("+logs", "cannot start with '+'"),
+    ("..", "index '..': Elasticsearch index names cannot be . or .."),
+    ("logs/x", "index 'logs/x': Elasticsearch index names cannot hold '/'"),
+    ("l" * 250 + "-%25Y.%25m", "are 258 bytes long; Elasticsearch takes at most 255"),
+])
+def test_elasticsearch_index_names_elasticsearch_would_refuse_are_refused(index: str, problem: str, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    err = check_config_error(tmp_path, capsys, f"elasticsearch+http://h:9200/{index}")
+    assert problem in err
+
+
+@pytest.mark.parametrize("index", ["logs-lookout-%25Y.%25m.%25d", "logs-%Y.%m.%d-%H%M", "logs-%25G-w%25V",
+                                   "logs-100%25%25", "%25Y-logs", ".hidden-logs", "l" * 255])
+def test_elasticsearch_index_names_elasticsearch_takes_pass(index: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check-config", "--state-dir", str(tmp_path / "s"), "--route", f"elasticsearch+http://h:9200/{index}"]
+    assert main(args) == 0, capsys.readouterr().err

@@ -1,0 +1,437 @@
+"""The running agent's routes, as the API and a reload change them, and the rates the API and the status page show.
+
+``RouteTable`` owns every route: those of the configuration (``--route``, the TOML file, ``LOOKOUT_ROUTE``) and those
+added over the API, which are kept in ``<state-dir>/routes.json`` and come back after a restart. The log pipeline
+(agent.logs.pipeline) and its shared parts are built on first use: an agent without routes and without live-stream
+clients never loads them. A route added at run time is checked exactly as ``--route`` is; a route replaced by a
+reload (same id, new URI) goes on from its checkpoints; a route removed forgets them.
+
+``ContainerRates`` turns two successive collections into per-second rates (docs/API.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import dataclasses
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from agent.config import Config
+from agent.logs.routes import LogOptions, Route, check_route, make_sink, parse_route, route_options
+from agent.model import ApiError, ContainerSample, Snapshot
+from agent.params import redact_uri
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from agent.logs.live import LogHub, TapSink
+    from agent.logs.metrics import LogMetrics
+    from agent.logs.offload import ChunkWorkers
+    from agent.logs.pipeline import LogPipeline
+    from agent.logs.runner import RouteRunner
+    from collectors.docker import DockerMetadata
+    from collectors.logs.checkpoints import CheckpointStore
+    from collectors.logs.metadata import LogMetadata
+
+log = structlog.get_logger("lookout.control")
+
+ROUTES_FILE = "routes.json"
+ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/=-]{0,127}\Z")
+TAP_LABEL = "lookout:/logs"  # the live stream's route, in the self-metrics
+
+
+@dataclass
+class RouteEntry:
+    route_id: str
+    uri: str
+    origin: str  # "config" or "api"
+    runner: RouteRunner | None  # None: the route could not be built (``error`` says why)
+    error: str = ""
+
+
+class RouteTable:
+    """Every route of the agent, and the pipeline that runs them."""
+
+    def __init__(self, config: Config, docker: DockerMetadata, registry: CollectorRegistry, host: str) -> None:
+        self.config = config
+        self.docker = docker
+        self.registry = registry
+        self.host = host
+        self.entries: dict[str, RouteEntry] = {}
+        self.spawned: Callable[[list[asyncio.Task[None]]], None] = lambda tasks: None  # the supervisor
+        self.started = False
+        self._pipeline: LogPipeline | None = None
+        self._store: CheckpointStore | None = None
+        self._metrics: LogMetrics | None = None
+        self._lookup: LogMetadata | None = None
+        self._workers: ChunkWorkers | None = None
+        self._hub: LogHub | None = None
+        self._lock = asyncio.Lock()
+        self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
+
+    # --- building ---
+
+    @property
+    def pipeline(self) -> LogPipeline | None:
+        return self._pipeline
+
+    def ensure_pipeline(self) -> LogPipeline:
+        """The log pipeline and its shared parts, built on first use (started at once if the agent runs)."""
+        if self._pipeline is None:
+            from agent.logs.metrics import LogMetrics
+            from agent.logs.pipeline import LogPipeline
+            from collectors.logs.checkpoints import CheckpointStore
+            from collectors.logs.metadata import LogMetadata
+
+            self._store = CheckpointStore(self.config.state_dir)
+            self._metrics = LogMetrics(self.registry)
+            self._lookup = LogMetadata(self.docker, self.config.env_metadata_allowlist, self.config.host_root)
+            self._pipeline = LogPipeline([], self._store, self._scan, self._parents, None, self._spawn)
+            if self.started:
+                self._spawn(self._pipeline.tasks())
+        return self._pipeline
+
+    def _scan(self) -> dict[str, Any]:
+        from collectors.logs.sources import scan
+
+        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"))
+
+    def _parents(self) -> list[str]:
+        from collectors.logs.sources import parents
+
+        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"))
+
+    def _spawn(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.spawned(tasks)
+
+    def _chunk_workers(self) -> ChunkWorkers | None:
+        if self._workers is None:
+            from agent.logs.offload import ChunkWorkers, default_workers
+            from collectors.cgroups.quota import usable_cpus
+
+            # One pool of chunk workers for every route that can use them, sized by the CPUs this process may use.
+            count = self.config.log_workers if self.config.log_workers >= 0 else default_workers(usable_cpus())
+            if count <= 0:
+                return None
+            self._workers = ChunkWorkers(count, None, self.config.max_line_bytes,
+                                         lambda why: log.error("log_chunk_worker_failed", error=why))
+            assert self._pipeline is not None
+            self._pipeline.workers = self._workers
+        return self._workers
+
+    def _runner(self, route: Route) -> RouteRunner:
+        from agent.logs.codec import offload_spec
+        from agent.logs.runner import RouteRunner
+
+        self.ensure_pipeline()
+        assert self._store is not None and self._metrics is not None and self._lookup is not None
+        sink = make_sink(route, self.config.state_dir)
+        workers = self._chunk_workers() if offload_spec(sink) is not None else None
+        runner = RouteRunner(route, sink, self._store, self._metrics, route_options(route, self._options),
+                             self._lookup, fresh_start=not self._store.existed, workers=workers)
+        return runner
+
+    def load(self) -> None:
+        """The routes at start: the configuration's, then those added over the API before (routes.json)."""
+        for uri in self.config.routes:
+            route = parse_route(uri)
+            self._start(RouteEntry(route.id, uri, "config", None), route)
+        for item in self._read_saved():
+            route_id, uri = item["id"], item["uri"]
+            if route_id in self.entries:
+                log.error("api_route_shadowed", route=route_id, why="a configured route has the same id; kept in "
+                          f"{self.routes_file} and not started")
+                continue
+            problem = check_route(uri, self.config.state_dir)
+            entry = RouteEntry(route_id, uri, "api", None, problem or "")
+            if problem:
+                log.error("api_route_invalid", route=route_id, error=problem)
+                self.entries[route_id] = entry
+                continue
+            self._start(entry, self._api_route(uri, route_id))
+
+    def _start(self, entry: RouteEntry, route: Route) -> None:
+        self.entries[entry.route_id] = entry
+        try:
+            entry.runner = self._runner(route)
+        except (ValueError, OSError) as exc:
+            entry.error = f"cannot start: {exc}"
+            log.error("route_not_started", route=redact_uri(entry.uri), error=str(exc))
+            return
+        self.ensure_pipeline().add(entry.runner)
+
+    @staticmethod
+    def _api_route(uri: str, route_id: str) -> Route:
+        route = parse_route(uri)
+        return dataclasses.replace(route, params={**route.params, "name": route_id})
+
+    # --- the live stream ---
+
+    def hub(self) -> LogHub:
+        if self._hub is None:
+            from agent.logs.live import LogHub
+
+            self.ensure_pipeline()
+            assert self._lookup is not None
+            self._hub = LogHub(self.ensure_pipeline, self._make_tap, TAP_LABEL, self._scan, self._lookup,
+                               self.registry, self.host, self.config.max_line_bytes)
+        return self._hub
+
+    def _make_tap(self, sink: TapSink, store: CheckpointStore) -> RouteRunner:
+        """The live stream's route: every container, from the offsets in ``store`` (files not in it from their
+        head), checkpoints in memory only."""
+        from agent.logs.runner import RouteRunner
+
+        assert self._metrics is not None and self._lookup is not None
+        route = Route(TAP_LABEL, "lookout", "", None, "/logs", {"name": TAP_LABEL})
+        options = dataclasses.replace(self._options, read_from="head", batch_records=1000, batch_bytes=1 << 20,
+                                      flush_interval=0.0)
+        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
+
+    # --- the API ---
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [self.describe(entry) for entry in self.entries.values()]
+
+    def describe(self, entry: RouteEntry) -> dict[str, Any]:
+        runner = entry.runner
+        out: dict[str, Any] = {"id": entry.route_id, "uri": redact_uri(entry.uri), "origin": entry.origin}
+        if runner is None:
+            return {**out, "state": "failed", "error": entry.error, "files": 0, "lag_bytes": 0, "lag_seconds": 0.0,
+                    "records_per_second": 0.0, "bytes_per_second": 0.0, "records_total": 0, "retries_total": 0,
+                    "dead_lettered_total": 0, "dropped_total": 0}
+        stats = runner.delivery.stats
+        now = time.time()
+        records_rate, bytes_rate = stats.rates(now)
+        return {**out, "state": runner.state, "error": runner.failed or stats.last_error if runner.state != "running"
+                else None, "files": runner.files_open, "lag_bytes": runner.lag_bytes,
+                "lag_seconds": round(self._lag_seconds(runner, now), 3),
+                "records_per_second": round(records_rate, 3), "bytes_per_second": round(bytes_rate, 3),
+                "records_total": stats.delivered, "retries_total": stats.retries,
+                "dead_lettered_total": stats.dead_lettered, "dropped_total": stats.dropped}
+
+    @staticmethod
+    def _lag_seconds(runner: RouteRunner, now: float) -> float:
+        """How old the oldest undelivered line is, roughly: the time of the last record delivered (or of the last
+        delivery, or the route's start) while bytes are behind."""
+        if not runner.lag_bytes:
+            return 0.0
+        front = record_time(runner.last_record_time) or runner.delivery.stats.delivered_at or runner.started_at
+        return max(0.0, now - front)
+
+    async def add(self, uri: str, route_id: str | None) -> dict[str, Any]:
+        async with self._lock:
+            problem = check_route(uri, self.config.state_dir)
+            if problem:
+                raise ApiError(400, problem)
+            route = parse_route(uri)
+            if route_id is None:
+                route_id = route.params.get("name") or secrets.token_hex(6)
+            elif route.params.get("name", route_id) != route_id:
+                raise ApiError(400, f"the id {route_id!r} and the route's name= {route.params['name']!r} differ")
+            if not ROUTE_ID.match(route_id):
+                raise ApiError(400, f"a route id is 1-128 letters, digits and ._:@+/=- (starting with a letter or "
+                               f"digit), not {route_id!r}")
+            if route_id in self.entries:
+                raise ApiError(409, f"a route with id {route_id!r} exists ({self.entries[route_id].origin})")
+            label = redact_uri(uri)
+            same = [e.route_id for e in self.entries.values() if redact_uri(e.uri) == label]
+            if same:
+                raise ApiError(409, f"route {same[0]!r} already ships to {label}")
+            entry = RouteEntry(route_id, uri, "api", None)
+            self._start(entry, self._api_route(uri, route_id))
+            if entry.runner is None:
+                del self.entries[route_id]
+                raise ApiError(400, entry.error)
+            try:
+                await asyncio.to_thread(self._save)
+            except OSError as exc:
+                await self._remove(entry, forget=True)
+                raise ApiError(500, f"the route cannot be kept in {self.routes_file}: {exc}") from exc
+            log.info("route_added", route=route_id, uri=label)
+            return self.describe(entry)
+
+    async def remove(self, route_id: str) -> None:
+        async with self._lock:
+            entry = self.entries.get(route_id)
+            if entry is None:
+                raise ApiError(404, f"no route {route_id!r} (GET /routes lists them)")
+            if entry.origin == "config":
+                raise ApiError(409, f"route {route_id!r} comes from the configuration: remove it there and reload "
+                               "(SIGHUP)")
+            await self._remove(entry, forget=True)
+            await asyncio.to_thread(self._save)
+            log.info("route_removed", route=route_id)
+
+    async def _remove(self, entry: RouteEntry, forget: bool) -> None:
+        self.entries.pop(entry.route_id, None)
+        runner = entry.runner
+        if runner is not None and self._pipeline is not None:
+            await self._pipeline.remove(runner, forget)
+            if forget:
+                assert self._metrics is not None
+                self._metrics.forget(runner.label)
+
+    # --- reload ---
+
+    async def apply(self, routes: Sequence[str]) -> dict[str, list[str]]:
+        """Make the configured routes ``routes`` (a reload): added, replaced when their URI changed (keeping their
+        checkpoints), removed (forgetting them). API routes are untouched; a configured route that takes an API
+        route's id is refused (ApiError), and nothing changes."""
+        async with self._lock:
+            wanted: dict[str, str] = {}
+            for uri in routes:
+                wanted[parse_route(uri).id] = uri
+            clash = [i for i in wanted if i in self.entries and self.entries[i].origin == "api"]
+            if clash:
+                raise ApiError(409, f"configured route id(s) {', '.join(clash)} are taken by API routes")
+            done: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+            for route_id, entry in list(self.entries.items()):
+                if entry.origin != "config":
+                    continue
+                if route_id not in wanted:
+                    await self._remove(entry, forget=True)
+                    done["removed"].append(route_id)
+                elif wanted[route_id] != entry.uri:
+                    await self._remove(entry, forget=False)
+                    self._start(RouteEntry(route_id, wanted[route_id], "config", None), parse_route(wanted[route_id]))
+                    done["changed"].append(route_id)
+            for route_id, uri in wanted.items():
+                if route_id not in self.entries:
+                    self._start(RouteEntry(route_id, uri, "config", None), parse_route(uri))
+                    done["added"].append(route_id)
+            return done
+
+    # --- persistence of API routes ---
+
+    @property
+    def routes_file(self) -> Path:
+        return self.config.state_dir / ROUTES_FILE
+
+    def _read_saved(self) -> list[dict[str, str]]:
+        try:
+            data = orjson.loads(self.routes_file.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, orjson.JSONDecodeError) as exc:
+            broken = self.routes_file.with_suffix(f".broken-{int(time.time())}")
+            log.error("api_routes_unreadable", path=str(self.routes_file), error=str(exc), moved_to=str(broken))
+            with contextlib.suppress(OSError):
+                os.replace(self.routes_file, broken)
+            return []
+        items = data.get("routes") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            log.error("api_routes_unreadable", path=str(self.routes_file), error="no routes list")
+            return []
+        out = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("uri"), str):
+                out.append({"id": item["id"], "uri": item["uri"]})
+            else:
+                log.error("api_route_unreadable", path=str(self.routes_file), entry=str(item)[:200])
+        return out
+
+    def _save(self) -> None:
+        """routes.json: written whole to a temporary file, fsynced and renamed; 0600 (URIs may hold passwords)."""
+        items = [{"id": e.route_id, "uri": e.uri} for e in self.entries.values() if e.origin == "api"]
+        body = orjson.dumps({"version": 1, "routes": items}, option=orjson.OPT_INDENT_2)
+        path = self.routes_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{ROUTES_FILE}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    # --- what other parts read ---
+
+    def runners(self) -> list[RouteRunner]:
+        return [e.runner for e in self.entries.values() if e.runner is not None]
+
+    def failed(self) -> dict[str, str]:
+        out = {f"route {e.route_id}": e.error for e in self.entries.values() if e.runner is None}
+        out.update({f"route {r.label}": r.failed for r in self.runners() if r.failed})
+        return out
+
+    def lines(self) -> dict[str, int]:
+        """Records delivered per container id, by the first route that ships each container."""
+        out: dict[str, int] = {}
+        for runner in self.runners():
+            for container_id, count in runner.lines.items():
+                out.setdefault(container_id, count)
+        return out
+
+
+def record_time(text: str) -> float:
+    """A record's RFC 3339 UTC time as a Unix time (0.0 when it is not one)."""
+    if len(text) < 20:
+        return 0.0
+    try:
+        whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
+    frac = text[19:].rstrip("Z")
+    return whole + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
+
+
+class ContainerRates:
+    """Per-second rates between the last two collections, by cgroup name (docs/API.md)."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, dict[str, float | None]] = {}
+        self._last: dict[str, tuple[float, int | None, int | None, int | None, int | None]] = {}
+
+    def update(self, snapshot: Snapshot, lines: dict[str, int]) -> None:
+        rates: dict[str, dict[str, float | None]] = {}
+        last: dict[str, tuple[float, int | None, int | None, int | None, int | None]] = {}
+        for sample in snapshot.containers:
+            now = self._totals(sample, lines)
+            before = self._last.get(sample.info.cgroup)
+            last[sample.info.cgroup] = now
+            rates[sample.info.cgroup] = self._rates(sample, now, before)
+        self.rates, self._last = rates, last
+
+    @staticmethod
+    def _totals(sample: ContainerSample,
+                lines: dict[str, int]) -> tuple[float, int | None, int | None, int | None, int | None]:
+        stats = sample.stats
+        cpu = stats.cpu.usage_ns if stats.cpu is not None else None
+        rx = tx = None
+        if stats.network is not None and sample.info.owns_network:
+            rx = sum(i.rx_bytes for i in stats.network)
+            tx = sum(i.tx_bytes for i in stats.network)
+        return stats.timestamp, cpu, rx, tx, lines.get(sample.info.container_id) if sample.info.container_id else None
+
+    @staticmethod
+    def _rates(sample: ContainerSample, now: tuple[float, int | None, int | None, int | None, int | None],
+               before: tuple[float, int | None, int | None, int | None, int | None] | None) -> dict[str, float | None]:
+        memory = sample.stats.memory
+        spec = sample.stats.spec
+        out: dict[str, float | None] = {
+            "cpu_cores": None, "memory_bytes": float(memory.working_set) if memory is not None else None,
+            "memory_limit_bytes": float(spec.memory_limit) if spec.has_memory and spec.memory_limit else None,
+            "network_rx_bytes_per_second": None, "network_tx_bytes_per_second": None, "log_lines_per_second": None}
+        if before is None or now[0] <= before[0]:
+            return out
+        span = now[0] - before[0]
+        for key, i, scale in (("cpu_cores", 1, 1e9), ("network_rx_bytes_per_second", 2, 1.0),
+                              ("network_tx_bytes_per_second", 3, 1.0), ("log_lines_per_second", 4, 1.0)):
+            a, b = before[i], now[i]
+            if a is not None and b is not None and b >= a:
+                out[key] = round((b - a) / scale / span, 6)
+        return out
+
