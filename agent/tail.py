@@ -252,6 +252,8 @@ class Follow:
                             params = [p for p in params if p[0] != "tail"]  # --tail once, not after reconnects
                             await self._pump(response)
                             reason = "the agent ended the stream"
+                except BrokenPipeError:
+                    raise  # our reader went away (`| head`): not a disconnect from the agent
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     if not established:
                         raise ClientError(f"cannot reach the agent at {self.url}: {_reason(exc)}") from None

@@ -156,6 +156,20 @@ def test_a_line_that_is_not_json_is_a_notice_not_a_crash() -> None:
 # --- the stream, against a stand-in for the agent's /logs (the client's own logic: reconnects, --tail once) -------
 
 
+async def standin(logs: Any) -> tuple[str, Any]:
+    """An aiohttp server on a free loopback port whose GET /logs is ``logs``: (its URL, its runner to clean up)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/logs", logs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return f"http://127.0.0.1:{port}", runner
+
+
 def test_a_refusal_is_the_agents_own_line_without_repeating_the_status() -> None:
     from agent.client import refusal
 
@@ -188,16 +202,10 @@ async def test_follow_prints_reconnects_after_the_stream_ends_and_asks_for_the_t
         await release.wait()  # then nothing, until the test ends
         return response
 
-    app = web.Application()
-    app.router.add_get("/logs", logs)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url, runner = await standin(logs)
     out, notices = io.BytesIO(), []
     args = parse("--name", "cli-dev-*", "--tail", "5")
-    follow = tail.Follow(f"http://127.0.0.1:{port}", tail.query(args), Printer(out, Mode.PLAIN, notices.append),
+    follow = tail.Follow(url, tail.query(args), Printer(out, Mode.PLAIN, notices.append),
                          notices.append, token="s3cret")
     task = asyncio.create_task(follow.run())
     try:
@@ -230,14 +238,7 @@ async def test_follow_stops_with_one_line_when_the_agent_refuses_or_is_not_there
         return web.Response(status=401, text="401 Unauthorized: GET /logs needs the API token "
                                              "(no Authorization: Bearer <token> header)\n")
 
-    app = web.Application()
-    app.router.add_get("/logs", logs)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
+    url, runner = await standin(logs)
     try:
         with pytest.raises(ClientError) as refused:
             await tail.Follow(url, [], Printer(io.BytesIO(), Mode.PLAIN, print), print).run()
@@ -250,3 +251,35 @@ async def test_follow_stops_with_one_line_when_the_agent_refuses_or_is_not_there
     with pytest.raises(ClientError) as unreachable:
         await tail.Follow(nobody, [], Printer(io.BytesIO(), Mode.PLAIN, print), print).run()
     assert str(unreachable.value).startswith(f"cannot reach the agent at {nobody}: ")
+
+
+class _ClosedPipe(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_reader_that_went_away_ends_the_follow_it_is_not_a_disconnect() -> None:
+    """``lookout tail | head -3``: once head exits, writing fails; asking the agent again would loop for ever."""
+    import asyncio
+
+    from aiohttp import web
+
+    connections = 0
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        nonlocal connections
+        connections += 1
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(LINES[0] + b"\n")
+        return response
+
+    url, runner = await standin(logs)
+    notices: list[str] = []
+    try:
+        with pytest.raises(BrokenPipeError):
+            follow = tail.Follow(url, [], Printer(_ClosedPipe(), Mode.PLAIN, notices.append), notices.append)
+            await asyncio.wait_for(follow.run(), 10)  # not reconnecting for ever
+    finally:
+        await runner.cleanup()
+    assert connections == 1 and notices == []
