@@ -24,6 +24,7 @@ def load(name: str) -> dict[str, Any]:
 
 DOCKER_1, DOCKER_2 = load("containers-docker-1.json"), load("containers-docker-2.json")
 KUBEPODS = load("containers-kubepods.json")
+WITH_RATES, ROUTES_DOC = load("containers-docker-rates.json"), load("routes.json")
 
 
 def entry(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -120,6 +121,31 @@ def test_the_agents_rates_are_used_as_they_are_and_null_is_computed_or_unknown()
     computed = by_name(top.snapshot(DOCKER_2, DOCKER_1))["cli-dev-idle"].cpu_cores
     assert computed is not None and by_name(snap)["cli-dev-idle"].cpu_cores == computed
     assert by_name(snap)["cli-dev-idle"].log_lines_per_second is None
+
+
+def test_an_agent_with_rates_is_shown_as_it_serves_them() -> None:
+    assert not top.needs_two_samples(WITH_RATES)
+    snap = top.snapshot(WITH_RATES)
+    rows = by_name(snap)
+    for name, row in rows.items():
+        rates = entry(WITH_RATES, name)["rates"]
+        assert row.cpu_cores == rates["cpu_cores"] and row.log_lines_per_second == rates["log_lines_per_second"]
+        assert row.memory_bytes == rates["memory_bytes"]
+    assert rows["cli-dev-busy"].log_lines_per_second and rows["cli-dev-busy"].cpu_cores > 0.5
+    assert rows["cli-dev-idle"].memory_limit_bytes == 64 * 1024 * 1024
+    assert rows["cli-dev-netshare"].net_bytes_per_second is None
+    assert snap.host.cpu_cores == entry(WITH_RATES, "/")["rates"]["cpu_cores"]
+    busy = next(line for line in top.plain_report(snap, None).splitlines() if line.startswith("cli-dev-busy"))
+    assert busy.split()[-2] == f"{rows['cli-dev-busy'].log_lines_per_second:.1f}"  # LOGS/s
+
+
+def test_the_routes_of_a_real_agent_in_the_plain_report() -> None:
+    listed = top.routes(ROUTES_DOC)
+    assert [(r.id, r.state, r.error) for r in listed] == [
+        ("file:///tmp/cli-dev/out.ndjson", "running", None), ("down", "retrying", "[Errno 111] Connection refused")]
+    lines = top.plain_report(top.snapshot(WITH_RATES), listed).split("\n\n")[2].splitlines()
+    assert lines[2].split()[:3] == ["down", "retrying", "6.0MiB"]  # lag_bytes 6239727
+    assert lines[2].endswith("syslog+tcp://127.0.0.1:9?name=down  [Errno 111] Connection refused")
 
 
 def test_an_agent_that_has_no_cpu_rate_for_any_container_needs_two_samples() -> None:
