@@ -605,15 +605,24 @@ def render(view: View, height: int, unicode: bool = True) -> Any:
     elif not view.routes:
         route_table = Text("routes: none", style="dim")
     else:
-        route_table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
-        for title, _cell, numeric in ROUTE_COLUMNS:
-            route_table.add_column(title, justify="right" if numeric else "left", no_wrap=True)
+        table_of_routes = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold")
+        headers, rows_text = route_cells(view.routes)
+        last = len(headers) - 1
+        for i, (title, _cell, numeric) in enumerate(ROUTE_COLUMNS):
+            # Only the last column (the URI) gives way on a narrow terminal: the numbers keep their width.
+            width = max(len(title), *(len(r[i]) for r in rows_text)) if i != last else None
+            table_of_routes.add_column("URI" if i == last else title, justify="right" if numeric else "left",
+                                       no_wrap=True, min_width=width, overflow="ellipsis")
         state_style = {"running": "green", "retrying": "yellow", "failed": "bold red"}
-        for route in view.routes:
-            cells: list[Any] = [c[1](route) for c in ROUTE_COLUMNS]
-            cells[1] = Text(cells[1], style=state_style.get(route.state, ""))
-            route_table.add_row(*cells)
-        route_lines = len(view.routes) + 2
+        for route, texts in zip(view.routes, rows_text, strict=True):
+            cells: list[Any] = list(texts)
+            cells[1] = Text(texts[1], style=state_style.get(route.state, ""))
+            cells[last] = route.uri
+            table_of_routes.add_row(*cells)
+        # Errors below the table, whole and wrapped: a narrow terminal must not cut off what is wrong.
+        errors = [Text(f"{r.id}: {r.error}", style="red") for r in view.routes if r.error]
+        route_table = Group(table_of_routes, *errors)
+        route_lines = len(view.routes) + len(errors) + 2
 
     rows = sort_rows(view.snap.rows, view.key, view.reverse) if view.snap else []
     columns = columns_for(rows)

@@ -418,3 +418,14 @@ def test_what_is_not_an_agent_is_said_in_one_line() -> None:
     assert str(not_json.value) == (f"GET {html.url}/api/v1/containers: the answer is not JSON "
                                    f"(is {html.url} a Lookout agent?)")
     assert str(missing.value) == f"GET {html.url}/nothing: 404 Not Found: 404: Not Found"
+
+
+def test_on_a_narrow_terminal_the_route_numbers_keep_their_width_and_errors_are_shown_whole() -> None:
+    view = View("http://x")
+    view.take(Poll(WITH_RATES, top.routes(ROUTES_DOC)))
+    text = screen(view, width=110)
+    lines = text.splitlines()
+    head = next(line for line in lines if line.startswith("ROUTE"))
+    assert head.split()[:9] == ["ROUTE", "STATE", "LAG", "LAG", "s", "REC/s", "RETRIES", "DEAD", "DROPPED"]
+    down = next(i for i, line in enumerate(lines) if line.startswith("down "))
+    assert lines[down + 1] == "down: [Errno 111] Connection refused"
