@@ -193,15 +193,23 @@ class Printer:
 # --- the stream -----------------------------------------------------------------------------------------------
 
 
+TOKEN_MAX_BYTES = 4096  # as the agent's own check of its --api-token-file (agent.config.read_token)
+
+
 def read_token(path: str) -> str:
+    """The token in ``path`` without surrounding whitespace, checked as the agent checks its own; the message never
+    shows the file's content (it may be a token, or a key given by mistake)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--api-token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        with open(path, "rb") as fh:
+            token = fh.read(TOKEN_MAX_BYTES + 64).strip()
+    except OSError as exc:
+        raise UsageError(f"--api-token-file {path}: {exc.strerror or exc}") from None
     if not token:
         raise UsageError(f"--api-token-file {path}: the file is empty")
-    return token
+    if len(token) > TOKEN_MAX_BYTES or not all(0x21 <= byte <= 0x7E for byte in token):
+        raise UsageError(f"--api-token-file {path}: the file must hold one token of printable ASCII characters "
+                         f"without spaces")
+    return token.decode("ascii")
 
 
 def _reason(exc: BaseException) -> str:

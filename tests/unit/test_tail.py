@@ -69,6 +69,11 @@ def test_a_token_file_that_cannot_be_read_is_a_usage_error(tmp_path: Path, capsy
     assert capsys.readouterr().err == f"lookout tail: --api-token-file {tmp_path / 'empty'}: the file is empty\n"
     (tmp_path / "token").write_text("  s3cret\n")
     assert tail.read_token(str(tmp_path / "token")) == "s3cret"
+    # A PEM file given by mistake: two lines would be a header injection (aiohttp raises); said without the content.
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert cli.main(["tail", "--api-token-file", str(tmp_path / "ca.pem")]) == 2
+    assert capsys.readouterr().err == (f"lookout tail: --api-token-file {tmp_path / 'ca.pem'}: the file must hold one "
+                                       f"token of printable ASCII characters without spaces\n")
 
 
 def test_the_token_file_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
