@@ -151,6 +151,68 @@ def test_top_and_tail_say_in_one_line_when_the_agent_cannot_be_reached() -> None
         assert proc.stderr.count("\n") == 1 and proc.stdout == ""
 
 
+class TlsAgent(AgentProcess):
+    """An agent serving HTTPS (--tls-cert/--tls-key): ready once /healthz answers over TLS."""
+
+    ca = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float) -> None:
+        import ssl
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=self.ca)
+
+        def up() -> bool:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2, context=context) as response:
+                return response.status == 200
+
+        wait_for(up, timeout, message=f"{self.url}/healthz", describe=self.log)
+
+
+def test_top_and_tail_reach_an_agent_over_https_with_cacert_or_insecure(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.helpers.rsyslog import make_certs
+
+    if shutil.which("openssl") is None:
+        unavailable("no openssl CLI to make the TLS test certificates (Debian: apt-get install openssl)")
+    certs = make_certs(tmp_path / "certs")
+    token = tmp_path / "token"
+    token.write_text("tls-token\n")
+    tree = trees.build("v2_docker_systemd", tmp_path / "host")
+    agent = TlsAgent(tmp_path / "agent", ("--host-root", str(tree.root), "--docker-socket", "", "--tls-cert",
+                                          certs.server_cert, "--tls-key", certs.server_key,
+                                          "--api-token-file", str(token)))
+    agent.ca = certs.ca
+    agent.start()
+
+    def lookout(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*LOOKOUT, *args, "--url", agent.url], cwd=REPO_ROOT, env=client_env(),
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        for trust in (["--cacert", certs.ca], ["--insecure"]):
+            proc = lookout("top", "--once", "--interval", "200ms", *trust)
+            assert proc.returncode == 0, proc.stderr
+            assert {"api", "worker"} <= {line.split()[0] for line in proc.stdout.splitlines() if line}
+        for command in (["top", "--once"], ["top", "--once", "--cacert", certs.other_ca], ["tail"]):
+            proc = lookout(*command)
+            assert proc.returncode == 1 and proc.stdout == ""
+            assert proc.stderr.startswith(f"lookout {command[0]}: cannot reach the agent at {agent.url}: ")
+            assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("not-the-token\n")
+        proc = lookout("tail", "--cacert", certs.ca, "--api-token-file", str(wrong))  # TLS fine, token wrong
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"lookout tail: GET {agent.url}/logs: 401 Unauthorized: "), proc.stderr
+    finally:
+        agent.stop()
+
+
 # --- with real containers --------------------------------------------------------------------------------------
 
 BUSY = "while true; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; done"
