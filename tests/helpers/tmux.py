@@ -52,14 +52,17 @@ class TmuxPane:
         self.config.write_text("set -g remain-on-exit on\nset -g status off\nset -g history-limit 1000\n")
         self.status_file.unlink(missing_ok=True)
         run = "env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " + shlex.join(command)
-        shell = f"{run}; echo $? > {shlex.quote(str(self.status_file))}"
+        # "trap : INT": Ctrl-C (send-keys C-c) reaches the command, and the shell lives on to write its status
+        # (a trap with a command, unlike an ignored signal, is not inherited by the command).
+        shell = f"trap : INT; {run}; echo $? > {shlex.quote(str(self.status_file))}"
         self.tmux("new-session", "-d", "-s", SESSION, "-x", str(self.width), "-y", str(self.height),
                   "-c", str(cwd), "/bin/sh", "-c", shell)
         self.started = True
         return self
 
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", SESSION).stdout
+    def screen(self, escapes: bool = False) -> str:
+        """What the terminal shows; with ``escapes``, with its colours as SGR escape sequences (``capture-pane -e``)."""
+        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", SESSION).stdout
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", SESSION, *keys)

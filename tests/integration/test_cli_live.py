@@ -116,8 +116,9 @@ def test_top_says_when_the_agent_goes_away_and_carries_on_when_it_is_back(tree_a
     assert pane.exit_status() is None  # still running: an agent restart does not end the view
     tree_agent.start(port=tree_agent.port)
     pane.wait_screen(lambda s: gone not in s and "host: cpu" in s, message="the agent's numbers again")
-    pane.keys("q")
+    pane.keys("C-c")  # Ctrl-C ends it as quietly as q
     assert pane.wait_exit() == 0
+    assert "Traceback" not in pane.screen()
 
 
 def test_top_once_prints_one_plain_table_for_scripts(tree_agent: AgentProcess) -> None:
@@ -324,6 +325,29 @@ def test_tail_follows_a_containers_lines_plain_through_a_pipe(token_agent: tuple
     proc.send_signal(2)  # Ctrl-C: a quiet exit 0
     assert proc.wait(10) == 0
     assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.docker
+def test_tail_on_a_terminal_colours_the_name_and_stderr(token_agent: tuple[AgentProcess, Path],
+                                                         containers: ContainerRunner, pane: TmuxPane) -> None:
+    from agent.tail import colour_for
+
+    running, token = token_agent
+    counter = containers.run(cmd=["sh", "-c", COUNTER], purpose="tail-tty")
+    pane.start([*LOOKOUT, "tail", "--url", running.url, "--name", counter.name, "--api-token-file", str(token)],
+               client_env(), REPO_ROOT)
+    pane.wait_screen(lambda s: f"{counter.name} stderr | err-" in s and f"{counter.name} stdout | line-" in s,
+                     timeout=30, message="stdout and stderr lines on the terminal")
+    coloured = pane.screen(escapes=True)
+    sgr = {"cyan": "36", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "bright_cyan": "96",
+           "bright_green": "92", "bright_blue": "94", "bright_magenta": "95"}.get(colour_for(counter.name))
+    if sgr:  # a 16-colour name; dark_orange and the like come as 256-colour codes
+        assert f"\x1b[{sgr}m{counter.name}" in coloured, coloured[:2000]
+    else:
+        assert "\x1b[38;5;" in coloured.split(counter.name)[0][-16:], coloured[:2000]
+    assert "\x1b[31mstderr" in coloured and "\x1b[31merr-" in coloured  # stderr in red
+    pane.keys("C-c")
+    assert pane.wait_exit() == 0
 
 
 @pytest.mark.docker
