@@ -1,5 +1,6 @@
 """The agent's one web application: /metrics, /healthz, /readyz (exporters.prometheus.http), the API
-(exporters.web.api), the live log stream (exporters.web.stream) and the status page (exporters.web.status)."""
+(exporters.web.api), cAdvisor's REST API (exporters.web.cadvisor), the live log stream (exporters.web.stream) and
+the status page (exporters.web.status)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aiohttp import web
 from agent.model import LiveSurface
 from exporters.prometheus import http as prometheus_http
 from exporters.prometheus.exposition import Exposition
-from exporters.web import api, status, stream
+from exporters.web import api, cadvisor, status, stream
 from exporters.web.keys import EXPOSITION, LIVE
 
 # A request line or header over this is refused (aiohttp's defaults are 8190 bytes per line and field).
@@ -21,6 +22,7 @@ def make_app(exposition: Exposition, live: LiveSurface | None = None) -> web.App
     app[LIVE] = live or LiveSurface()
     prometheus_http.add_routes(app)
     api.add_routes(app)
+    cadvisor.add_routes(app)
     stream.add_routes(app)
     status.add_routes(app)
     return app
