@@ -208,6 +208,11 @@ class RouteTable:
                                       flush_interval=0.0)
         return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
 
+    def end_streams(self) -> None:
+        """The agent stops: end the live streams."""
+        if self._hub is not None:
+            self._hub.end()
+
     # --- the API ---
 
     def listing(self) -> list[dict[str, Any]]:
@@ -382,6 +387,8 @@ class RouteTable:
         for runner in self.runners():
             for container_id, count in runner.lines.items():
                 out.setdefault(container_id, count)
+            for container_id in runner.shipped():  # read, and silent so far: 0 lines, not unknown
+                out.setdefault(container_id, 0)
         return out
 
 

@@ -359,6 +359,7 @@ class Subscription(Protocol):
     of records ``missed`` because the buffer was full)."""
 
     ready: asyncio.Event
+    ended: bool  # the agent is stopping: end the stream after what take() gives
 
     def take(self) -> tuple[list[Segment], int]: ...
 
