@@ -277,6 +277,10 @@ class Follow:
             rest = lines.pop()
             if lines:
                 self.printer.lines(lines)
+            # iter_any returns at once while the stream's buffer holds data: when printing is slower than the
+            # agent sends (a busy machine, a slow pipe), this loop would never give the event loop a turn, and
+            # Ctrl-C (asyncio's SIGINT handler cancels the task from the loop) would wait for the stream to pause.
+            await asyncio.sleep(0)
         if rest:
             self.printer.lines([rest])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -283,8 +284,11 @@ def tail_proc() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str, **env: str) -> subprocess.Popen[str]:
+        # SIGINT as a terminal delivers it: a test run started in the background (`bash .ci/run &`) hands its
+        # children SIGINT ignored, and Python then leaves it ignored, so "Ctrl-C" would never reach tail.
         proc = subprocess.Popen([*LOOKOUT, "tail", *args], cwd=REPO_ROOT, env=client_env(**env), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         started.append(proc)
         return proc
 
