@@ -79,11 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lookout {args.command}: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
             return 2
         return top.main(args) if args.command == "top" else tail.main(args)
-    from agent.wiring import check_route  # builds (never connects) each route's sink: its options' problems
+    # check_route builds (never connects) each route's sink: its options' problems; check_kinds looks at the host's
+    # files for the metric kinds it cannot feed.
+    from agent.wiring import check_kinds, check_route
 
     try:
         # Every problem at once. Only run creates the state directory: check-config changes nothing on disk.
-        config = load_config(args, unknown=unknown, check_route=check_route, create_state_dir=args.command == "run")
+        config = load_config(args, unknown=unknown, check_route=check_route, create_state_dir=args.command == "run",
+                             check_kinds=check_kinds)
     except ConfigError as exc:
         print(f"lookout: {exc}", file=sys.stderr)
         return 2
@@ -92,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"host root {config.host_root}, {len(config.routes)} route(s), state in {config.state_dir})")
         if config.state_dir_note:
             print(f"lookout: {config.state_dir_note}")
+        for kind, why in config.metrics_unfed.items():
+            print(f"lookout: metric kind {kind} is not collected on this host: {why}")
         return 0
     from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
 
     def reload() -> Config:  # SIGHUP: the same flags and environment, the TOML file read again
         again, unknown_again = parser.parse_known_args(argv)
-        return load_config(again, unknown=unknown_again, check_route=check_route)
+        return load_config(again, unknown=unknown_again, check_route=check_route, check_kinds=check_kinds)
 
     return run_agent(config, reload)

@@ -28,6 +28,8 @@ from collectors.cri import CriMetadata
 from collectors.discovery import CgroupRef, classify, walk
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
+from collectors.procstats import ProcKinds, ProcKindsWanted
+from collectors.resctrl import Resctrl
 
 log = structlog.get_logger("lookout.collector")
 
@@ -39,6 +41,10 @@ class CollectOptions:
     network: bool = True
     disk: bool = True
     process: bool = True
+    cpu_topology: bool = False  # machine info with the NUMA nodes, cores and caches
+    # tcp, udp, advtcp, sched, referenced_memory: read from /proc per container
+    proc_kinds: ProcKindsWanted = dataclasses.field(default_factory=ProcKindsWanted)
+    resctrl: bool = False
 
 
 class FsUsage:
@@ -86,6 +92,17 @@ class FsUsage:
         return FilesystemStats(device, used, capacity, inodes, 0)
 
 
+def netns_pid(cgroup: str, info: ContainerInfo, pids: list[int]) -> int:
+    """The process whose ``/proc/<pid>/net/*`` are the container's network namespace, or 0 for none: init for the
+    root cgroup, a runtime container's first process when it owns its namespace (a container that shares another's
+    gets no network series, nor do raw cgroups, as cAdvisor's ``RemoveNetMetrics``)."""
+    if cgroup == "/":
+        return 1
+    if info.owns_network and info.runtime != Runtime.RAW and pids:
+        return pids[0]
+    return 0
+
+
 class Collector:
     def __init__(self, host_root: Path, layout: CgroupLayout, reader: V1Reader | V2Reader,
                  docker: DockerMetadata, cri: CriMetadata, options: CollectOptions,
@@ -99,6 +116,8 @@ class Collector:
         self.host = HostReader(host_root)
         self.host_fs = HostFilesystems(host_root)
         self.fs_usage = fs_usage
+        self.proc_kinds = ProcKinds(host_root, options.proc_kinds) if options.proc_kinds.any() else None
+        self.resctrl = Resctrl(host_root) if options.resctrl else None
         self.errors: Counter[str] = Counter()
         self.last_duration = 0.0
         self._infos: dict[str, tuple[object, ContainerInfo]] = {}
@@ -112,7 +131,7 @@ class Collector:
         now = time.monotonic()
         if now - self._machine_at > MACHINE_INFO_INTERVAL or not self._machine.cpu_cores:
             try:
-                self._machine = read_machine_info(self.host_root)
+                self._machine = read_machine_info(self.host_root, self.options.cpu_topology)
                 self._machine_error = False
             except (OSError, ValueError) as exc:
                 self.errors["machine"] += 1
@@ -151,6 +170,11 @@ class Collector:
             scrape_error = True
             self.errors["cgroups"] += 1
         self.reader.specs.begin_cycle(cgroups)
+        kinds = self.proc_kinds
+        if kinds is not None:
+            kinds.begin_cycle(cgroups)
+        if self.resctrl is not None:
+            self.resctrl.begin_cycle()
         docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
@@ -171,10 +195,19 @@ class Collector:
             info = self._info(ref)
             if ref.container_id:
                 live_ids.add(ref.container_id)
-            if self.options.network and info.owns_network and (cgroup == "/" or info.runtime != Runtime.RAW):
-                pid = 1 if cgroup == "/" else (pids[0] if pids else 0)
-                if pid:
-                    stats.network = self.host.network(pid)
+            net_pid = netns_pid(cgroup, info, pids)
+            if self.options.network and net_pid:
+                stats.network = self.host.network(net_pid)
+            if kinds is not None:
+                if kinds.net and net_pid:
+                    kinds.read_net(stats, net_pid)
+                if kinds.wanted.sched:
+                    all_pids = kinds.host_pids() if cgroup == "/" else self.reader.subtree_pids(cgroup, pids)
+                    kinds.read_sched(stats, cgroup, all_pids)
+                if kinds.wanted.referenced:
+                    kinds.read_referenced(stats, pids)
+            if self.resctrl is not None:
+                stats.resctrl = self.resctrl.read(cgroup, self.reader.threads(cgroup))
             if self.options.process and stats.processes is not None and cgroup != "/":
                 self.host.add_process_stats(stats.processes, pids)
             if self.options.disk:
