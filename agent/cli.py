@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agent import __version__
-from agent.config import Config, ConfigError, add_arguments, load_config
+from agent.config import STORAGE_DURATION_NOTE, Config, ConfigError, add_arguments, load_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"host root {config.host_root}, {len(config.routes)} route(s), state in {config.state_dir})")
         if config.state_dir_note:
             print(f"lookout: {config.state_dir_note}")
+        if config.storage_duration is not None:
+            print(f"lookout: {STORAGE_DURATION_NOTE}")
         return 0
     from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agent import __version__
-from agent.config import Config
+from agent.config import STORAGE_DURATION_NOTE, Config
 from agent.control import ContainerRates, RouteTable
 from agent.logs.routes import check_route
 from agent.model import MachineInfo, Snapshot
@@ -20,6 +20,7 @@ from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
 from collectors.cri import CriMetadata
+from collectors.discovery import RawFilter
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
 from collectors.manager import CollectOptions, Collector, FsUsage
@@ -114,7 +115,9 @@ def make_collector(config: Config, docker: DockerMetadata,
     log.info("cgroups_found", version=layout.version, roots=layout.hierarchy_roots())
     reader = make_reader(layout, config.host_root, wanted(config))
     options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
-                             process=config.metric_enabled("process"))
+                             process=config.metric_enabled("process"),
+                             raw=RawFilter(config.docker_only, config.raw_cgroup_prefix_allowlist),
+                             root_stats=not config.disable_root_cgroup_stats)
     return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
 
 
@@ -139,6 +142,8 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
 def build(config: Config) -> Agent:
     if config.state_dir_note:  # the default state directory could not be written: say where the state is
         log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
+    if config.storage_duration is not None:
+        log.warning("storage_duration_ignored", why=STORAGE_DURATION_NOTE)
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
     fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)
