@@ -326,7 +326,9 @@ def proc_pid(proc: Path, pid: int, rng: random.Random, fds: int, sockets: int, c
         _w(d / "net/dev", net)
     _w(d / "limits", LIMITS.format(nofile=rng.choice((1048576, 1048576, 65536))))
     _w(d / "cgroup", cgroup_lines)
-    _w(d / "stat", f"{pid} (app) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0\n")
+    # all 52 fields of a 6.x kernel's line (the agent does not read it; psutil, for instance, needs 37 or more)
+    _w(d / "stat", f"{pid} (app) S 1 {pid} {pid} 0 -1 4194560 1535 0 0 0 3 1 0 0 20 0 1 0 {pid * 10} 12345678 890 "
+                   "18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
     targets = ["/dev/null", "pipe:[1001]", "pipe:[1002]"]
     for i in range(fds):
         if i < len(targets):
