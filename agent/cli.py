@@ -9,7 +9,7 @@ from typing import NoReturn, TypeVar
 
 from agent import __version__, tail, top
 from agent.client import base_url
-from agent.config import Config, ConfigError, add_arguments, load_config
+from agent.config import STORAGE_DURATION_NOTE, Config, ConfigError, add_arguments, load_config
 from agent.params import parse_duration
 
 T = TypeVar("T")
@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lookout: {config.state_dir_note}")
         for kind, why in config.metrics_unfed.items():
             print(f"lookout: metric kind {kind} is not collected on this host: {why}")
+        if config.storage_duration is not None:
+            print(f"lookout: {STORAGE_DURATION_NOTE}")
         return 0
     from agent.runtime import run_agent  # the daemon's imports are not needed to check a config
 

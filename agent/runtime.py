@@ -118,7 +118,7 @@ def _import_web() -> tuple[Any, Any]:
 
 # Settings a reload (SIGHUP) applies; a change to any other setting is logged as needing a restart.
 RELOADABLE = frozenset({"routes", "log_level", "log_format", "housekeeping_interval", "fs_usage_interval",
-                        "api_token", "api_token_file", "extra"})
+                        "api_token", "api_token_file", "extra", "storage_duration"})  # the last has no effect
 
 
 async def reload(agent: Agent, load: Callable[[], Config]) -> None:

@@ -17,15 +17,17 @@ import structlog
 from agent.model import (
     ContainerInfo,
     ContainerSample,
+    ContainerStats,
     FilesystemStats,
     MachineInfo,
     Runtime,
     Snapshot,
+    Spec,
 )
 from collectors.cgroups.mounts import CgroupLayout
 from collectors.cgroups.reader import V1Reader, V2Reader
 from collectors.cri import CriMetadata
-from collectors.discovery import CgroupRef, classify, walk
+from collectors.discovery import CgroupRef, RawFilter, reported, walk
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
 from collectors.procstats import ProcKinds, ProcKindsWanted
@@ -45,6 +47,8 @@ class CollectOptions:
     # tcp, udp, advtcp, sched, referenced_memory: read from /proc per container
     proc_kinds: ProcKindsWanted = dataclasses.field(default_factory=ProcKindsWanted)
     resctrl: bool = False
+    raw: RawFilter = dataclasses.field(default_factory=RawFilter)  # --docker-only, --raw-cgroup-prefix-allowlist
+    root_stats: bool = True  # False: --disable-root-cgroup-stats, / keeps only its limits
 
 
 class FsUsage:
@@ -178,9 +182,10 @@ class Collector:
         docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
-        for cgroup in sorted(cgroups):
-            ref = classify(cgroup)
-            if ref is None:
+        for ref in reported(cgroups, self.options.raw):
+            cgroup = ref.cgroup
+            if cgroup == "/" and not self.options.root_stats:
+                samples.append(self._root_without_stats(ref))
                 continue
             try:
                 # A Docker container's limits are re-read when its template changes (an event, config.v2.json).
@@ -226,6 +231,17 @@ class Collector:
         machine = self.machine()
         self.last_duration = time.perf_counter() - started
         return Snapshot(time.time(), samples, machine, self.docker.version, scrape_error, self._machine_error)
+
+    def _root_without_stats(self, ref: CgroupRef) -> ContainerSample:
+        """``/`` under --disable-root-cgroup-stats: as cAdvisor's raw handler, no stats (no usage, network or
+        filesystem files are read), but its spec (limits, creation time) stays."""
+        try:
+            spec = self.reader.read_spec("/")[0]
+        except (OSError, ValueError) as exc:
+            self.errors["cgroup_stats"] += 1
+            log.debug("cgroup_read_failed", cgroup="/", error=str(exc))
+            spec = Spec()
+        return ContainerSample(self._info(ref), ContainerStats(time.time(), spec=spec))
 
     def _info(self, ref: CgroupRef) -> ContainerInfo:
         """Metadata for a cgroup, rebuilt only when its source object changes."""
