@@ -62,6 +62,9 @@ DEFAULT_DISABLED_METRICS = frozenset(
 )
 
 DEFAULT_STATE_DIR = Path("/var/lib/lookout")
+# What run (log event storage_duration_ignored) and check-config say when cAdvisor's --storage_duration is carried over.
+STORAGE_DURATION_NOTE = ("--storage-duration has no effect: Lookout keeps no history of stats (every scrape and API "
+                         "answer is the latest collection); Prometheus keeps the history")
 ROUTE_SCHEMES = frozenset(
     {
         "file", "stdout", "syslog+udp", "syslog+tcp", "syslog+tls", "syslog+relp", "http", "https",
@@ -97,6 +100,10 @@ class Config:
     # They are in disabled_metrics; check-config prints them and run logs them (metric_kinds_not_collected).
     metrics_unfed: Mapping[str, str] = field(default_factory=dict)
     metrics_timestamps: bool = False
+    docker_only: bool = False
+    raw_cgroup_prefix_allowlist: tuple[str, ...] = ()
+    disable_root_cgroup_stats: bool = False
+    storage_duration: float | None = None  # cAdvisor's flag, accepted and without effect: Lookout keeps no history
     log_level: str = "info"
     log_format: str = "auto"
     routes: tuple[str, ...] = ()
@@ -214,6 +221,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics-timestamps", "attach cAdvisor-style sample timestamps (default false, so "
            "Prometheus staleness removes a gone container's series at once)", parse_bool, "bool",
            expected="true or false"),
+    Option("docker-only", "report only containers of a runtime (Docker, containerd/CRI, CRI-O, Podman) and the "
+           "root cgroup /, no raw cgroups such as systemd services, which are then never read (default false)",
+           parse_bool, "bool", expected="true or false"),
+    Option("raw-cgroup-prefix-allowlist", "report only the raw cgroups whose name (the id label) starts with one "
+           "of these prefixes, e.g. /system.slice/ (with or without --docker-only; / is always reported)",
+           parse_list, "list", metavar="PREFIX,...", expected=_A_LIST),
+    Option("disable-root-cgroup-stats", "serve no stats of the root cgroup / (its usage, network and filesystems "
+           "are not read; its limits and the machine_* series stay) (default false)", parse_bool, "bool",
+           expected="true or false"),
+    Option("storage-duration", "accepted for cAdvisor's flag and ignored, with a warning: Lookout keeps no "
+           "history, every scrape and API answer is the latest collection", parse_duration, metavar="DURATION",
+           number=_seconds, expected=_A_DURATION),
     Option("log-level", "debug, info, warning or error (default info)", str, metavar="LEVEL"),
     Option("log-format", "json or console (default: console on a terminal, json otherwise)", str,
            metavar="FORMAT"),
@@ -234,6 +253,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls-key", "the private key of --tls-cert (unencrypted PEM)", str, metavar="FILE", expected=_A_PATH),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
+# cAdvisor's flags (reference section 4.2) whose Lookout name is not theirs with dashes for underscores.
+_CADVISOR_NAMES = {"whitelisted-container-labels": "container-labels-allowlist",
+                   "env-metadata-whitelist": "env-metadata-allowlist",
+                   "raw-cgroup-prefix-whitelist": "raw-cgroup-prefix-allowlist",
+                   "docker": "docker-socket", "port": "listen", "listen-ip": "listen"}
+
+
+def lookout_name(name: str) -> str | None:
+    """The Lookout option a cAdvisor spelling means (``--docker_only``, ``-raw_cgroup_prefix_whitelist=...``,
+    ``whitelisted_container_labels``), for the hint in an unknown flag's or setting's problem; None if none."""
+    key = name.lstrip("-").partition("=")[0].replace("_", "-")
+    key = _CADVISOR_NAMES.get(key, key)
+    return key if key in _BY_NAME else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,7 +315,9 @@ def _load_file(path: Path, problems: list[str]) -> dict[str, Setting]:
         if name == "routes":
             name = "route"
         if name not in _BY_NAME:
-            problems.append(f"--config: unknown setting {key!r} in {path}")
+            known = lookout_name(key)
+            hint = f" (Lookout calls it {known})" if known else ""
+            problems.append(f"--config: unknown setting {key!r} in {path}{hint}")
             continue
         out[name] = Setting(value, f"--config: {key} in {path}", in_file=True)
     return out
@@ -455,6 +489,12 @@ def listen_failure(config: Config, exc: OSError) -> str:
     return f"address {address} {why} (change it with --listen)"
 
 
+def _unknown_flag(arg: str) -> str:
+    flag = arg.split("=")[0]
+    known = lookout_name(flag)
+    return f"unknown flag {flag!r}" + (f" (Lookout spells it --{known})" if known else "")
+
+
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
                 unknown: Sequence[str] = (), check_state_dir: bool = True,
                 check_route: RouteCheck | None = None, create_state_dir: bool = True,
@@ -470,7 +510,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     cannot feed (``check_kinds``, when given) is a problem, with the reason; one that is on only because
     ``--disable-metrics`` does not name it is turned off and listed in ``Config.metrics_unfed``."""
     environ = os.environ if environ is None else environ
-    problems = [f"unknown flag {arg.split('=')[0]!r}" for arg in unknown if arg.startswith("-")]
+    problems = [_unknown_flag(arg) for arg in unknown if arg.startswith("-")]
     problems += [f"unexpected argument {arg!r}" for arg in unknown if not arg.startswith("-")]
     given, config_path = _raw_settings(args, environ, problems)
 
@@ -529,6 +569,16 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         kwargs["metrics_unfed"] = implied
     if "metrics-timestamps" in values:
         kwargs["metrics_timestamps"] = values["metrics-timestamps"]
+    kwargs["docker_only"] = values.get("docker-only", False)
+    kwargs["disable_root_cgroup_stats"] = values.get("disable-root-cgroup-stats", False)
+    prefixes = values.get("raw-cgroup-prefix-allowlist", ())
+    relative = [prefix for prefix in prefixes if not prefix.startswith("/")]
+    if relative:  # cAdvisor takes them, and they match nothing
+        problems.append(f"{where('raw-cgroup-prefix-allowlist')}: {', '.join(map(repr, relative))} would match no "
+                        f"cgroup: cgroup names start with / (e.g. {'/' + relative[0]!r})")
+    kwargs["raw_cgroup_prefix_allowlist"] = prefixes
+    if "storage-duration" in values:
+        kwargs["storage_duration"] = values["storage-duration"]
 
     level = str(values.get("log-level", "info")).lower()
     if level not in {"debug", "info", "warning", "error"}:

@@ -51,6 +51,9 @@ class ContainerInfo:
     owns_network: bool = True
     # Docker's writable layer directory, for filesystem usage; empty when unknown.
     rw_layer: str = ""
+    # The runtime's own directory for the container besides its layer (containers/storage's
+    # ``<driver>-containers/<id>``), counted in its filesystem usage as cAdvisor does; empty when none.
+    storage_dir: str = ""
     pid: int = 0
     log_path: str = ""
     running: bool = True
@@ -444,6 +447,7 @@ class Subscription(Protocol):
     of records ``missed`` because the buffer was full)."""
 
     ready: asyncio.Event
+    ended: bool  # the agent is stopping: end the stream after what take() gives
 
     def take(self) -> tuple[list[Segment], int]: ...
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agent import __version__
-from agent.config import Config
+from agent.config import STORAGE_DURATION_NOTE, Config
 from agent.control import ContainerRates, RouteTable
 from agent.logs.routes import check_route
 from agent.model import MachineInfo, Snapshot
@@ -20,6 +20,7 @@ from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted, make_reader
 from collectors.cri import CriMetadata
+from collectors.discovery import RawFilter
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
 from collectors.hostkinds import unfed_kinds as check_kinds
@@ -122,8 +123,11 @@ def make_collector(config: Config, docker: DockerMetadata,
                              cpu_topology=config.metric_enabled("cpu_topology"),
                              proc_kinds=ProcKindsWanted(tcp=on("tcp"), udp=on("udp"), advtcp=on("advtcp"),
                                                         sched=on("sched"), referenced=on("referenced_memory")),
-                             resctrl=on("resctrl"))
-    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
+                             resctrl=on("resctrl"),
+                             raw=RawFilter(config.docker_only, config.raw_cgroup_prefix_allowlist),
+                             root_stats=not config.disable_root_cgroup_stats)
+    cri = CriMetadata(config.host_root, config.env_metadata_allowlist)
+    return Collector(config.host_root, layout, reader, docker, cri, options, fs_usage), ""
 
 
 def host_name(config: Config) -> str:
@@ -149,6 +153,8 @@ def build(config: Config) -> Agent:
         log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
     if config.metrics_unfed:  # left on by --disable-metrics, but this host cannot feed them
         log.warning("metric_kinds_not_collected", kinds=dict(config.metrics_unfed))
+    if config.storage_duration is not None:
+        log.warning("storage_duration_ignored", why=STORAGE_DURATION_NOTE)
     telemetry = Telemetry()
     docker = DockerMetadata(config.docker_root, config.docker_socket, config.env_metadata_allowlist)
     fs_usage = (FsUsage(HostFilesystems(config.host_root), config.docker_root)

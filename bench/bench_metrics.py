@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", default="1,2", help="cgroup versions to run, e.g. 1,2")
     ap.add_argument("--containers", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=8, help="CPUs in the synthetic tree (per-CPU series)")
+    ap.add_argument("--services", type=int, default=10,
+                    help="raw /system.slice/*.service cgroups in the synthetic tree (e.g. 300 with --agent-args "
+                         "--docker-only)")
     ap.add_argument("--cycles", type=int, default=8, help="in-process cycles")
     ap.add_argument("--cpu-cycles", type=int, default=15, help="cycles in the process CPU window")
     ap.add_argument("--cpu-interval", default="1s", help="housekeeping interval in the CPU phase")
@@ -435,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             state = workdir / f"state-{tag}"
             state.mkdir(exist_ok=True)
             t0 = time.perf_counter()
-            summary = generate(tree, Options(version, args.containers, cpus=args.cpus), force=True)
-            print(f"[{tag}] tree with {args.containers} containers in {time.perf_counter() - t0:.1f} s: {tree}",
+            summary = generate(tree, Options(version, args.containers, cpus=args.cpus, services=args.services),
+                               force=True)
+            print(f"[{tag}] tree with {args.containers} containers and {args.services} services in {time.perf_counter() - t0:.1f} s: {tree}",
                   file=sys.stderr)
             r: dict[str, object] = {"tree": summary}
             results[tag] = r

@@ -7,7 +7,8 @@ The tree holds everything the agent reads, in the kernel's real formats:
   ``proc/1/net/dev``, ``proc/{cpuinfo,meminfo}``, ``proc/sys/kernel/...``, ``etc/{machine-id,os-release}``,
   ``sys/class/dmi/id/product_uuid`` and ``sys/dev/block/<maj:min>`` links;
 - ``sys/fs/cgroup/...``: the root cgroup, ``/docker``, ``/system.slice/<unit>.service`` raw cgroups
-  and N containers at ``/docker/<64 hex>`` (``--systemd``: ``/system.slice/docker-<id>.scope``),
+  (``--services``, each with two processes that have ``proc/<pid>/{limits,cgroup,fd/}``) and N containers
+  at ``/docker/<64 hex>`` (``--systemd``: ``/system.slice/docker-<id>.scope``),
   every stats and spec file the v1 and v2 readers open (plus ``cgroup.procs`` with the container's pids);
 - ``proc/<pid>/{net/dev,limits,cgroup,fd/}`` for every container pid (fd entries are symlinks,
   some of them ``socket:[inode]``);
@@ -416,7 +417,9 @@ def proc_pid(proc: Path, pid: int, rng: random.Random, fds: int, sockets: int, c
         _w(d / "net/dev", net)
     _w(d / "limits", LIMITS.format(nofile=rng.choice((1048576, 1048576, 65536))))
     _w(d / "cgroup", cgroup_lines)
-    _w(d / "stat", f"{pid} (app) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0\n")
+    # all 52 fields of a 6.x kernel's line (the agent does not read it; psutil, for instance, needs 37 or more)
+    _w(d / "stat", f"{pid} (app) S 1 {pid} {pid} 0 -1 4194560 1535 0 0 0 3 1 0 0 20 0 1 0 {pid * 10} 12345678 890 "
+                   "18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
     targets = ["/dev/null", "pipe:[1001]", "pipe:[1002]"]
     for i in range(fds):
         if i < len(targets):
@@ -641,11 +644,21 @@ def generate(out: Path, opts: Options, force: bool = False) -> dict[str, object]
                 _files(cg / sub, v2_kinds_files(rng))
 
     next_pid = 1000
+    service_rng = random.Random(opts.seed + 1)
     for path in raw:
         pids = [1] if path == "/init.scope" else []
         if path.endswith(".service"):
             pids = list(range(next_pid, next_pid + 2))
             next_pid += 2
+            # A service's processes have /proc entries like a container's (the agent counts their descriptors
+            # too), in the host's network namespace (no net/dev of their own is read for a raw cgroup).
+            if opts.version == 2:
+                lines = f"0::{path}\n"
+            else:
+                lines = "".join(f"{n}:{c}:{path}\n" for n, c in enumerate(
+                    ("name=systemd", *V1_OTHER, *V1_CONTROLLERS)[::-1], start=1))
+            for pid in pids:  # their own generator: the containers' values stay those of earlier trees
+                proc_pid(proc, pid, service_rng, opts.fds, opts.sockets, lines, None)
         if path == "/":
             pids = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # kernel threads live in the root cgroup
         write_cgroup(path, pids, -1, UNLIMITED_V1, len(pids) * 3)

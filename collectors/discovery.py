@@ -3,7 +3,9 @@
 Mirrors cAdvisor's factories (lib/container/*/factory.go): a basename holding a 64-hex id is a
 runtime container (docker-, cri-containerd-, crio-, libpod- prefixes or a bare id), ``.mount``
 units, conmon scopes and podman's nested ``container`` cgroup are ignored, everything else is a
-raw cgroup, and ``/`` is always reported.
+raw cgroup, and ``/`` is always reported. Which raw cgroups are reported besides ``/`` is cAdvisor's
+``--docker_only`` and ``--raw_cgroup_prefix_whitelist`` (``RawFilter``); ``reported`` applies it, so a raw cgroup
+that is not kept is never read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.model import Runtime
@@ -121,3 +124,34 @@ def classify(cgroup: str) -> CgroupRef | None:
     else:
         runtime = Runtime.DOCKER
     return CgroupRef(cgroup, runtime, cid, pod_uid_of(cgroup))
+
+
+@dataclass(frozen=True, slots=True)
+class RawFilter:
+    """Which raw cgroups are reported, as cAdvisor's raw factory accepts them (lib/container/raw/factory.go,
+    ``CanHandleAndAccept``): ``/`` always; with ``prefixes``, only the raw cgroups whose name (the ``id`` label)
+    starts with one of them, plain string prefixes, with or without ``docker_only`` (cAdvisor's code applies its
+    whitelist either way); else every raw cgroup unless ``docker_only``. Runtime containers (Docker,
+    containerd/CRI, CRI-O, Podman) are not raw and always reported."""
+
+    docker_only: bool = False
+    prefixes: tuple[str, ...] = ()
+
+    def keeps(self, cgroup: str) -> bool:
+        if cgroup == "/":
+            return True
+        if self.prefixes:
+            return cgroup.startswith(self.prefixes)
+        return not self.docker_only
+
+
+def reported(cgroups: Iterable[str], raw: RawFilter = RawFilter()) -> list[CgroupRef]:
+    """The cgroups to read and report, in path order: each one ``classify`` does not ignore, less the raw
+    cgroups that ``raw`` does not keep (a parent slice is not needed to report the containers below it)."""
+    out = []
+    keeps = raw.keeps
+    for cgroup in sorted(cgroups):
+        ref = classify(cgroup)
+        if ref is not None and (ref.runtime is not Runtime.RAW or keeps(cgroup)):
+            out.append(ref)
+    return out

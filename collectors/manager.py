@@ -17,15 +17,17 @@ import structlog
 from agent.model import (
     ContainerInfo,
     ContainerSample,
+    ContainerStats,
     FilesystemStats,
     MachineInfo,
     Runtime,
     Snapshot,
+    Spec,
 )
 from collectors.cgroups.mounts import CgroupLayout
 from collectors.cgroups.reader import V1Reader, V2Reader
 from collectors.cri import CriMetadata
-from collectors.discovery import CgroupRef, classify, walk
+from collectors.discovery import CgroupRef, RawFilter, reported, walk
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
 from collectors.procstats import ProcKinds, ProcKindsWanted
@@ -45,10 +47,12 @@ class CollectOptions:
     # tcp, udp, advtcp, sched, referenced_memory: read from /proc per container
     proc_kinds: ProcKindsWanted = dataclasses.field(default_factory=ProcKindsWanted)
     resctrl: bool = False
+    raw: RawFilter = dataclasses.field(default_factory=RawFilter)  # --docker-only, --raw-cgroup-prefix-allowlist
+    root_stats: bool = True  # False: --disable-root-cgroup-stats, / keeps only its limits
 
 
 class FsUsage:
-    """Writable-layer usage per Docker container, measured on its own slow interval and thread.
+    """Writable-layer usage per container (Docker, Podman, CRI-O), measured on its own slow interval and thread.
 
     ``get`` never blocks: collection serves the last measurement while a walk is running.
     """
@@ -56,25 +60,40 @@ class FsUsage:
     def __init__(self, host_fs: HostFilesystems, docker_root: Path) -> None:
         self.host_fs = host_fs
         self.docker_root = docker_root
-        # One tuple, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and
-        # needs no lock (``get`` runs for every container every cycle).
-        self._state: tuple[dict[str, tuple[int, int]], tuple[str, int]] = ({}, ("", 0))
+        # One dict, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and needs no
+        # lock (``get`` runs for every container every cycle). id -> (bytes, inodes, device, device capacity).
+        self._state: dict[str, tuple[int, int, str, int]] = {}
 
     def measure(self, containers: list[ContainerInfo]) -> None:
-        device = self.host_fs.device_of(self.docker_root)
+        docker_device = self.host_fs.device_of(self.docker_root)
+        devices: dict[int, tuple[str, int]] = {}  # st_dev -> (device, capacity): one lookup per filesystem
         fresh = {}
         for info in containers:
-            paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
-            fresh[info.container_id] = disk_usage(paths)
-        self._state = (fresh, device)
+            if info.runtime is Runtime.DOCKER:
+                paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
+                device = docker_device
+            elif info.rw_layer:
+                # containers/storage: the layer and the container's own directory (cAdvisor's Podman handler).
+                paths = [info.rw_layer, info.storage_dir]
+                try:
+                    st_dev = os.stat(info.rw_layer).st_dev
+                except OSError:
+                    continue  # removed since; measured again next time if it is back
+                if st_dev not in devices:
+                    devices[st_dev] = self.host_fs.device_of(Path(info.rw_layer))
+                device = devices[st_dev]
+            else:
+                continue
+            fresh[info.container_id] = (*disk_usage(paths), *device)
+        self._state = fresh
 
     def get(self, container_id: str) -> FilesystemStats | None:
-        usages, (device, capacity) = self._state
-        usage = usages.get(container_id)
+        usage = self._state.get(container_id)
         if usage is None:
             return None
+        used, inodes, device, capacity = usage
         # cAdvisor's Docker quirk kept for compatibility: inodes_total is the layer's inodes *used*.
-        return FilesystemStats(device, usage[0], capacity, usage[1], 0)
+        return FilesystemStats(device, used, capacity, inodes, 0)
 
 
 def netns_pid(cgroup: str, info: ContainerInfo, pids: list[int]) -> int:
@@ -128,6 +147,13 @@ class Collector:
     def docker_containers(self) -> list[ContainerInfo]:
         return [c for c in self.docker.containers.values() if c.running]
 
+    def layered_containers(self) -> list[ContainerInfo]:
+        """The containers whose writable layer ``FsUsage`` measures: Docker's running ones, and those of the last
+        cycle with a layer in containers/storage (Podman, CRI-O)."""
+        others = [info for _, info in list(self._infos.values())
+                  if info.runtime is not Runtime.DOCKER and info.rw_layer and info.container_id]
+        return self.docker_containers() + others
+
     def collect(self) -> Snapshot:
         started = time.perf_counter()
         scrape_error = False
@@ -156,9 +182,10 @@ class Collector:
         docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
-        for cgroup in sorted(cgroups):
-            ref = classify(cgroup)
-            if ref is None:
+        for ref in reported(cgroups, self.options.raw):
+            cgroup = ref.cgroup
+            if cgroup == "/" and not self.options.root_stats:
+                samples.append(self._root_without_stats(ref))
                 continue
             try:
                 # A Docker container's limits are re-read when its template changes (an event, config.v2.json).
@@ -191,7 +218,8 @@ class Collector:
             if self.options.disk:
                 if cgroup == "/":
                     stats.filesystems = self.host_fs.stats()
-                elif self.fs_usage is not None and info.runtime is Runtime.DOCKER and info.container_id:
+                elif self.fs_usage is not None and info.container_id and (
+                        info.runtime is Runtime.DOCKER or info.rw_layer):
                     fs = self.fs_usage.get(info.container_id)
                     stats.filesystems = [fs] if fs else None
             samples.append(ContainerSample(info, stats))
@@ -203,6 +231,17 @@ class Collector:
         machine = self.machine()
         self.last_duration = time.perf_counter() - started
         return Snapshot(time.time(), samples, machine, self.docker.version, scrape_error, self._machine_error)
+
+    def _root_without_stats(self, ref: CgroupRef) -> ContainerSample:
+        """``/`` under --disable-root-cgroup-stats: as cAdvisor's raw handler, no stats (no usage, network or
+        filesystem files are read), but its spec (limits, creation time) stays."""
+        try:
+            spec = self.reader.read_spec("/")[0]
+        except (OSError, ValueError) as exc:
+            self.errors["cgroup_stats"] += 1
+            log.debug("cgroup_read_failed", cgroup="/", error=str(exc))
+            spec = Spec()
+        return ContainerSample(self._info(ref), ContainerStats(time.time(), spec=spec))
 
     def _info(self, ref: CgroupRef) -> ContainerInfo:
         """Metadata for a cgroup, rebuilt only when its source object changes."""
