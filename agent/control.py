@@ -360,16 +360,10 @@ class RouteTable:
         """routes.json: written whole to a temporary file, fsynced and renamed; 0600 (URIs may hold passwords)."""
         items = [{"id": e.route_id, "uri": e.uri} for e in self.entries.values() if e.origin == "api"]
         body = orjson.dumps({"version": 1, "routes": items}, option=orjson.OPT_INDENT_2)
-        path = self.routes_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{ROUTES_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        from collectors.logs.checkpoints import write_atomic
+
+        self.routes_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.routes_file, body)
 
     # --- what other parts read ---
 

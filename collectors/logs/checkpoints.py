@@ -113,17 +113,23 @@ class CheckpointStore:
                 return False
             body = orjson.dumps({"version": VERSION, "first_start": self.first_start, "routes": self._routes})
             self._dirty = False
-        tmp = self.path.with_name(f".{FILENAME}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, body)
         return True
+
+
+def write_atomic(path: Path, body: bytes) -> None:
+    """Write ``path`` whole or not at all: a 0600 temporary file beside it, fsynced, renamed over it, and the
+    directory fsynced (also the API routes' routes.json, agent.control)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
