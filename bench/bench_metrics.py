@@ -440,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             summary = generate(tree, Options(version, args.containers, cpus=args.cpus, services=args.services),
                                force=True)
-            print(f"[{tag}] tree with {args.containers} containers and {args.services} services in {time.perf_counter() - t0:.1f} s: {tree}",
+            took = time.perf_counter() - t0
+            print(f"[{tag}] tree, {args.containers} containers and {args.services} services in {took:.1f} s: {tree}",
                   file=sys.stderr)
             r: dict[str, object] = {"tree": summary}
             results[tag] = r

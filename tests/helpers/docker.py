@@ -7,7 +7,10 @@ Standard library only, so ``.ci/run`` can use it before the test dependencies ar
 Everything is idempotent and safe to run from several test sessions at once.
 
 - The daemon is started (root only) as ``dockerd --storage-driver=vfs --iptables=false
-  --ip6tables=false --bridge=none`` when ``docker info`` fails; it keeps running afterwards.
+  --ip6tables=false --bridge=none`` when ``docker info`` fails; it keeps running afterwards. A
+  containerd socket left at /run/containerd by a containerd that no longer runs (a machine restored
+  from a snapshot, a killed test containerd) is removed first: dockerd uses that path whenever it
+  exists and would otherwise fail with "failed to dial /run/containerd/containerd.sock".
 - The image ``lookout-test-busybox`` is built without any registry: ``/bin/busybox`` (Debian's
   ``busybox-static``) plus a symlink per applet, imported with ``docker import``.
 - The network ``lookout-test-net`` is a bridge on a /24 inside 198.18.0.0/15 (the benchmarking
@@ -108,6 +111,31 @@ def _tail(path: Path, lines: int = 60, offset: int = 0) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
 
+SYSTEM_CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
+
+
+def remove_stale_socket(path: Path) -> bool:
+    """Remove the Unix socket ``path`` (and its ``.ttrpc`` sibling) when nothing listens on it any more."""
+    try:
+        if not path.is_socket():
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(str(path))
+            return False  # someone answers: not stale
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass
+        except OSError:
+            return False  # busy or unreadable: leave it alone
+    for stale in (path, path.with_name(path.name + ".ttrpc")):
+        stale.unlink(missing_ok=True)
+    _log(f"removed {path}: no containerd listens on it any more (dockerd would try to use it)")
+    return True
+
+
 def ensure_daemon(timeout: float = 60.0, start: bool | None = None) -> str:
     """Make ``docker info`` answer, starting dockerd when allowed; return a short description.
 
@@ -124,6 +152,7 @@ def ensure_daemon(timeout: float = 60.0, start: bool | None = None) -> str:
     if dockerd is None:
         raise DockerUnavailable(f"docker info fails ({error}) and dockerd is not installed "
                                 "(Debian: apt-get install docker.io)")
+    remove_stale_socket(SYSTEM_CONTAINERD_SOCKET)
     _log(f"docker info fails ({error}); starting {dockerd} {' '.join(DOCKERD_ARGS)} (log: {DOCKERD_LOG})")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
