@@ -43,12 +43,21 @@ METRIC_KINDS = frozenset(
         "referenced_memory", "resctrl", "cpu_topology", "oom_event", "pressure",
     }
 )
-# cAdvisor's default --disable_metrics, less "process": Lookout serves processes and threads by
-# default, as the kubelet's /metrics/cadvisor does.
+# Kinds Lookout accepts (cAdvisor's vocabulary, so cAdvisor's flags keep working) but never serves, and why.
+# Naming one in --enable-metrics is an error; they are off by default.
+UNSERVED_METRICS = {
+    "app": "custom application metrics (cAdvisor's io.cadvisor.metric.* container labels) are not collected",
+    "cpuLoad": "container_cpu_load_average_10s, container_cpu_load_d_average_10s and container_tasks_state are not "
+               "served: cAdvisor reads them over netlink (--enable_load_reader) and serves constant zeros without it",
+    "perf_event": "Lookout does not implement perf events (cAdvisor's container_perf_events_* and "
+                  "container_perf_uncore_events_* need its libpfm build and --perf_events_config)",
+}
+# cAdvisor's default --disable_metrics, less "process" (Lookout serves processes and threads by default, as the
+# kubelet's /metrics/cadvisor does), plus the kinds Lookout never serves.
 DEFAULT_DISABLED_METRICS = frozenset(
     {
         "advtcp", "cpu_topology", "cpuset", "hugetlb", "memory_numa", "referenced_memory",
-        "resctrl", "sched", "tcp", "udp",
+        "resctrl", "sched", "tcp", "udp", *UNSERVED_METRICS,
     }
 )
 
@@ -87,6 +96,9 @@ class Config:
     container_labels_allowlist: tuple[str, ...] = ()
     env_metadata_allowlist: tuple[str, ...] = ()
     disabled_metrics: frozenset[str] = DEFAULT_DISABLED_METRICS
+    # Kinds left on by --disable-metrics (not named in --enable-metrics) that this host cannot feed: kind -> why.
+    # They are in disabled_metrics; check-config prints them and run logs them (metric_kinds_not_collected).
+    metrics_unfed: Mapping[str, str] = field(default_factory=dict)
     metrics_timestamps: bool = False
     docker_only: bool = False
     raw_cgroup_prefix_allowlist: tuple[str, ...] = ()
@@ -368,6 +380,11 @@ def _route_scheme_problem(uri: str) -> str | None:
 RouteCheck = Callable[[str, Path], str | None]
 
 
+# Which of the given metric kinds the host under --host-root cannot feed, and why (kind -> reason), found by
+# looking at its files: ``collectors.hostkinds.unfed_kinds``, handed in by the CLI like ``check_route``.
+KindCheck = Callable[[Path, frozenset[str]], dict[str, str]]
+
+
 def user_state_dir(environ: Mapping[str, str]) -> Path:
     """The per-user state directory (XDG Base Directory): ``$XDG_STATE_HOME/lookout`` or ``~/.local/state/lookout``."""
     xdg = environ.get("XDG_STATE_HOME", "")
@@ -480,13 +497,18 @@ def _unknown_flag(arg: str) -> str:
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
                 unknown: Sequence[str] = (), check_state_dir: bool = True,
-                check_route: RouteCheck | None = None, create_state_dir: bool = True) -> Config:
+                check_route: RouteCheck | None = None, create_state_dir: bool = True,
+                check_kinds: KindCheck | None = None) -> Config:
     """Resolve flags, env and file into a ``Config``; raise ``ConfigError`` listing every problem.
 
     Route URIs are checked for their scheme here, and for their options by ``check_route`` when given. The state
     directory is created (``run``) only with ``create_state_dir``; otherwise it is only looked at (``check-config``
     changes nothing on disk). The default state directory falls back to a per-user one when it cannot be written
-    (``Config.state_dir_note`` says so); a state directory that was given must be writable."""
+    (``Config.state_dir_note`` says so); a state directory that was given must be writable.
+
+    A metric kind named in ``--enable-metrics`` that Lookout never serves (``UNSERVED_METRICS``) or that the host
+    cannot feed (``check_kinds``, when given) is a problem, with the reason; one that is on only because
+    ``--disable-metrics`` does not name it is turned off and listed in ``Config.metrics_unfed``."""
     environ = os.environ if environ is None else environ
     problems = [_unknown_flag(arg) for arg in unknown if arg.startswith("-")]
     problems += [f"unexpected argument {arg!r}" for arg in unknown if not arg.startswith("-")]
@@ -533,6 +555,18 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         kwargs["disabled_metrics"] = METRIC_KINDS - frozenset(values["enable-metrics"])
     elif "disable-metrics" in values:
         kwargs["disabled_metrics"] = frozenset(values["disable-metrics"])
+    named = frozenset(values.get("enable-metrics", ()))
+    disabled = kwargs.get("disabled_metrics", DEFAULT_DISABLED_METRICS)
+    enabled = METRIC_KINDS - disabled
+    unfed = {kind: why for kind, why in UNSERVED_METRICS.items() if kind in enabled}
+    if check_kinds is not None and enabled - unfed.keys():
+        unfed.update(check_kinds(host_root, frozenset(enabled - unfed.keys())))
+    for kind in sorted(unfed.keys() & named, key=str.lower):
+        problems.append(f"{where('enable-metrics')}: {kind}: {unfed[kind]}")
+    implied = {kind: unfed[kind] for kind in sorted(unfed.keys() - named, key=str.lower)}
+    if implied:
+        kwargs["disabled_metrics"] = frozenset(disabled | implied.keys())
+        kwargs["metrics_unfed"] = implied
     if "metrics-timestamps" in values:
         kwargs["metrics_timestamps"] = values["metrics-timestamps"]
     kwargs["docker_only"] = values.get("docker-only", False)

@@ -77,6 +77,7 @@ class RouteTable:
         self._lookup: LogMetadata | None = None
         self._workers: ChunkWorkers | None = None
         self._hub: LogHub | None = None
+        self._graph_root: Path | None = None
         self._lock = asyncio.Lock()
         self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
 
@@ -105,12 +106,20 @@ class RouteTable:
     def _scan(self) -> dict[str, Any]:
         from collectors.logs.sources import scan
 
-        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"))
+        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
 
     def _parents(self) -> list[str]:
         from collectors.logs.sources import parents
 
-        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"))
+        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
+
+    def _podman_root(self) -> Path:
+        """containers/storage's graph root (Podman's k8s-file logs), from storage.conf once."""
+        if self._graph_root is None:
+            from collectors.podman import graph_root
+
+            self._graph_root = graph_root(self.config.host_root)
+        return self._graph_root
 
     def _spawn(self, tasks: list[asyncio.Task[None]]) -> None:
         self.spawned(tasks)
@@ -198,6 +207,11 @@ class RouteTable:
         options = dataclasses.replace(self._options, read_from="head", batch_records=1000, batch_bytes=1 << 20,
                                       flush_interval=0.0)
         return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
+
+    def end_streams(self) -> None:
+        """The agent stops: end the live streams."""
+        if self._hub is not None:
+            self._hub.end()
 
     # --- the API ---
 
@@ -373,6 +387,8 @@ class RouteTable:
         for runner in self.runners():
             for container_id, count in runner.lines.items():
                 out.setdefault(container_id, count)
+            for container_id in runner.shipped():  # read, and silent so far: 0 lines, not unknown
+                out.setdefault(container_id, 0)
         return out
 
 

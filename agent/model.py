@@ -51,6 +51,9 @@ class ContainerInfo:
     owns_network: bool = True
     # Docker's writable layer directory, for filesystem usage; empty when unknown.
     rw_layer: str = ""
+    # The runtime's own directory for the container besides its layer (containers/storage's
+    # ``<driver>-containers/<id>``), counted in its filesystem usage as cAdvisor does; empty when none.
+    storage_dir: str = ""
     pid: int = 0
     log_path: str = ""
     running: bool = True
@@ -186,6 +189,51 @@ class ProcessStats:
 
 
 @dataclass(slots=True)
+class HugetlbStats:
+    """One huge page size of a cgroup (``hugetlb`` kind), in bytes; ``max_usage`` is None on cgroup v2 (no file)."""
+
+    usage: int
+    failcnt: int
+    max_usage: int | None = None
+
+
+@dataclass(slots=True)
+class NumaPages:
+    """``memory.numa_stat`` pages by type (``file``, ``anon``, ``unevictable``) and NUMA node (``memory_numa``).
+    ``container`` is the cgroup's own (cgroup v1 only), ``hierarchy`` includes its descendants."""
+
+    container: dict[str, dict[int, int]] | None
+    hierarchy: dict[str, dict[int, int]]
+
+
+@dataclass(slots=True)
+class UdpStats:
+    """One ``/proc/<pid>/net/udp[6]`` table (``udp`` kind): sockets, drops and queued bytes summed over them."""
+
+    listen: int = 0
+    dropped: int = 0
+    rx_queued: int = 0
+    tx_queued: int = 0
+
+
+@dataclass(slots=True)
+class SchedStats:
+    """``/proc/<pid>/schedstat`` summed over the container's processes (``sched`` kind); exited ones keep counting."""
+
+    run_ns: int = 0
+    runqueue_ns: int = 0
+    run_periods: int = 0
+
+
+@dataclass(slots=True)
+class ResctrlStats:
+    """resctrl monitoring (``resctrl`` kind), one entry per ``mon_data`` domain (``mon_L3_<id>``), in bytes."""
+
+    memory_bandwidth: list[tuple[int, int]]  # (mbm_total_bytes, mbm_local_bytes)
+    llc_occupancy: list[int]
+
+
+@dataclass(slots=True)
 class ContainerStats:
     timestamp: float
     cpu: CpuStats | None = None
@@ -197,6 +245,44 @@ class ContainerStats:
     pressure: PressureStats | None = None
     processes: ProcessStats | None = None
     oom_kills: int | None = None
+    # The optional kinds: None unless the kind is enabled and this container's files feed it.
+    hugetlb: dict[str, HugetlbStats] | None = None  # by page size as cAdvisor names it: "2MB", "1GB"
+    numa: NumaPages | None = None
+    memory_migrate: int | None = None  # cpuset.memory_migrate (cgroup v1)
+    tcp: dict[str, int] | None = None  # sockets by cAdvisor's tcp_state name, /proc/<pid>/net/tcp
+    tcp6: dict[str, int] | None = None
+    udp: UdpStats | None = None
+    udp6: UdpStats | None = None
+    tcp_advanced: dict[str, int] | None = None  # /proc/<pid>/net/netstat TcpExt and net/snmp Tcp, by lower-case key
+    sched: SchedStats | None = None
+    referenced_bytes: int | None = None
+    resctrl: ResctrlStats | None = None
+
+
+@dataclass(slots=True)
+class CpuCache:
+    level: int
+    type: str  # Data, Instruction, Unified
+    size: int  # bytes
+
+
+@dataclass(slots=True)
+class CpuCore:
+    id: int
+    threads: list[int]  # logical CPU numbers
+    caches: list[CpuCache] = field(default_factory=list)  # its own, and those shared with only part of its node
+
+
+@dataclass(slots=True)
+class NumaNode:
+    """One NUMA node of the host's topology (``cpu_topology`` kind), as cAdvisor builds it from sysfs."""
+
+    id: int
+    cores: list[CpuCore] = field(default_factory=list)
+    caches: list[CpuCache] = field(default_factory=list)  # shared by every CPU of the node
+    memory: int | None = None  # bytes (node meminfo MemTotal); None without the file
+    hugepages: dict[int, int] = field(default_factory=dict)  # page size in kB -> pages
+    distances: list[int] = field(default_factory=list)  # to node 0, 1, ...
 
 
 @dataclass(slots=True)
@@ -211,6 +297,11 @@ class MachineInfo:
     system_uuid: str = ""
     kernel_version: str = ""
     os_version: str = ""
+    cpu_books: int = 0  # s390x only; 0: none, no series
+    cpu_drawers: int = 0
+    # DIMMs by type from the EDAC memory controllers: type -> (count, capacity in bytes); None: no EDAC data
+    dimms: dict[str, tuple[int, int]] | None = None
+    topology: list[NumaNode] | None = None  # cpu_topology only
 
 
 @dataclass(slots=True)
@@ -356,6 +447,7 @@ class Subscription(Protocol):
     of records ``missed`` because the buffer was full)."""
 
     ready: asyncio.Event
+    ended: bool  # the agent is stopping: end the stream after what take() gives
 
     def take(self) -> tuple[list[Segment], int]: ...
 

@@ -69,7 +69,7 @@ async def fs_usage_loop(agent: Agent) -> None:
         collector = agent.collector
         if collector is not None:
             try:
-                await asyncio.to_thread(agent.fs_usage.measure, collector.docker_containers())
+                await asyncio.to_thread(agent.fs_usage.measure, collector.layered_containers())
             except Exception:
                 log.exception("fs_usage_failed")
         await asyncio.sleep(agent.config.fs_usage_interval)
@@ -226,6 +226,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     loop.remove_signal_handler(signal.SIGHUP)
     for task in list(reloads):
         await asyncio.gather(task, return_exceptions=True)
+    routes.end_streams()  # else the web server's shutdown waits for /logs clients (up to a minute)
     pipeline = routes.pipeline
     if pipeline is not None:
         await pipeline.drain(DRAIN_TIMEOUT)

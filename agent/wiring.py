@@ -23,14 +23,16 @@ from collectors.cri import CriMetadata
 from collectors.discovery import RawFilter
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
+from collectors.hostkinds import unfed_kinds as check_kinds
 from collectors.manager import CollectOptions, Collector, FsUsage
+from collectors.procstats import ProcKindsWanted
 from exporters.prometheus.exposition import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families
 
 if TYPE_CHECKING:
     from agent.logs.pipeline import LogPipeline
 
-__all__ = ["Agent", "build", "check_route", "make_logs"]
+__all__ = ["Agent", "build", "check_kinds", "check_route", "make_logs"]
 
 # The log pipeline and its sinks (watchdog, the syslog and HTTP encoders) are imported only where routes are
 # built: an agent without --route never loads them (~2 MB of RSS).
@@ -102,7 +104,8 @@ class Agent:
 def wanted(config: Config) -> Wanted:
     on = config.metric_enabled
     return Wanted(cpu=on("cpu"), percpu=on("percpu"), memory=on("memory"), disk_io=on("diskIO"),
-                  pressure=on("pressure"), process=on("process"), oom=on("oom_event"))
+                  pressure=on("pressure"), process=on("process"), oom=on("oom_event"),
+                  hugetlb=on("hugetlb"), numa=on("memory_numa"), cpuset=on("cpuset"))
 
 
 def make_collector(config: Config, docker: DockerMetadata,
@@ -114,11 +117,17 @@ def make_collector(config: Config, docker: DockerMetadata,
         return None, f"no cgroup hierarchy under --host-root {config.host_root}: {exc}"
     log.info("cgroups_found", version=layout.version, roots=layout.hierarchy_roots())
     reader = make_reader(layout, config.host_root, wanted(config))
+    on = config.metric_enabled
     options = CollectOptions(network=config.metric_enabled("network"), disk=config.metric_enabled("disk"),
                              process=config.metric_enabled("process"),
+                             cpu_topology=config.metric_enabled("cpu_topology"),
+                             proc_kinds=ProcKindsWanted(tcp=on("tcp"), udp=on("udp"), advtcp=on("advtcp"),
+                                                        sched=on("sched"), referenced=on("referenced_memory")),
+                             resctrl=on("resctrl"),
                              raw=RawFilter(config.docker_only, config.raw_cgroup_prefix_allowlist),
                              root_stats=not config.disable_root_cgroup_stats)
-    return Collector(config.host_root, layout, reader, docker, CriMetadata(config.host_root), options, fs_usage), ""
+    cri = CriMetadata(config.host_root, config.env_metadata_allowlist)
+    return Collector(config.host_root, layout, reader, docker, cri, options, fs_usage), ""
 
 
 def host_name(config: Config) -> str:
@@ -142,6 +151,8 @@ def make_logs(config: Config, docker: DockerMetadata, telemetry: Telemetry) -> L
 def build(config: Config) -> Agent:
     if config.state_dir_note:  # the default state directory could not be written: say where the state is
         log.warning("state_dir_fallback", state_dir=str(config.state_dir), why=config.state_dir_note)
+    if config.metrics_unfed:  # left on by --disable-metrics, but this host cannot feed them
+        log.warning("metric_kinds_not_collected", kinds=dict(config.metrics_unfed))
     if config.storage_duration is not None:
         log.warning("storage_duration_ignored", why=STORAGE_DURATION_NOTE)
     telemetry = Telemetry()

@@ -15,6 +15,10 @@ The tree holds everything the agent reads, in the kernel's real formats:
 - ``var/lib/docker/containers/<id>/{config.v2.json,hostconfig.json}`` (names, images, labels resolve
   without the Engine API), ``var/lib/docker/image/overlay2/layerdb/mounts/<id>/mount-id`` and a small
   writable layer under ``var/lib/docker/overlay2/<mount-id>/diff`` for the filesystem-usage walk.
+- with ``--kinds``, also what the optional metric kinds read: ``hugetlb.*``, ``memory.numa_stat`` and (v1)
+  ``cpuset.memory_migrate`` per cgroup; ``schedstat``, ``smaps_rollup`` and ``net/{tcp,tcp6,udp,udp6,netstat,
+  snmp}`` per pid (the socket tables and MIB files are the capture host's, ``tests/fixtures/data/host-kinds``);
+  ``sys/devices/system/{cpu,node}`` topology with caches and ``sys/kernel/mm/hugepages``.
 
 Values are deterministic (``--seed``) and differ per container. Sample file shapes follow
 /work/shared/reference/cadvisor.md section 7 and a 6.x kernel's cgroup v1 files on this host.
@@ -64,6 +68,7 @@ class Options:
     services: int = 10  # raw system.slice/*.service cgroups
     systemd: bool = False  # container cgroups as /system.slice/docker-<id>.scope
     seed: int = 42
+    kinds: bool = False  # also the files of the optional metric kinds (hugetlb, numa, /proc tables, topology)
 
 
 def _w(path: Path, text: str) -> None:
@@ -276,6 +281,90 @@ def v2_cgroup(rng: random.Random, pids: list[int], quota: int, mem_limit: int, t
     return files
 
 
+# --- the optional metric kinds (--kinds) --------------------------------------------------
+
+KINDS_DATA = Path(__file__).resolve().parents[1] / "tests/fixtures/data/host-kinds"
+HUGEPAGE_SIZES = (("2MB", 2048), ("1GB", 1048576))
+
+
+def kinds_templates() -> dict[str, str]:
+    """A real container's socket tables and MIB counters, and a real smaps_rollup (the capture host's)."""
+    pid = (KINDS_DATA / "containers/sockets/pids").read_text().split()[0]
+    base = KINDS_DATA / "containers/sockets/proc" / pid
+    out = {f"net/{n}": (base / "net" / n).read_text() for n in ("tcp", "tcp6", "udp", "udp6", "netstat", "snmp")}
+    out["smaps_rollup"] = (base / "smaps_rollup").read_text()
+    return out
+
+
+def kinds_pid_files(rng: random.Random, templates: dict[str, str]) -> dict[str, str]:
+    referenced = rng.randrange(256, 1 << 20)
+    files = {name: text for name, text in templates.items() if name.startswith("net/")}
+    files["smaps_rollup"] = templates["smaps_rollup"].replace("Referenced:         1520 kB",
+                                                              f"Referenced:     {referenced:>8} kB")
+    run = rng.randrange(10**6, 10**13)
+    files["schedstat"] = f"{run} {run // rng.randrange(2, 50)} {rng.randrange(10, 10**7)}\n"
+    return files
+
+
+def v1_kinds_files(rng: random.Random) -> dict[str, dict[str, str]]:
+    """Per v1 controller: the files of hugetlb, memory_numa and cpuset for one cgroup."""
+    file_pages, anon_pages = rng.randrange(0, 1 << 18), rng.randrange(0, 1 << 18)
+    numa = "".join(f"{prefix}{name}={v} N0={v}\n" for prefix in ("", "hierarchical_") for name, v in (
+        ("total", file_pages + anon_pages), ("file", file_pages), ("anon", anon_pages), ("unevictable", 0)))
+    hugetlb: dict[str, str] = {}
+    for size, _kb in HUGEPAGE_SIZES:
+        for rsvd in ("", ".rsvd"):
+            prefix = f"hugetlb.{size}{rsvd}"
+            hugetlb.update({f"{prefix}.usage_in_bytes": "0\n", f"{prefix}.max_usage_in_bytes": "0\n",
+                            f"{prefix}.failcnt": "0\n", f"{prefix}.limit_in_bytes": f"{UNLIMITED_V1}\n"})
+        hugetlb[f"hugetlb.{size}.numa_stat"] = "total=0 N0=0\nhierarchical_total=0 N0=0\n"
+    return {"memory": {"memory.numa_stat": numa}, "cpuset": {"cpuset.memory_migrate": "0\n"}, "hugetlb": hugetlb}
+
+
+def v2_kinds_files(rng: random.Random) -> dict[str, str]:
+    anon, file = rng.randrange(0, 1 << 30, PAGE), rng.randrange(0, 1 << 30, PAGE)
+    keys = ("anon", "file", "kernel_stack", "pagetables", "sec_pagetables", "shmem", "file_mapped", "file_dirty",
+            "file_writeback", "swapcached", "anon_thp", "file_thp", "shmem_thp", "inactive_anon", "active_anon",
+            "inactive_file", "active_file", "unevictable", "slab_reclaimable", "slab_unreclaimable",
+            "workingset_refault_anon", "workingset_refault_file", "workingset_activate_anon",
+            "workingset_activate_file", "workingset_restore_anon", "workingset_restore_file",
+            "workingset_nodereclaim")
+    values = {"anon": anon, "file": file, "active_anon": anon, "inactive_file": file}
+    files = {"memory.numa_stat": "".join(f"{k} N0={values.get(k, 0)}\n" for k in keys)}
+    for size, _kb in HUGEPAGE_SIZES:
+        files.update({f"hugetlb.{size}.current": "0\n", f"hugetlb.{size}.rsvd.current": "0\n",
+                      f"hugetlb.{size}.events": "max 0\n", f"hugetlb.{size}.events.local": "max 0\n",
+                      f"hugetlb.{size}.max": "max\n", f"hugetlb.{size}.rsvd.max": "max\n",
+                      f"hugetlb.{size}.numa_stat": "total=0 N0=0\n"})
+    return files
+
+
+def kinds_host_files(root: Path, cpus: int, templates: dict[str, str]) -> None:
+    """The machine's topology (one node, one thread per core, L1d/L1i/L2 per core, a shared L3), huge page
+    sizes, and init's schedstat and network tables."""
+    cpu = root / "sys/devices/system/cpu"
+    all_map = f"{(1 << cpus) - 1:x}"
+    _files(cpu, {"online": f"0-{cpus - 1}\n", "possible": f"0-{cpus - 1}\n"})
+    for i in range(cpus):
+        _files(cpu / f"cpu{i}/topology", {"core_id": f"{i}\n", "physical_package_id": "0\n",
+                                          "thread_siblings_list": f"{i}\n"})
+        for index, (level, kind, size, shared) in enumerate((
+                (1, "Data", "32K", f"{1 << i:x}"), (1, "Instruction", "32K", f"{1 << i:x}"),
+                (2, "Unified", "512K", f"{1 << i:x}"), (3, "Unified", "16384K", all_map))):
+            _files(cpu / f"cpu{i}/cache/index{index}", {"id": f"{i if level < 3 else 0}\n", "level": f"{level}\n",
+                                                       "type": kind + "\n", "size": size + "\n",
+                                                       "shared_cpu_map": shared + "\n"})
+    node = root / "sys/devices/system/node/node0"
+    _files(node, {"meminfo": "Node 0 MemTotal:       65536000 kB\n", "distance": "10\n"})
+    for i in range(cpus):
+        os.symlink(f"../../cpu/cpu{i}", node / f"cpu{i}")
+    for _size, kb in HUGEPAGE_SIZES:
+        _files(node / f"hugepages/hugepages-{kb}kB", {"nr_hugepages": "0\n"})
+        _files(root / f"sys/kernel/mm/hugepages/hugepages-{kb}kB", {"nr_hugepages": "0\n"})
+    _files(root / "proc/1", {"schedstat": "171875063 82655911 2264\n"})
+    _files(root / "proc/1/net", {n[4:]: t for n, t in templates.items() if n.startswith("net/")})
+
+
 # --- /proc and Docker --------------------------------------------------------------------
 
 LIMITS = """Limit                     Soft Limit           Hard Limit           Units     
@@ -317,9 +406,11 @@ def net_dev(rng: random.Random, names: tuple[str, ...]) -> str:
 
 
 def proc_pid(proc: Path, pid: int, rng: random.Random, fds: int, sockets: int, cgroup_lines: str,
-             net: str | None) -> None:
+             net: str | None, kinds: dict[str, str] | None = None) -> None:
     d = proc / str(pid)
     (d / "net").mkdir(parents=True, exist_ok=True)
+    for name, text in (kinds or {}).items():
+        _w(d / name, text)
     fd_dir = d / "fd"
     fd_dir.mkdir(exist_ok=True)
     if net is not None:
@@ -517,6 +608,9 @@ def generate(out: Path, opts: Options, force: bool = False) -> dict[str, object]
     out.mkdir(parents=True)
     rng = random.Random(opts.seed)
     host_files(out, opts, rng)
+    templates = kinds_templates() if opts.kinds else {}
+    if opts.kinds:
+        kinds_host_files(out, opts.cpus, templates)
     cg = out / "sys/fs/cgroup"
     proc = out / "proc"
     docker = out / "var/lib/docker"
@@ -541,8 +635,13 @@ def generate(out: Path, opts: Options, force: bool = False) -> dict[str, object]
             for other in V1_OTHER:
                 _files(cg / other / sub, {"cgroup.procs": "".join(f"{p}\n" for p in pids)})
             _files(cg / "systemd" / sub, {"cgroup.procs": "".join(f"{p}\n" for p in pids)})
+            if opts.kinds:
+                for ctrl, files in v1_kinds_files(rng).items():
+                    _files(cg / ctrl / sub, files)
         else:
             _files(cg / sub, v2_cgroup(rng, pids, quota, limit, threads, is_root=path == "/"))
+            if opts.kinds and path != "/":
+                _files(cg / sub, v2_kinds_files(rng))
 
     next_pid = 1000
     service_rng = random.Random(opts.seed + 1)
@@ -582,12 +681,14 @@ def generate(out: Path, opts: Options, force: bool = False) -> dict[str, object]
                 ("name=systemd", *V1_OTHER, *V1_CONTROLLERS)[::-1], start=1))
         net = net_dev(rng, ("lo", "eth0"))
         for pid in pids:
-            proc_pid(proc, pid, rng, opts.fds, opts.sockets, cgroup_lines, net)
+            proc_pid(proc, pid, rng, opts.fds, opts.sockets, cgroup_lines, net,
+                     kinds_pid_files(rng, templates) if opts.kinds else None)
         docker_files(docker, cid, i, pids[0], rng, opts.labels, created0 + i * 7.0)
 
     summary = {"root": str(out), "version": opts.version, "containers": opts.containers, "raw_cgroups": len(raw),
                "cpus": opts.cpus, "pids_per_container": opts.procs, "fds_per_pid": opts.fds,
-               "labels_per_container": opts.labels, "parent": parent, "first_id": ids[0] if ids else ""}
+               "labels_per_container": opts.labels, "parent": parent, "first_id": ids[0] if ids else "",
+               "kinds_files": opts.kinds}
     _w(out / "TREE.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -604,11 +705,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--services", type=int, default=10, help="raw system.slice/*.service cgroups")
     ap.add_argument("--systemd", action="store_true", help="containers at /system.slice/docker-<id>.scope")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--kinds", action="store_true", help="also the files the optional metric kinds read")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = ap.parse_args(argv)
     opts = Options(args.version, args.containers, args.cpus, args.procs, args.fds, args.sockets, args.labels,
-                   args.services, args.systemd, args.seed)
+                   args.services, args.systemd, args.seed, args.kinds)
     started = time.perf_counter()
     summary = generate(args.out, opts, args.force)
     print(json.dumps(summary), f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)

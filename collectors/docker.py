@@ -59,6 +59,13 @@ def filter_env(env: Sequence[str] | None, prefixes: Sequence[str]) -> dict[str, 
     return out
 
 
+def ships_logs(labels: dict[str, str], env: Sequence[str] | None) -> bool:
+    """False for a container labelled ``lookout.logs=false`` or with ``LOGSPOUT=ignore`` in its environment."""
+    return str(labels.get("lookout.logs", "true")).lower() not in ("false", "0", "no") and not any(
+        item.partition("=")[0] == "LOGSPOUT" and item.partition("=")[2].lower() == "ignore" for item in env or ()
+    )
+
+
 def network_mode(container_dir: str) -> str:
     """The ``NetworkMode`` of a container's ``hostconfig.json``; "" when the file is missing or damaged (only the
     network mode is lost then, never the rest of the container's metadata)."""
@@ -80,10 +87,7 @@ def info_from_inspect(data: dict[str, Any], env_prefixes: Sequence[str], rw_laye
     if network_mode is None:
         network_mode = (data.get("HostConfig") or {}).get("NetworkMode", "")
     health = (state.get("Health") or {}).get("Status")
-    ship_logs = str(labels.get("lookout.logs", "true")).lower() not in ("false", "0", "no") and not any(
-        item.partition("=")[0] == "LOGSPOUT" and item.partition("=")[2].lower() == "ignore"
-        for item in config.get("Env") or ()
-    )
+    ship_logs = ships_logs(labels, config.get("Env"))
     container = labels.get("io.kubernetes.container.name", "")
     # Kubernetes via Docker: only the sandbox ("POD") owns the pod's network namespace.
     owns_network = not (network_mode or "").startswith("container:") and (

@@ -10,6 +10,7 @@ from agent.model import FilesystemStats, InterfaceStats, MachineInfo, ProcessSta
 from collectors.cgroups.parsers import parse_net_dev, parse_nofile_soft
 from collectors.cgroups.reader import read_file
 from collectors.diskstats import parse_diskstats
+from collectors.topology import count_ids, read_dimms, read_topology
 
 # Filesystems that hold no user data, never reported for the root cgroup.
 _PSEUDO_FS = frozenset({"tmpfs", "devtmpfs", "overlay", "squashfs", "nsfs", "proc", "sysfs", "cgroup",
@@ -23,10 +24,12 @@ def _text(path: Path) -> str:
         return ""
 
 
-def read_machine_info(host_root: Path) -> MachineInfo:
+def read_machine_info(host_root: Path, topology: bool = False) -> MachineInfo:
+    """The machine facts; ``topology`` (the ``cpu_topology`` kind) adds the NUMA nodes, cores and caches."""
     info = MachineInfo()
     cpuinfo = _text(host_root / "proc/cpuinfo")
     processors, sockets, cores = 0, set(), set()
+    books, drawers = set(), set()  # s390x
     physical = "0"
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -38,9 +41,20 @@ def read_machine_info(host_root: Path) -> MachineInfo:
             sockets.add(value)
         elif key == "core id":
             cores.add((physical, value))
+        elif key == "book id":
+            books.add(value)
+        elif key == "drawer id":
+            drawers.add(value)
+    root = str(host_root).rstrip("/")
     info.cpu_cores = processors or os.cpu_count() or 0
-    info.cpu_sockets = len(sockets) or 1
-    info.cpu_physical_cores = len(cores) or info.cpu_cores
+    # cpuinfo without "physical id"/"core id" (arm64, s390x): sysfs topology, as cAdvisor falls back to.
+    info.cpu_sockets = len(sockets) or count_ids(root, "physical_package_id") or 1
+    info.cpu_physical_cores = len(cores) or count_ids(root, "core_id") or info.cpu_cores
+    info.cpu_books = len(books) or count_ids(root, "book_id")
+    info.cpu_drawers = len(drawers) or count_ids(root, "drawer_id")
+    info.dimms = read_dimms(root)
+    if topology:
+        info.topology = read_topology(root)
     for line in _text(host_root / "proc/meminfo").splitlines():
         key, _, value = line.partition(":")
         if key in ("MemTotal", "SwapTotal"):

@@ -30,6 +30,8 @@ from collectors.cri import CriMetadata
 from collectors.discovery import CgroupRef, RawFilter, reported, walk
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems, HostReader, disk_usage, read_machine_info
+from collectors.procstats import ProcKinds, ProcKindsWanted
+from collectors.resctrl import Resctrl
 
 log = structlog.get_logger("lookout.collector")
 
@@ -41,12 +43,16 @@ class CollectOptions:
     network: bool = True
     disk: bool = True
     process: bool = True
+    cpu_topology: bool = False  # machine info with the NUMA nodes, cores and caches
+    # tcp, udp, advtcp, sched, referenced_memory: read from /proc per container
+    proc_kinds: ProcKindsWanted = dataclasses.field(default_factory=ProcKindsWanted)
+    resctrl: bool = False
     raw: RawFilter = dataclasses.field(default_factory=RawFilter)  # --docker-only, --raw-cgroup-prefix-allowlist
     root_stats: bool = True  # False: --disable-root-cgroup-stats, / keeps only its limits
 
 
 class FsUsage:
-    """Writable-layer usage per Docker container, measured on its own slow interval and thread.
+    """Writable-layer usage per container (Docker, Podman, CRI-O), measured on its own slow interval and thread.
 
     ``get`` never blocks: collection serves the last measurement while a walk is running.
     """
@@ -54,25 +60,51 @@ class FsUsage:
     def __init__(self, host_fs: HostFilesystems, docker_root: Path) -> None:
         self.host_fs = host_fs
         self.docker_root = docker_root
-        # One tuple, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and
-        # needs no lock (``get`` runs for every container every cycle).
-        self._state: tuple[dict[str, tuple[int, int]], tuple[str, int]] = ({}, ("", 0))
+        # One dict, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and needs no
+        # lock (``get`` runs for every container every cycle). id -> (bytes, inodes, device, device capacity).
+        self._state: dict[str, tuple[int, int, str, int]] = {}
 
     def measure(self, containers: list[ContainerInfo]) -> None:
-        device = self.host_fs.device_of(self.docker_root)
+        docker_device = self.host_fs.device_of(self.docker_root)
+        devices: dict[int, tuple[str, int]] = {}  # st_dev -> (device, capacity): one lookup per filesystem
         fresh = {}
         for info in containers:
-            paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
-            fresh[info.container_id] = disk_usage(paths)
-        self._state = (fresh, device)
+            if info.runtime is Runtime.DOCKER:
+                paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
+                device = docker_device
+            elif info.rw_layer:
+                # containers/storage: the layer and the container's own directory (cAdvisor's Podman handler).
+                paths = [info.rw_layer, info.storage_dir]
+                try:
+                    st_dev = os.stat(info.rw_layer).st_dev
+                except OSError:
+                    continue  # removed since; measured again next time if it is back
+                if st_dev not in devices:
+                    devices[st_dev] = self.host_fs.device_of(Path(info.rw_layer))
+                device = devices[st_dev]
+            else:
+                continue
+            fresh[info.container_id] = (*disk_usage(paths), *device)
+        self._state = fresh
 
     def get(self, container_id: str) -> FilesystemStats | None:
-        usages, (device, capacity) = self._state
-        usage = usages.get(container_id)
+        usage = self._state.get(container_id)
         if usage is None:
             return None
+        used, inodes, device, capacity = usage
         # cAdvisor's Docker quirk kept for compatibility: inodes_total is the layer's inodes *used*.
-        return FilesystemStats(device, usage[0], capacity, usage[1], 0)
+        return FilesystemStats(device, used, capacity, inodes, 0)
+
+
+def netns_pid(cgroup: str, info: ContainerInfo, pids: list[int]) -> int:
+    """The process whose ``/proc/<pid>/net/*`` are the container's network namespace, or 0 for none: init for the
+    root cgroup, a runtime container's first process when it owns its namespace (a container that shares another's
+    gets no network series, nor do raw cgroups, as cAdvisor's ``RemoveNetMetrics``)."""
+    if cgroup == "/":
+        return 1
+    if info.owns_network and info.runtime != Runtime.RAW and pids:
+        return pids[0]
+    return 0
 
 
 class Collector:
@@ -88,6 +120,8 @@ class Collector:
         self.host = HostReader(host_root)
         self.host_fs = HostFilesystems(host_root)
         self.fs_usage = fs_usage
+        self.proc_kinds = ProcKinds(host_root, options.proc_kinds) if options.proc_kinds.any() else None
+        self.resctrl = Resctrl(host_root) if options.resctrl else None
         self.errors: Counter[str] = Counter()
         self.last_duration = 0.0
         self._infos: dict[str, tuple[object, ContainerInfo]] = {}
@@ -101,7 +135,7 @@ class Collector:
         now = time.monotonic()
         if now - self._machine_at > MACHINE_INFO_INTERVAL or not self._machine.cpu_cores:
             try:
-                self._machine = read_machine_info(self.host_root)
+                self._machine = read_machine_info(self.host_root, self.options.cpu_topology)
                 self._machine_error = False
             except (OSError, ValueError) as exc:
                 self.errors["machine"] += 1
@@ -112,6 +146,13 @@ class Collector:
 
     def docker_containers(self) -> list[ContainerInfo]:
         return [c for c in self.docker.containers.values() if c.running]
+
+    def layered_containers(self) -> list[ContainerInfo]:
+        """The containers whose writable layer ``FsUsage`` measures: Docker's running ones, and those of the last
+        cycle with a layer in containers/storage (Podman, CRI-O)."""
+        others = [info for _, info in list(self._infos.values())
+                  if info.runtime is not Runtime.DOCKER and info.rw_layer and info.container_id]
+        return self.docker_containers() + others
 
     def collect(self) -> Snapshot:
         started = time.perf_counter()
@@ -133,6 +174,11 @@ class Collector:
             scrape_error = True
             self.errors["cgroups"] += 1
         self.reader.specs.begin_cycle(cgroups)
+        kinds = self.proc_kinds
+        if kinds is not None:
+            kinds.begin_cycle(cgroups)
+        if self.resctrl is not None:
+            self.resctrl.begin_cycle()
         docker_get = self.docker.get
         samples: list[ContainerSample] = []
         live_ids: set[str] = set()
@@ -154,16 +200,26 @@ class Collector:
             info = self._info(ref)
             if ref.container_id:
                 live_ids.add(ref.container_id)
-            if self.options.network and info.owns_network and (cgroup == "/" or info.runtime != Runtime.RAW):
-                pid = 1 if cgroup == "/" else (pids[0] if pids else 0)
-                if pid:
-                    stats.network = self.host.network(pid)
+            net_pid = netns_pid(cgroup, info, pids)
+            if self.options.network and net_pid:
+                stats.network = self.host.network(net_pid)
+            if kinds is not None:
+                if kinds.net and net_pid:
+                    kinds.read_net(stats, net_pid)
+                if kinds.wanted.sched:
+                    all_pids = kinds.host_pids() if cgroup == "/" else self.reader.subtree_pids(cgroup, pids)
+                    kinds.read_sched(stats, cgroup, all_pids)
+                if kinds.wanted.referenced:
+                    kinds.read_referenced(stats, pids)
+            if self.resctrl is not None:
+                stats.resctrl = self.resctrl.read(cgroup, self.reader.threads(cgroup))
             if self.options.process and stats.processes is not None and cgroup != "/":
                 self.host.add_process_stats(stats.processes, pids)
             if self.options.disk:
                 if cgroup == "/":
                     stats.filesystems = self.host_fs.stats()
-                elif self.fs_usage is not None and info.runtime is Runtime.DOCKER and info.container_id:
+                elif self.fs_usage is not None and info.container_id and (
+                        info.runtime is Runtime.DOCKER or info.rw_layer):
                     fs = self.fs_usage.get(info.container_id)
                     stats.filesystems = [fs] if fs else None
             samples.append(ContainerSample(info, stats))

@@ -78,6 +78,7 @@ class LiveSubscription:
         self._on_drop = on_drop
         self._on_close = on_close
         self.closed = False
+        self.ended = False  # the agent is stopping: the client's stream ends after what is buffered
 
     def offer(self, segments: Sequence[Segment], front: bool = False) -> None:
         flt = self.filter
@@ -187,6 +188,13 @@ class LogHub:
                 raise
             sub.offer(segments[::-1], front=True)  # before anything the tap delivered meanwhile, in order
         return sub
+
+    def end(self) -> None:
+        """The agent stops: every stream ends (after what its client has buffered), so the web server's shutdown
+        need not wait for clients that would otherwise stay connected for ever."""
+        for sub in list(self.subscriptions):
+            sub.ended = True
+            sub.ready.set()
 
     def publish(self, segments: list[Segment]) -> None:
         for sub in list(self.subscriptions):

@@ -234,6 +234,13 @@ class RouteRunner:
                 last = seg.records[-1][0]
         self.last_record_time = last
 
+    def shipped(self) -> list[str]:
+        """The ids of the containers this route reads."""
+        follower = self.follower
+        with follower.lock:
+            return [st.info.container_id for st in follower.states.values()
+                    if st.info is not None and not st.skip and st.info.container_id]
+
     @property
     def state(self) -> str:
         """running, retrying (the last send failed and is being retried) or failed (stopped by a bug)."""

@@ -6,7 +6,7 @@ them real files copied from hosts.
 
 from __future__ import annotations
 
-from agent.model import InterfaceStats
+from agent.model import InterfaceStats, NumaPages, UdpStats
 
 # v1 reports "unlimited" as a page-aligned LONG_MAX (9223372036854771712); v2 writes "max".
 # cAdvisor exports every memory limit above 2^62 as 0 (lib/metrics/prometheus.go specMemoryValue).
@@ -173,3 +173,146 @@ def memory_limit(value: int) -> int:
     if value < 0 or value > UNLIMITED_THRESHOLD:
         return 0
     return value
+
+
+# --- the optional kinds (hugetlb, memory_numa, tcp, udp, advtcp, sched) ----------------------------------------
+
+_NUMA_TYPES = ("file", "anon", "unevictable")
+
+
+def hugepage_size_name(dirname: str) -> str | None:
+    """``hugepages-2048kB`` (a ``/sys/kernel/mm/hugepages`` entry) as the hugetlb controller names its files and
+    cAdvisor its ``pagesize`` label: ``2MB``, ``1GB``, or ``64KB``; None for any other name."""
+    if not dirname.startswith("hugepages-") or not dirname.endswith("kB"):
+        return None
+    try:
+        kb = int(dirname[10:-2])
+    except ValueError:
+        return None
+    if kb >= 1 << 20:
+        return f"{kb >> 20}GB"
+    if kb >= 1 << 10:
+        return f"{kb >> 10}MB"
+    return f"{kb}KB"
+
+
+def _numa_nodes(columns: list[bytes]) -> dict[int, int]:
+    nodes = {}
+    for column in columns:
+        key, sep, value = column.partition(b"=")
+        if sep and key[:1] == b"N" and key[1:].isdigit():
+            nodes[int(key[1:])] = int(value)
+    return nodes
+
+
+def parse_numa_stat_v1(data: bytes) -> NumaPages:
+    """cgroup v1 ``memory.numa_stat`` (pages): ``file=44428 N0=32614 N1=7335`` for the cgroup's own pages and
+    ``hierarchical_file=...`` for its subtree; other lines (``total``, a kernel's ``numa_locality``) are skipped."""
+    own: dict[str, dict[int, int]] = {}
+    tree: dict[str, dict[int, int]] = {}
+    for line in data.splitlines():
+        columns = line.split()
+        if not columns:
+            continue
+        key, sep, _total = columns[0].partition(b"=")
+        if not sep:
+            continue
+        name = key.decode()
+        if name in _NUMA_TYPES:
+            own[name] = _numa_nodes(columns[1:])
+        elif name.startswith("hierarchical_") and name[13:] in _NUMA_TYPES:
+            tree[name[13:]] = _numa_nodes(columns[1:])
+    return NumaPages(own or None, tree)
+
+
+def parse_numa_stat_v2(data: bytes, page_size: int) -> NumaPages:
+    """cgroup v2 ``memory.numa_stat`` (bytes, the cgroup and its descendants): ``anon N0=193236992 N1=4096``, in
+    pages as cgroup v1 counts them. v2 has no count of a cgroup's own pages, so only ``hierarchy`` is set."""
+    tree: dict[str, dict[int, int]] = {}
+    for line in data.splitlines():
+        columns = line.split()
+        if columns and columns[0].decode() in _NUMA_TYPES:
+            tree[columns[0].decode()] = {node: size // page_size for node, size in _numa_nodes(columns[1:]).items()}
+    return NumaPages(None, tree)
+
+
+# /proc/net/tcp[6] socket states (include/net/tcp_states.h, hex in the "st" column) and cAdvisor's names for them.
+TCP_STATES = {
+    b"01": "established", b"02": "synsent", b"03": "synrecv", b"04": "finwait1", b"05": "finwait2",
+    b"06": "timewait", b"07": "close", b"08": "closewait", b"09": "lastack", b"0A": "listen", b"0B": "closing",
+}
+
+
+def parse_tcp(data: bytes) -> dict[str, int]:
+    """Sockets per state in a ``/proc/<pid>/net/tcp`` or ``tcp6`` table (every state present, 0 when none)."""
+    counts = dict.fromkeys(TCP_STATES.values(), 0)
+    for line in data.splitlines()[1:]:
+        fields = line.split(None, 4)
+        if len(fields) > 3:
+            state = TCP_STATES.get(fields[3])
+            if state is not None:
+                counts[state] += 1
+    return counts
+
+
+def parse_udp(data: bytes) -> UdpStats:
+    """A ``/proc/<pid>/net/udp`` or ``udp6`` table: every socket (cAdvisor calls the count ``listen``), the summed
+    ``drops`` and queues. The kernel prints ``tx_queue:rx_queue``; cAdvisor reads the pair the other way round,
+    Lookout as the kernel writes it (README: Differences from cAdvisor)."""
+    stats = UdpStats()
+    for line in data.splitlines()[1:]:
+        fields = line.split()
+        if not fields:
+            continue
+        stats.listen += 1
+        if len(fields) != 13:
+            continue
+        tx, _, rx = fields[4].partition(b":")
+        try:
+            stats.tx_queued += int(tx, 16)
+            stats.rx_queued += int(rx, 16)
+            stats.dropped += int(fields[12])
+        except ValueError:
+            continue
+    return stats
+
+
+def parse_mib(data: bytes, into: dict[str, int], prefixes: tuple[bytes, ...] = (b"TcpExt:", b"Tcp:")) -> None:
+    """``/proc/<pid>/net/netstat`` or ``net/snmp``: pairs of lines, names then values, for each protocol; the
+    counters of the protocols in ``prefixes`` go into ``into`` under their lower-cased names."""
+    lines = data.splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        keys, numbers = names.split(), values.split()
+        if not keys or keys[0] not in prefixes or keys[0] != numbers[0] or len(keys) != len(numbers):
+            continue
+        for key, number in zip(keys[1:], numbers[1:], strict=True):
+            try:
+                into[key.decode().lower()] = int(number)
+            except ValueError:
+                continue
+
+
+def parse_schedstat(data: bytes) -> tuple[int, int, int] | None:
+    """``/proc/<pid>/schedstat``: (ns on the CPU, ns waiting on a runqueue, timeslices run)."""
+    fields = data.split()
+    if len(fields) != 3:
+        return None
+    try:
+        return int(fields[0]), int(fields[1]), int(fields[2])
+    except ValueError:
+        return None
+
+
+def parse_referenced_kb(data: bytes) -> int:
+    """The sum of the ``Referenced:`` lines (kB) of ``/proc/<pid>/smaps_rollup`` (one line) or ``smaps``."""
+    total = 0
+    start = data.find(b"Referenced:")
+    while start >= 0:
+        end = data.find(b"kB", start)
+        if end < 0:
+            break
+        number = data[start + 11:end].strip()
+        if number.isdigit():
+            total += int(number)
+        start = data.find(b"Referenced:", end)
+    return total

@@ -14,7 +14,16 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.model import BlkioDevice, ContainerStats, CpuStats, MemoryStats, PressureStats, ProcessStats, Spec
+from agent.model import (
+    BlkioDevice,
+    ContainerStats,
+    CpuStats,
+    HugetlbStats,
+    MemoryStats,
+    PressureStats,
+    ProcessStats,
+    Spec,
+)
 from collectors.cgroups import parsers as p
 from collectors.cgroups.mounts import CgroupLayout
 
@@ -52,6 +61,74 @@ class Wanted:
     pressure: bool = True
     process: bool = True
     oom: bool = True
+    # The optional kinds read from cgroup files: off unless enabled (the defaults read nothing more).
+    hugetlb: bool = False
+    numa: bool = False
+    cpuset: bool = False
+
+
+def hugepage_sizes(host_root: Path) -> tuple[str, ...]:
+    """The host's huge page sizes as the hugetlb controller names them (``2MB``, ``1GB``), from
+    ``/sys/kernel/mm/hugepages`` (opencontainers/cgroups ``HugePageSizes``)."""
+    try:
+        names = os.listdir(host_root / "sys/kernel/mm/hugepages")
+    except OSError:
+        return ()
+    sizes = (p.hugepage_size_name(name) for name in sorted(names))
+    return tuple(size for size in sizes if size)
+
+
+def descendant_pids(base: str) -> list[int]:
+    """The processes of every cgroup below ``base`` (not ``base``'s own): the ``sched`` kind sums a container's
+    whole subtree, as cAdvisor's ``GetAllPids``. Most containers have no child cgroup: one directory scan."""
+    out: list[int] = []
+    stack = [base]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        procs = read_file(entry.path + "/cgroup.procs")
+                        if procs:
+                            out.extend(p.parse_pids(procs))
+        except OSError:
+            continue
+    return out
+
+
+def _hugetlb_v1(d: str, sizes: tuple[str, ...]) -> dict[str, HugetlbStats] | None:
+    """``hugetlb.<size>.{usage,max_usage}_in_bytes`` and ``.failcnt``, the reservation (``.rsvd.``) files where the
+    kernel has them (5.7+), as opencontainers/cgroups reads them for cAdvisor."""
+    out = {}
+    for size in sizes:
+        prefix = f"{d}/hugetlb.{size}.rsvd"
+        usage = read_file(prefix + ".usage_in_bytes")
+        if usage is None:
+            prefix = f"{d}/hugetlb.{size}"
+            usage = read_file(prefix + ".usage_in_bytes")
+            if usage is None:
+                continue
+        max_usage = read_file(prefix + ".max_usage_in_bytes")
+        failcnt = read_file(prefix + ".failcnt")
+        out[size] = HugetlbStats(int(usage), int(failcnt) if failcnt else 0, int(max_usage) if max_usage else 0)
+    return out or None
+
+
+def _hugetlb_v2(d: str, sizes: tuple[str, ...]) -> dict[str, HugetlbStats] | None:
+    """``hugetlb.<size>.rsvd.current`` (or ``.current``) and the ``max`` count of ``hugetlb.<size>.events``; v2 keeps
+    no maximum usage."""
+    out = {}
+    for size in sizes:
+        prefix = f"{d}/hugetlb.{size}"
+        usage = read_file(prefix + ".rsvd.current")
+        if usage is None:
+            usage = read_file(prefix + ".current")
+            if usage is None:
+                continue
+        events = read_file(prefix + ".events")
+        out[size] = HugetlbStats(int(usage), p.parse_flat(events).get("max", 0) if events else 0)
+    return out or None
 
 
 class DeviceNames:
@@ -148,18 +225,32 @@ class V1Reader:
 
     version = 1
 
-    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted) -> None:
+    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted,
+                 hugepage_sizes: tuple[str, ...] = ()) -> None:
         v1 = layout.v1
         self.cpu = v1.get("cpu", "")
         self.cpuacct = v1.get("cpuacct", "")
         self.memory = v1.get("memory", "")
         self.blkio = v1.get("blkio", "")
         self.pids = v1.get("pids", "")
+        self.cpuset = v1.get("cpuset", "")
+        self.hugetlb = v1.get("hugetlb", "")
+        self.hugepage_sizes = hugepage_sizes
         self.procs_root = self.cpu or self.cpuacct or self.memory
         self.devices = devices
         self.wanted = wanted
         self.ns_per_tick = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
         self.specs = SpecCache()
+
+    def threads(self, cgroup: str) -> list[int]:
+        """The cgroup's thread ids (``tasks``), for the ``resctrl`` kind."""
+        data = read_file(self.procs_root + cgroup + "/tasks") if self.procs_root and cgroup != "/" else None
+        return p.parse_pids(data) if data else []
+
+    def subtree_pids(self, cgroup: str, pids: list[int]) -> list[int]:
+        """``pids`` (the cgroup's own) and those of its descendants, each once."""
+        below = descendant_pids(self.procs_root + ("" if cgroup == "/" else cgroup)) if self.procs_root else []
+        return list(dict.fromkeys(pids + below)) if below else pids
 
     def read_spec(self, cgroup: str) -> tuple[Spec, int, bool]:
         """The limit files: (spec, threads_max from pids.max, whether any of them was there)."""
@@ -250,6 +341,16 @@ class V1Reader:
                 oom = read_file(d + "/memory.oom_control")
                 if oom:
                     stats.oom_kills = p.parse_flat(oom).get("oom_kill", 0)
+            if w.numa:
+                numa = read_file(d + "/memory.numa_stat")
+                if numa:
+                    stats.numa = p.parse_numa_stat_v1(numa)
+        if w.cpuset and self.cpuset:
+            migrate = read_file(self.cpuset + sub + "/cpuset.memory_migrate")
+            if migrate:
+                stats.memory_migrate = int(migrate)
+        if w.hugetlb and self.hugetlb:
+            stats.hugetlb = _hugetlb_v1(self.hugetlb + sub, self.hugepage_sizes)
 
         if w.disk_io and self.blkio:
             d = self.blkio + sub
@@ -321,11 +422,28 @@ class V2Reader:
 
     version = 2
 
-    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted) -> None:
+    def __init__(self, layout: CgroupLayout, devices: DeviceNames, wanted: Wanted,
+                 hugepage_sizes: tuple[str, ...] = ()) -> None:
         self.root = layout.unified
         self.devices = devices
         self.wanted = wanted
         self.specs = SpecCache()
+        self.hugepage_sizes = hugepage_sizes
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+
+    def threads(self, cgroup: str) -> list[int]:
+        """The cgroup's thread ids (``cgroup.threads``; Podman's nested ``container`` child's when it has none)."""
+        if cgroup == "/":
+            return []
+        data = read_file(self.root + cgroup + "/cgroup.threads")
+        if not data:
+            data = read_file(self.root + cgroup + "/container/cgroup.threads")
+        return p.parse_pids(data) if data else []
+
+    def subtree_pids(self, cgroup: str, pids: list[int]) -> list[int]:
+        """``pids`` (the cgroup's own, or its nested ``container`` child's) and those of its descendants, each once."""
+        below = descendant_pids(self.root + ("" if cgroup == "/" else cgroup))
+        return list(dict.fromkeys(pids + below)) if below else pids
 
     def read_spec(self, cgroup: str) -> tuple[Spec, int]:
         """The limit files: (spec, threads_max from pids.max)."""
@@ -402,6 +520,12 @@ class V2Reader:
                 stats.memory = self._memory(d, is_root, p.parse_flat(stat), events)
         if w.oom and events is not None:
             stats.oom_kills = events.get("oom_kill", 0)
+        if w.numa and not is_root:
+            numa = read_file(d + "/memory.numa_stat")
+            if numa:
+                stats.numa = p.parse_numa_stat_v2(numa, self.page_size)
+        if w.hugetlb:
+            stats.hugetlb = _hugetlb_v2(d, self.hugepage_sizes)
 
         if w.disk_io:
             io = read_file(d + "/io.stat")
@@ -469,4 +593,6 @@ class V2Reader:
 
 def make_reader(layout: CgroupLayout, host_root: Path, wanted: Wanted) -> V1Reader | V2Reader:
     devices = DeviceNames(host_root)
-    return V1Reader(layout, devices, wanted) if layout.version == 1 else V2Reader(layout, devices, wanted)
+    sizes = hugepage_sizes(host_root) if wanted.hugetlb else ()
+    reader = V1Reader if layout.version == 1 else V2Reader
+    return reader(layout, devices, wanted, sizes)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lookout.logs.follower")
 
-METADATA_WAIT = 5.0  # how long a new Docker container's lines wait for its name before shipping without
+METADATA_WAIT = 5.0  # how long a new container's lines wait for its metadata before shipping without
 # Files per source the inotify thread holds open ahead of the reader (see ``Follower.pin_new_files``).
 PIN_MAX_FILES = 16
 # A CRI log file renamed by the kubelet's rotation is still written by the runtime until the kubelet has it reopen
@@ -208,7 +208,7 @@ class Follower:
         """Attach metadata and apply the route filter; False while a new container's name is unknown."""
         info = self.lookup(state.spec)
         if info is None:
-            if state.spec.format == "json-file" and time.monotonic() - state.first_seen < METADATA_WAIT:
+            if time.monotonic() - state.first_seen < METADATA_WAIT:
                 return False
             # Without metadata: the same object every time, so the source's records keep one LogSource (the
             # encoders cache their per-source part by it) instead of a new one per read.

@@ -1,6 +1,6 @@
-"""Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), or
-a CRI container's (the runtime's bundle annotations, found through kubelet's ``/var/log/containers`` links, else
-what the pod log path tells)."""
+"""Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), a
+Podman container's (libpod's database), or a CRI container's (the runtime's bundle annotations, found through
+kubelet's ``/var/log/containers`` links, else what the pod log path tells)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ from collectors.logs.sources import SourceSpec
 
 CRI_METADATA_TTL = 30.0
 MISSING_RETRY = 5.0  # seconds before a container's unreadable config.v2.json is read again
+PODMAN_RETRY = 0.5  # seconds before a runtime's record is looked for again while a new container has none
+# How long a CRI source's lines wait for its container's link and runtime record (less than the follower's
+# METADATA_WAIT, after which it would ship them with no metadata at all).
+CRI_RECORD_WAIT = 3.0
 
 
 class LogMetadata:
@@ -28,9 +32,11 @@ class LogMetadata:
         self.docker = docker
         self.env_prefixes = env_prefixes
         self.links_dir = host_root / "var/log/containers"
-        self.cri = CriMetadata(host_root)
+        self.cri = CriMetadata(host_root, env_prefixes)
         self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
-        self._cri_cache: dict[str, tuple[float, ContainerInfo]] = {}
+        self._cri_cache: dict[str, tuple[float, ContainerInfo | None]] = {}
+        self._podman: dict[str, tuple[float, ContainerInfo | None]] = {}
+        self._cri_first: dict[str, float] = {}  # pod log directory -> when its container's record was first missed
 
     def _cri_id(self, spec: SourceSpec) -> str:
         """The id of the newest container writing into ``spec.directory`` (kubelet's legacy symlinks)."""
@@ -66,15 +72,45 @@ class LogMetadata:
                 # Unreadable metadata is asked for again only after a while: the reader asks on every read.
                 cached = self._disk[spec.container_id] = (now + MISSING_RETRY, self._from_disk(Path(spec.directory)))
             return cached[1]
+        if spec.source_id.startswith("podman:"):
+            return self._podman_info(spec.container_id)
         entry = self._cri_cache.get(spec.directory)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
             return entry[1]
-        info = self._cri_info(spec)
+        info, complete, pending = self._cri_info(spec)
         if len(self._cri_cache) > 10_000:
             self._cri_cache.clear()
-        # Same object until it expires: a restart's new container id is picked up within 30 s.
-        self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+            self._cri_first.clear()
+        if complete:
+            self._cri_first.pop(spec.directory, None)
+            # Same object until it expires: a restart's new container id is picked up within 30 s.
+            self._cri_cache[spec.directory] = (now + CRI_METADATA_TTL, info)
+            return info
+        # The container's link or the runtime's record of it is not there yet (the kubelet makes the pod's log
+        # directory before the container, and its link after it started): the follower holds the source's lines
+        # (None) while it is being made, then they go with what the path tells, and the record is asked for again.
+        first = self._cri_first.setdefault(spec.directory, now)
+        if pending and now - first < CRI_RECORD_WAIT:
+            self._cri_cache[spec.directory] = (now + PODMAN_RETRY, None)
+            return None
+        self._cri_cache[spec.directory] = (now + MISSING_RETRY, info)
+        return info
+
+    def _podman_info(self, container_id: str) -> ContainerInfo | None:
+        """libpod's record, looked at again (a few stats; the database is read only when it changed) at most every
+        ``MISSING_RETRY`` seconds while unknown, every ``CRI_METADATA_TTL`` once known (a restart's new pid and
+        start time do not matter to the records)."""
+        now = time.monotonic()
+        cached = self._podman.get(container_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        podman = self.cri.podman
+        podman.refresh()
+        info = podman.get(container_id)
+        if len(self._podman) > 10_000:
+            self._podman.clear()
+        self._podman[container_id] = (now + (CRI_METADATA_TTL if info is not None else PODMAN_RETRY), info)
         return info
 
     def _from_disk(self, base: Path) -> ContainerInfo | None:
@@ -88,14 +124,19 @@ class LogMetadata:
             return None
         return info_from_inspect(doc, self.env_prefixes, network_mode=network_mode(str(base)))
 
-    def _cri_info(self, spec: SourceSpec) -> ContainerInfo:
+    def _cri_info(self, spec: SourceSpec) -> tuple[ContainerInfo, bool, bool]:
+        """The container's metadata; whether the runtime's own record of it was found (else only what the pod log
+        path and the link tell); whether it may still come (a host whose kubelet makes links, the link without
+        the record)."""
         cid = self._cri_id(spec)
         if cid:
             self.cri.refresh()
             info = self.cri.get(CgroupRef("", Runtime.CONTAINERD, cid, spec.pod_uid))
             if info is not None and info.pod:
-                return info
+                known = self.cri.known(cid)
+                return info, known, not known
         labels = {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
                   "io.kubernetes.pod.uid": spec.pod_uid, "io.kubernetes.container.name": spec.container}
         return ContainerInfo(cgroup="", runtime=Runtime.CONTAINERD, container_id=cid, name=cid or spec.container,
-                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container)
+                             labels=labels, pod=spec.pod, namespace=spec.namespace, container=spec.container), \
+            False, bool(cid) or self.links_dir.is_dir()

@@ -4,6 +4,10 @@
   (oldest first: ``.N`` … ``.1``, then the live file).
 - CRI: ``<host-root>/var/log/pods/<ns>_<pod>_<uid>/<container>/<restart>.log`` with kubelet's
   rotated ``<restart>.log.<YYYYMMDD-hhmmss>`` siblings (by restart count, rotated before live).
+- Podman's ``k8s-file`` driver: ``<graphroot>/<driver>-containers/<id>/userdata/ctr.log``, CRI's line format
+  written by conmon. One file: at ``--log-opt max-size`` conmon writes a new ``ctr.log`` over the old one, which
+  is read to its end as any file whose name now names another. A log path moved elsewhere with
+  ``--log-opt path=`` is not found.
 Compressed (``.gz``) and temporary (``.tmp``) files are not read: a rotated file the agent already
 holds open is drained before it is compressed away.
 
@@ -21,11 +25,12 @@ from pathlib import Path
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CRI_FILE = re.compile(r"^(\d+)\.log(?:\.(\d{8}-\d{6}))?$")
+PODMAN_LOG = "ctr.log"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    source_id: str  # "docker:<id>" or "cri:<ns>_<pod>_<uid>/<container>"
+    source_id: str  # "docker:<id>", "cri:<ns>_<pod>_<uid>/<container>" or "podman:<id>"
     format: str  # "json-file" | "cri"
     directory: str
     container_id: str = ""
@@ -33,9 +38,13 @@ class SourceSpec:
     pod: str = ""
     pod_uid: str = ""
     container: str = ""
+    file_name: str = ""  # the one file of the source (Podman's ctr.log); "" for the formats' own naming
 
     def files(self) -> list[str]:
         """Existing log files, oldest first; the last one is the live file."""
+        if self.file_name:
+            path = os.path.join(self.directory, self.file_name)
+            return [path] if os.path.exists(path) else []
         try:
             names = os.listdir(self.directory)
         except OSError:
@@ -59,8 +68,19 @@ class SourceSpec:
         return [os.path.join(self.directory, n) for _, n in sorted(keyed)]
 
 
-def scan(docker_root: Path, pods_root: Path) -> dict[str, SourceSpec]:
+def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None) -> dict[str, SourceSpec]:
     specs: dict[str, SourceSpec] = {}
+    for storage_dir in _podman_dirs(podman_root):
+        try:
+            entries = [e for e in os.scandir(storage_dir) if _HEX64.match(e.name)]
+        except OSError:
+            continue
+        for entry in entries:
+            userdata = os.path.join(entry.path, "userdata")
+            # CRI-O's containers live here too, without a ctr.log (their logs are in /var/log/pods).
+            if os.path.exists(os.path.join(userdata, PODMAN_LOG)):
+                sid = f"podman:{entry.name}"
+                specs[sid] = SourceSpec(sid, "cri", userdata, container_id=entry.name, file_name=PODMAN_LOG)
     containers = docker_root / "containers"
     try:
         for entry in os.scandir(containers):
@@ -85,10 +105,22 @@ def scan(docker_root: Path, pods_root: Path) -> dict[str, SourceSpec]:
     return specs
 
 
-def parents(docker_root: Path, pods_root: Path) -> list[str]:
+def _podman_dirs(podman_root: Path | None) -> list[str]:
+    """containers/storage's ``<driver>-containers`` directories."""
+    if podman_root is None:
+        return []
+    try:
+        return [e.path for e in os.scandir(podman_root) if e.name.endswith("-containers") and e.is_dir()]
+    except OSError:
+        return []
+
+
+def parents(docker_root: Path, pods_root: Path, podman_root: Path | None = None) -> list[str]:
     """The directories in which new log sources appear: Docker's containers directory, the pod log root and each
-    pod's directory (a new container of a pod is a new directory there)."""
-    found = [str(docker_root / "containers"), str(pods_root)]
+    pod's directory (a new container of a pod is a new directory there), containers/storage's containers
+    directories (a new Podman container's directory appears there; its ``ctr.log`` a moment later, when it
+    starts, found by the next scan)."""
+    found = [str(docker_root / "containers"), str(pods_root), *_podman_dirs(podman_root)]
     with contextlib.suppress(OSError):
         found += [pod.path for pod in os.scandir(pods_root) if pod.is_dir() and len(pod.name.split("_")) == 3]
     return found

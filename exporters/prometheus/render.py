@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.model import ContainerInfo, Snapshot
-from exporters.prometheus.table import FAMILIES, Family, _esc
+from exporters.prometheus.table import FAMILIES, MACHINE_FAMILIES, Family, _esc
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 # Lines per chunk at most (plus one container's): ~1 MB of text, so the transient strings of a render
@@ -143,6 +143,12 @@ class Renderer:
         ):
             self._header(add, name, "gauge", help_text, openmetrics)
             add(f"{name}{{{labels}}} {value}\n")  # type: ignore[operator]
+        for fam in MACHINE_FAMILIES:
+            samples = list(fam.get(m))
+            if samples:
+                self._header(add, fam.name, "gauge", fam.help, openmetrics)
+                for extra, sample in samples:
+                    add(f"{fam.name}{{{labels}{extra}}} {sample}\n")  # type: ignore[operator]
         self._header(add, "machine_scrape_error", "gauge",
                      "1 if there was an error while getting machine metrics, 0 otherwise.", openmetrics)
         add(f"machine_scrape_error {int(snap.machine_error)}\n")  # type: ignore[operator]

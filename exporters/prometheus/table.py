@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.model import ContainerInfo, ContainerStats
+from agent.model import ContainerInfo, ContainerStats, MachineInfo
 
 Samples = Iterable[tuple[str, int | float]]
 Getter = Callable[[ContainerInfo, ContainerStats], Samples]
@@ -203,6 +203,106 @@ def _health(info: ContainerInfo, s: ContainerStats) -> Samples:
     return (("", info.health),)
 
 
+# --- the optional kinds: each getter returns nothing unless its part was read (kind on, file there).
+
+
+def _sched(attr: str, divisor: float | None = None) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        sched = s.sched
+        if sched is None:
+            return ()
+        v = getattr(sched, attr)
+        return (("", v / divisor if divisor else v),)
+    return get
+
+
+def _hugetlb(attr: str) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        pages = s.hugetlb
+        if not pages:
+            return ()
+        return [(f',pagesize="{size}"', v) for size, h in pages.items() if (v := getattr(h, attr)) is not None]
+    return get
+
+
+def _migrate(info: ContainerInfo, s: ContainerStats) -> Samples:
+    return () if s.memory_migrate is None else (("", s.memory_migrate),)
+
+
+def _numa(info: ContainerInfo, s: ContainerStats) -> Samples:
+    numa = s.numa
+    if numa is None:
+        return ()
+    out: list[tuple[str, int | float]] = []
+    for scope, table in (("container", numa.container), ("hierarchy", numa.hierarchy)):
+        for kind in ("file", "anon", "unevictable"):
+            nodes = (table or {}).get(kind)
+            if nodes:
+                out.extend((f',type="{kind}",scope="{scope}",node="{node}"', pages)
+                           for node, pages in sorted(nodes.items()))
+    return out
+
+
+def _tcp(attr: str) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        table = getattr(s, attr)
+        return () if table is None else [(f',tcp_state="{state}"', n) for state, n in table.items()]
+    return get
+
+
+_UDP_STATES = (("listen", "listen"), ("dropped", "dropped"), ("rxqueued", "rx_queued"), ("txqueued", "tx_queued"))
+
+
+def _udp(attr: str) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        udp = getattr(s, attr)
+        return () if udp is None else [(f',udp_state="{state}"', getattr(udp, field)) for state, field in _UDP_STATES]
+    return get
+
+
+# cAdvisor's TcpAdvancedStat fields in its order; the label is the lower-cased kernel name (net/snmp "Tcp:" and
+# net/netstat "TcpExt:"). A counter this kernel does not print has no series (cAdvisor serves it as 0).
+_ADVANCED_TCP_NAMES = (
+    "RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs "
+    "RetransSegs InErrs OutRsts InCsumErrors EmbryonicRsts SyncookiesSent SyncookiesRecv SyncookiesFailed "
+    "PruneCalled RcvPruned OfoPruned OutOfWindowIcmps LockDroppedIcmps TW TWRecycled TWKilled TCPTimeWaitOverflow "
+    "TCPTimeouts TCPSpuriousRTOs TCPLossProbes TCPLossProbeRecovery TCPRenoRecoveryFail TCPSackRecoveryFail "
+    "TCPRenoFailures TCPSackFailures TCPLossFailures DelayedACKs DelayedACKLocked DelayedACKLost ListenOverflows "
+    "ListenDrops TCPHPHits TCPPureAcks TCPHPAcks TCPRenoRecovery TCPSackRecovery TCPSACKReneging TCPFACKReorder "
+    "TCPSACKReorder TCPRenoReorder TCPTSReorder TCPFullUndo TCPPartialUndo TCPDSACKUndo TCPLossUndo TCPFastRetrans "
+    "TCPSlowStartRetrans TCPLostRetransmit TCPRetransFail TCPRcvCollapsed TCPDSACKOldSent TCPDSACKOfoSent "
+    "TCPDSACKRecv TCPDSACKOfoRecv TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory TCPAbortOnTimeout "
+    "TCPAbortOnLinger TCPAbortFailed TCPMemoryPressures TCPMemoryPressuresChrono TCPSACKDiscard TCPDSACKIgnoredOld "
+    "TCPDSACKIgnoredNoUndo TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure TCPSackShifted TCPSackMerged "
+    "TCPSackShiftFallback TCPBacklogDrop PFMemallocDrop TCPMinTTLDrop TCPDeferAcceptDrop IPReversePathFilter "
+    "TCPReqQFullDoCookies TCPReqQFullDrop TCPFastOpenActive TCPFastOpenActiveFail TCPFastOpenPassive "
+    "TCPFastOpenPassiveFail TCPFastOpenListenOverflow TCPFastOpenCookieReqd TCPSynRetrans TCPOrigDataSent "
+    "PAWSActive PAWSEstab"
+)
+ADVANCED_TCP = tuple(name.lower() for name in _ADVANCED_TCP_NAMES.split())
+
+
+def _advtcp(info: ContainerInfo, s: ContainerStats) -> Samples:
+    counters = s.tcp_advanced
+    if counters is None:
+        return ()
+    return [(f',tcp_state="{name}"', counters[name]) for name in ADVANCED_TCP if name in counters]
+
+
+def _referenced(info: ContainerInfo, s: ContainerStats) -> Samples:
+    return () if s.referenced_bytes is None else (("", s.referenced_bytes),)
+
+
+def _resctrl(part: str, index: int | None = None) -> Getter:
+    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
+        r = s.resctrl
+        if r is None:
+            return ()
+        values = getattr(r, part)
+        return [(f',node_id="{i}"', v if index is None else v[index]) for i, v in enumerate(values)]
+    return get
+
+
 C, G = "counter", "gauge"
 
 FAMILIES: tuple[Family, ...] = (
@@ -366,4 +466,110 @@ FAMILIES: tuple[Family, ...] = (
     Family("container_sockets", G, "Number of open sockets for the container.", "process", _proc("sockets")),
     Family("container_ulimits_soft", G, "Soft ulimit values for the container root process. Unlimited if -1, "
            "except priority and nice", "process", _ulimit),
+    # sched: /proc/<pid>/schedstat summed over the container's processes
+    Family("container_cpu_schedstat_run_seconds_total", C, "Time duration the processes of the container have run "
+           "on the CPU.", "sched", _sched("run_ns", NS)),
+    Family("container_cpu_schedstat_runqueue_seconds_total", C, "Time duration processes of the container have been "
+           "waiting on a runqueue.", "sched", _sched("runqueue_ns", NS)),
+    Family("container_cpu_schedstat_run_periods_total", C, "Number of times processes of the cgroup have run on the "
+           "cpu", "sched", _sched("run_periods")),
+    # hugetlb, cpuset, memory_numa: cgroup files
+    Family("container_hugetlb_failcnt", C, "Number of hugepage usage hits limits", "hugetlb", _hugetlb("failcnt")),
+    Family("container_hugetlb_usage_bytes", G, "Current hugepage usage in bytes", "hugetlb", _hugetlb("usage")),
+    Family("container_hugetlb_max_usage_bytes", G, "Maximum hugepage usage recorded in bytes", "hugetlb",
+           _hugetlb("max_usage")),
+    Family("container_memory_migrate", G, "Memory migrate status.", "cpuset", _migrate),
+    Family("container_memory_numa_pages", G, "Number of used pages per NUMA node", "memory_numa", _numa),
+    # tcp, udp, advtcp: the container's network namespace (gauges despite the _total, as cAdvisor)
+    Family("container_network_tcp_usage_total", G, "tcp connection usage statistic for container", "tcp",
+           _tcp("tcp")),
+    Family("container_network_tcp6_usage_total", G, "tcp6 connection usage statistic for container", "tcp",
+           _tcp("tcp6")),
+    Family("container_network_udp_usage_total", G, "udp connection usage statistic for container", "udp",
+           _udp("udp")),
+    Family("container_network_udp6_usage_total", G, "udp6 connection usage statistic for container", "udp",
+           _udp("udp6")),
+    Family("container_network_advance_tcp_stats_total", G, "advance tcp connections statistic for container",
+           "advtcp", _advtcp),
+    # referenced_memory, resctrl
+    Family("container_referenced_bytes", G, "Container referenced bytes during last measurements cycle",
+           "referenced_memory", _referenced),
+    Family("container_memory_bandwidth_bytes", G, "Total memory bandwidth usage statistics for container counted "
+           "with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("memory_bandwidth", 0)),
+    Family("container_memory_bandwidth_local_bytes", G, "Local memory bandwidth usage statistics for container "
+           "counted with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("memory_bandwidth", 1)),
+    Family("container_llc_occupancy_bytes", G, "Last level cache usage statistics for container counted with RDT "
+           "Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("llc_occupancy")),
+)
+
+
+# --- machine families beyond cAdvisor's always-on five (render.Renderer._machine), each served only where the host
+# feeds it: books and drawers on s390x, DIMMs where EDAC reports them, the topology with the cpu_topology kind.
+
+
+@dataclass(frozen=True, slots=True)
+class MachineFamily:
+    name: str
+    help: str
+    get: Callable[[MachineInfo], Samples]  # (extra labels after the machine labels, value); nothing: no family
+
+
+def _books(m: MachineInfo) -> Samples:
+    return (("", m.cpu_books),) if m.cpu_books else ()
+
+
+def _drawers(m: MachineInfo) -> Samples:
+    return (("", m.cpu_drawers),) if m.cpu_drawers else ()
+
+
+def _dimm(index: int) -> Callable[[MachineInfo], Samples]:
+    def get(m: MachineInfo) -> Samples:
+        return [(f',type="{_esc(kind)}"', v[index]) for kind, v in sorted((m.dimms or {}).items())]
+    return get
+
+
+def _cache_capacity(m: MachineInfo) -> Samples:
+    out: list[tuple[str, int | float]] = []
+    for node in m.topology or ():
+        for core in node.cores:
+            out.extend((f',node_id="{node.id}",core_id="{core.id}",type="{_esc(c.type)}",level="{c.level}"', c.size)
+                       for c in core.caches)
+        out.extend((f',node_id="{node.id}",core_id="",type="{_esc(c.type)}",level="{c.level}"', c.size)
+                   for c in node.caches)
+    return out
+
+
+def _thread_siblings(m: MachineInfo) -> Samples:
+    return [(f',node_id="{node.id}",core_id="{core.id}",thread_id="{thread}"', len(core.threads))
+            for node in m.topology or () for core in node.cores for thread in core.threads]
+
+
+def _node_memory(m: MachineInfo) -> Samples:
+    return [(f',node_id="{node.id}"', node.memory) for node in m.topology or () if node.memory is not None]
+
+
+def _node_hugepages(m: MachineInfo) -> Samples:
+    return [(f',node_id="{node.id}",page_size="{size}"', pages)
+            for node in m.topology or () for size, pages in node.hugepages.items()]
+
+
+def _node_distance(m: MachineInfo) -> Samples:
+    return [(f',node_id="{node.id}",target_node_id="{i}"', d)
+            for node in m.topology or () for i, d in enumerate(node.distances)]
+
+
+MACHINE_FAMILIES: tuple[MachineFamily, ...] = (
+    MachineFamily("machine_cpu_books", "Number of CPU books.", _books),
+    MachineFamily("machine_cpu_drawers", "Number of CPU drawers.", _drawers),
+    MachineFamily("machine_dimm_count", "Number of RAM DIMM (all types memory modules) value labeled by dimm type.",
+                  _dimm(0)),
+    MachineFamily("machine_dimm_capacity_bytes", "Total RAM DIMM capacity (all types memory modules) value labeled "
+                  "by dimm type.", _dimm(1)),
+    # cpu_topology (read only when the kind is on)
+    MachineFamily("machine_cpu_cache_capacity_bytes", "Cache size in bytes assigned to NUMA node and CPU core.",
+                  _cache_capacity),
+    MachineFamily("machine_thread_siblings_count", "Number of CPU thread siblings.", _thread_siblings),
+    MachineFamily("machine_node_memory_capacity_bytes", "Amount of memory assigned to NUMA node.", _node_memory),
+    MachineFamily("machine_node_hugepages_count", "Numer of hugepages assigned to NUMA node.", _node_hugepages),
+    MachineFamily("machine_node_distance", "Distance between NUMA node and target NUMA node.", _node_distance),
 )

@@ -106,6 +106,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
                     await response.write(render_sse(body) if fmt == "sse" else body)
             if missed:
                 await response.write(missed_notice(fmt, missed))
+            if subscription.ended:
+                break
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:

@@ -59,10 +59,11 @@ class AgentProcess:
         return [sys.executable, "-m", "agent", "run", "--listen", self.address, "--state-dir", str(self.state_dir),
                 "--housekeeping-interval", self.interval, "--log-format", "json", *self.extra_args]
 
-    def start(self, timeout: float = 30.0) -> AgentProcess:
+    def start(self, timeout: float = 30.0, port: int | None = None) -> AgentProcess:
+        """Start on a free port, or on ``port`` (e.g. the one of this agent's previous run, for its clients)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # the free port may be taken between probing and binding
-            self.port = free_port()
+            self.port = port or free_port()
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             with open(self.log_path, "ab") as log:
                 log.write(f"--- start #{attempt + 1}: {' '.join(self.command())}\n".encode())

@@ -87,7 +87,11 @@ def test_the_live_stream_needs_the_token_and_streams_a_real_containers_lines(
         got = [orjson.loads(resp.readline()) for _ in range(5)]  # and then what it prints from now on
         assert [r["message"] for r in got] == [f"n {i}" for i in range(6, 11)]
         assert {r["container_name"] for r in got} == {c.name} and got[0]["container_id"] == c.id
-    assert "lookout_stream_clients" in a.get("/metrics").body.decode()
+        assert "lookout_stream_clients 1.0" in a.get("/metrics").body.decode()
+        # A stopping agent ends the streams of its clients instead of waiting for them to leave (the web server's
+        # shutdown waited up to a minute for them): a clean exit well within stop()'s 15 s before SIGKILL.
+        assert a.stop(timeout=15) == 0
+        assert resp.readline() == b""  # the stream ended
 
 
 def test_an_api_route_ships_is_kept_across_a_restart_and_is_deleted_with_its_checkpoints(

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import Config, add_arguments, load_config
 from agent.model import ContainerSample, Snapshot
-from agent.wiring import Agent, build, check_route
+from agent.wiring import Agent, build, check_kinds, check_route
 from tests.fixtures.trees import Tree
 
 
@@ -21,7 +21,8 @@ def config_from(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args, unknown = parser.parse_known_args(list(argv))
-    return load_config(args, environ={} if environ is None else environ, unknown=unknown, check_route=check_route)
+    return load_config(args, environ={} if environ is None else environ, unknown=unknown, check_route=check_route,
+                       check_kinds=check_kinds)
 
 
 @dataclass

@@ -116,7 +116,8 @@ def test_daemonset_has_what_the_issue_asks_for() -> None:
     for name, vol in volumes.items():
         if "hostPath" in vol:
             host_mounts[vol["hostPath"]["path"]] = mounts[name]
-    for path in ("/sys/fs/cgroup", "/proc", "/var/lib/docker/containers", "/var/log/pods"):
+    for path in ("/sys/fs/cgroup", "/proc", "/var/lib/docker/containers", "/var/log/pods",
+                 "/var/lib/containerd/io.containerd.metadata.v1.bolt", "/var/lib/containers/storage"):
         mount = host_mounts[path]
         assert mount.get("readOnly") is True, f"{path} must be mounted read-only"
         assert mount["mountPath"] == "/rootfs" + path, f"{path} must appear under --host-root /rootfs"

@@ -5,6 +5,8 @@ not those under ``if TYPE_CHECKING:``, which never run):
 - both import nothing of ``agent`` but the data model (``agent.model``), the parameter leaf (``agent.params``)
   and ``agent.waits``;
 - the model, the parameter leaf and the waits import only the standard library;
+- the clients of a running agent (``agent.top``, ``agent.tail`` and what they share, ``agent.client``) import no
+  collector, exporter or agent internals: they talk to the agent over HTTP only;
 - no module imports itself back through others (no cycles).
 """
 
@@ -114,3 +116,13 @@ def test_no_import_cycles() -> None:
         if node not in state:
             visit(node)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+CLIENTS = ("agent.client", "agent.top", "agent.tail")
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_the_clients_import_nothing_of_the_agents_insides(name: str) -> None:
+    allowed = {"agent", "agent.params", *CLIENTS}
+    bad = sorted(imp for imp in GRAPH[name] if imp not in allowed)
+    assert not bad, f"{name} imports {bad}"

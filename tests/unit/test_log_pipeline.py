@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from agent.wiring import make_logs
 from collectors.docker import DockerMetadata
 from collectors.logs.files import Tail
 from collectors.logs.follower import SourceState
+from tests.fixtures import trees
 
 
 class FakeContainer:
@@ -703,3 +705,118 @@ async def test_cri_pod_logs_join_partials_follow_rotation_and_carry_pod_metadata
     assert (first["pod"], first["namespace"], first["container"]) == ("api-7d9f", "shop", "app")
     assert first["container_id"] == cid and first["image"] == "registry.example/shop/api:1.4"
     assert first["labels"]["io.kubernetes.pod.name"] == "api-7d9f"
+
+
+def _podman_container(host: Path, cid: str, name: str, labels: dict[str, str], running: bool = True) -> Path:
+    """A Podman container as Podman 5 leaves it on disk: libpod's db.sql record, containers/storage's
+    ``vfs-containers/<id>/userdata``; returns where conmon writes its k8s-file log."""
+    storage = host / "var/lib/containers/storage"
+    userdata = storage / "vfs-containers" / cid / "userdata"
+    userdata.mkdir(parents=True)
+    db = storage / "db.sql"
+    if not db.exists():
+        trees.put_libpod_sqlite(db, [])
+    with sqlite3.connect(db) as conn:
+        config = {"id": cid, "name": name, "rootfsImageName": "localhost/busybox:test", "labels": labels,
+                  "logPath": str(userdata / "ctr.log"), "logDriver": "k8s-file",
+                  "spec": {"process": {"env": ["PATH=/bin"]}}}
+        conn.execute("INSERT INTO ContainerConfig VALUES (?, ?, NULL, ?)", (cid, name, orjson.dumps(config)))
+        conn.execute("INSERT INTO ContainerState VALUES (?, 3, NULL, ?)",
+                     (cid, orjson.dumps({"state": 3 if running else 2, "pid": 4242})))
+    conn.close()
+    return userdata / "ctr.log"
+
+
+async def test_podman_k8s_file_logs_carry_libpod_metadata_and_follow_conmons_rotation(harness: Harness):
+    """Podman's k8s-file driver: conmon writes CRI lines (with the host's UTC offset) to ``userdata/ctr.log`` and,
+    at ``--log-opt max-size``, writes ``ctr.log.tmp`` and renames it over ``ctr.log``. A container started while
+    the agent runs is found (its directory appears first, its log a moment later) with its name from libpod."""
+    host = harness.tmp / "host"
+    web = _podman_container(host, "a" * 64, "web", {"app": "web"})
+    web.write_bytes(b"2026-11-28T04:00:00.000000001+00:00 stdout F first\n"
+                    b"2026-11-28T05:00:00.5+01:00 stderr P part one, \n")
+    harness.start()
+    with web.open("ab") as fh:
+        fh.write(b"2026-11-28T04:00:00.7+00:00 stderr F part two\n")
+    await wait_for(lambda: len(records(harness.out)) == 2)
+    with web.open("ab") as fh:
+        fh.write(b"2026-11-28T04:00:01+00:00 stdout F before rotation\n")
+    tmp = web.with_name("ctr.log.tmp")
+    tmp.write_bytes(b"2026-11-28T04:00:02+00:00 stdout F after rotation\n")
+    tmp.rename(web)
+    late = _podman_container(host, "b" * 64, "late", {})
+    late.write_bytes(b"2026-11-28T04:00:03+00:00 stdout F hello from late\n")
+    await wait_for(lambda: len(records(harness.out)) == 5)
+    await wait_for(lambda: idle(harness))
+    got = records(harness.out)
+    assert [(r["stream"], r["message"]) for r in got if r["container_name"] == "web"] == [
+        ("stdout", "first"), ("stderr", "part one, part two"), ("stdout", "before rotation"),
+        ("stdout", "after rotation")]
+    assert [r["message"] for r in got if r["container_name"] == "late"] == ["hello from late"]
+    assert got[1]["time"] == "2026-11-28T04:00:00.5Z"  # the first part's time, in UTC
+    assert (got[0]["container_id"], got[0]["image"], got[0]["labels"]) == ("a" * 64, "localhost/busybox:test",
+                                                                           {"app": "web"})
+    assert got[0]["file"] == str(web) and "pod" not in got[0]
+
+
+def test_podman_sources_are_containers_with_a_ctr_log(tmp_path: Path) -> None:
+    """containers/storage holds CRI-O's containers too: only those with conmon's ctr.log are Podman log sources, and
+    its containers directories are watched for new ones."""
+    from collectors.logs.sources import parents, scan
+
+    storage = tmp_path / "storage"
+    podman, crio = "a" * 64, "b" * 64
+    (storage / "overlay-containers" / podman / "userdata").mkdir(parents=True)
+    (storage / "overlay-containers" / podman / "userdata/ctr.log").touch()
+    (storage / "overlay-containers" / crio / "userdata").mkdir(parents=True)
+    (storage / "overlay-containers/containers.json").write_text("[]")
+    specs = scan(tmp_path / "docker", tmp_path / "pods", storage)
+    assert list(specs) == [f"podman:{podman}"]
+    spec = specs[f"podman:{podman}"]
+    assert (spec.format, spec.container_id) == ("cri", podman)
+    assert spec.files() == [str(storage / "overlay-containers" / podman / "userdata/ctr.log")]
+    assert str(storage / "overlay-containers") in parents(tmp_path / "docker", tmp_path / "pods", storage)
+    assert scan(tmp_path / "docker", tmp_path / "pods") == {}  # no graph root given: no Podman sources
+
+
+async def test_a_cri_containers_lines_wait_for_its_link_and_runtime_record(harness: Harness):
+    """The kubelet makes a container's log directory before the container, and its /var/log/containers link only
+    once it started: lines written before then wait for the record (up to CRI_RECORD_WAIT) instead of going out
+    with only what the path tells (found by the containerd integration test: no image, the id of no record)."""
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    cid = "d" * 64
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    links = host / "var/log/containers"  # a kubelet's host: it makes the links
+    links.mkdir(parents=True)
+    pipeline = harness.start()
+    (pod_dir / "0.log").write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F early\n")
+    lookup = pipeline.runners[0].follower.lookup
+    # the container is starting: no link, no bundle yet; the reader asked for its metadata and holds its lines
+    await wait_for(lambda: str(pod_dir) in lookup._cri_first)  # type: ignore[attr-defined]
+    assert records(harness.out) == []
+    bundle = host / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_bytes(orjson.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "api-7d9f",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app",
+        "io.kubernetes.cri.image-name": "registry.example/shop/api:1.4"}}))
+    (links / f"api-7d9f_shop_app-{cid}.log").symlink_to(pod_dir / "0.log")
+    await wait_for(lambda: len(records(harness.out)) == 1)
+    (got,) = records(harness.out)
+    assert (got["message"], got["container_id"], got["image"]) == ("early", cid, "registry.example/shop/api:1.4")
+
+
+async def test_a_cri_container_without_link_or_record_ships_with_the_paths_metadata(harness: Harness):
+    """No /var/log/containers (not mounted, or no kubelet): nothing to wait for, the path's metadata at once."""
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    pod_dir = host / "var/log/pods" / f"shop_api-7d9f_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    (pod_dir / "0.log").write_bytes(b"2026-11-28T04:00:00.000000001Z stdout F orphan\n")
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) == 1)
+    (got,) = records(harness.out)
+    assert (got["pod"], got["namespace"], got["container"], got["container_name"]) == ("api-7d9f", "shop", "app",
+                                                                                       "app")

@@ -404,6 +404,45 @@ def test_v2_podman(run) -> None:  # type: ignore[no-untyped-def]
     assert (rootless.runtime, rootless.name, rootless.container_id) == (Runtime.PODMAN, "", trees.PODMAN_ROOTLESS)
 
 
+def test_v2_podman_labels_env_and_state_from_libpod(run) -> None:  # type: ignore[no-untyped-def]
+    tree, r = run("v2_podman", "--env-metadata-allowlist", "LOOKOUT_TEST_")
+    web = tree.cgroups["web"]
+    (labels, _v), = r.series("container_memory_usage_bytes", id_=web)
+    assert labels == {
+        "id": web, "name": "web", "image": "docker.io/library/nginx:latest",
+        "container_label_io_podman_compose_project": "shop", "container_label_com_example_tier": "front",
+        "container_label_maintainer": "web team", "container_label_restartcount": "2",
+        "container_env_lookout_test_color": "teal",  # cAdvisor's Podman handler lower-cases the key
+    }
+    info = r.sample(web).info
+    # libpod's state: started 2024-11-28T04:24:52.5Z, created 04:24:51.02Z, pid 600
+    assert (info.started_at, info.created_at, info.pid) == (1732767892.5, 1732767891.02, 600)
+    assert r.value("container_start_time_seconds", id_=web) == 1732767892.5
+
+
+def test_podman_and_crio_writable_layers(run) -> None:  # type: ignore[no-untyped-def]
+    for name, key in (("v2_podman", "web"), ("v1_kubepods_crio", "app")):
+        tree, r = run(name)
+        cgroup = tree.cgroups[key]
+        assert r.series("container_fs_usage_bytes", id_=cgroup) == []  # not measured yet
+        fs_usage, collector = r.agent.fs_usage, r.agent.collector
+        assert fs_usage is not None and collector is not None
+        fs_usage.measure(collector.layered_containers())  # what the --fs-usage-interval thread does
+        snap = r.agent.cycle()
+        assert snap is not None
+        used = value(r.agent.renderer.render(snap), "container_fs_usage_bytes", id_=cgroup)
+        assert used >= trees.WRITTEN_BYTES, name
+
+
+def test_v1_kubepods_crio_env_allowlist(run) -> None:  # type: ignore[no-untyped-def]
+    tree, r = run("v1_kubepods_crio", "--env-metadata-allowlist", "LOOKOUT_TEST_",
+                  "--container-labels-allowlist", "io.kubernetes.pod.name")
+    (labels, _v), = r.series("container_memory_usage_bytes", id_=tree.cgroups["app"])
+    assert labels["container_env_LOOKOUT_TEST_TIER"] == "api"
+    assert not [k for k in labels if k.startswith("container_env_") and k != "container_env_LOOKOUT_TEST_TIER"]
+    assert [k for k in labels if k.startswith("container_label_")] == ["container_label_io_kubernetes_pod_name"]
+
+
 # --- all trees -------------------------------------------------------------------------------------
 
 

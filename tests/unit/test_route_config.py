@@ -234,3 +234,14 @@ def test_elasticsearch_index_names_elasticsearch_takes_pass(index: str, tmp_path
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     args = ["check-config", "--state-dir", str(tmp_path / "s"), "--route", f"elasticsearch+http://h:9200/{index}"]
     assert main(args) == 0, capsys.readouterr().err
+
+
+def test_filter_namespace_matches_the_kubernetes_namespace_by_glob() -> None:
+    from agent.logs.routes import parse_filter
+    from agent.model import ContainerInfo
+
+    flt = parse_filter({"filter.namespace": "team-*"})
+    assert flt.match(ContainerInfo("/kubepods/x", namespace="team-a", pod="p"))
+    assert not flt.match(ContainerInfo("/kubepods/y", namespace="kube-system", pod="p"))
+    assert not flt.match(ContainerInfo("/docker/z"))  # no namespace: not a match
+    assert parse_route("file:///x?filter.namespace=prod").filter.namespace == "prod"
