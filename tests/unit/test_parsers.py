@@ -227,6 +227,30 @@ def test_memory_limit_from_files() -> None:
     assert p.memory_limit(p.parse_int(sample("coroot/v2-docker-ba7b/memory.max"))) == 4294967296
 
 
+_BLKIO_OPS = ["Read", "Write", "Sync", "Async", "Discard", "Total"]
+_DEVICE = st.tuples(st.integers(0, 300), st.integers(0, 1 << 20))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(_DEVICE, st.sampled_from(_BLKIO_OPS), st.integers(0, 1 << 64)), max_size=30),
+       st.integers(0, 1 << 64), st.booleans())
+def test_blkio_table_read_as_triples_as_line_by_line(rows: list[tuple[tuple[int, int], str, int]], total: int,
+                                                     two_field_row: bool) -> None:
+    """The kernel's tables (``MAJ:MIN Op value`` lines and ``Total N``) come out of the one-split way exactly as
+    line by line, also with a row of another shape (which sends the whole table the line by line way)."""
+    lines = [f"{major}:{minor} {op} {value}" for (major, minor), op, value in rows]
+    if two_field_row:
+        lines.insert(len(lines) // 2, "8:0 77")
+    data = ("\n".join([*lines, f"Total {total}"]) + "\n").encode()
+    table = p.parse_blkio(data)
+    assert table == p._blkio_lines(data)
+    if not two_field_row:
+        expected: dict[tuple[int, int], dict[str, int]] = {}
+        for device, op, value in rows:
+            expected.setdefault(device, {})[op] = value
+        assert table == expected
+
+
 # --- garbage --------------------------------------------------------------------------------------
 # Cgroup parsers run inside the collector's per-container guard, which catches OSError and
 # ValueError (collectors/manager.py): on garbage they may raise ValueError, nothing else. The
