@@ -31,6 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import contextlib
+
 from agent.logconfig import configure_logging
 from agent.wiring import build
 from exporters.prometheus.exposition import compress_chunks
@@ -76,21 +78,15 @@ def floor(opened: list[str], listed: list[str], links: list[str]) -> None:
             fd = o(path, os.O_RDONLY)
         except OSError:
             continue
-        try:
+        with contextlib.suppress(OSError):
             r(fd, 65536)
-        except OSError:
-            pass
         c(fd)
     for path in listed:
-        try:
+        with contextlib.suppress(OSError):
             os.listdir(path)
-        except OSError:
-            pass
     for path in links:
-        try:
+        with contextlib.suppress(OSError):
             os.readlink(path)
-        except OSError:
-            pass
 
 
 def main() -> int:
@@ -108,7 +104,7 @@ def main() -> int:
         snap = collector.collect()
         agent.exposition.publish(snap, render)
         opened, listed, links = record(collector.collect)
-        kinds = Counter(Path(p).name if not p.split("/")[-2:-1] == ["fd"] else "fd/*" for p in opened)
+        kinds = Counter(Path(p).name if p.split("/")[-2:-1] != ["fd"] else "fd/*" for p in opened)
         print(f"one collection: {len(opened)} opens, {len(listed)} listings, {len(links)} readlinks; "
               f"{len(snap.containers)} cgroups")
         print("files opened most:", ", ".join(f"{name} {n}" for name, n in kinds.most_common(12)))

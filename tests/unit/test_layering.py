@@ -118,7 +118,7 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-CLIENTS = ("agent.client", "agent.top", "agent.tail")
+CLIENTS = ("agent.client", "agent.top", "agent.top_data", "agent.tail")
 
 
 @pytest.mark.parametrize("name", CLIENTS)

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from agent import top
-from agent.top import Api, Poll, Row, SortKey, View
+from agent import top, top_data
+from agent.top import Api, Poll, View
+from agent.top_data import Row, SortKey
 
 API = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "api"
 
@@ -31,7 +32,7 @@ def entry(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in doc["containers"] if (c["info"]["name"] or c["info"]["cgroup"]) == name)
 
 
-def by_name(snap: top.Snapshot) -> dict[str, Row]:
+def by_name(snap: top_data.Snapshot) -> dict[str, Row]:
     return {r.name: r for r in snap.rows}
 
 
@@ -49,7 +50,7 @@ def with_rates(doc: dict[str, Any], rates: dict[str, dict[str, Any]]) -> dict[st
 
 
 def test_without_the_agents_rates_cpu_and_network_come_from_two_snapshots_of_the_counters() -> None:
-    snap = top.snapshot(DOCKER_2, DOCKER_1)
+    snap = top_data.snapshot(DOCKER_2, DOCKER_1)
     assert not snap.rates_from_agent
     rows = by_name(snap)
     assert set(rows) == {"/docker", "cli-dev-busy", "cli-dev-idle", "cli-dev-netshare"}  # not the root: the host line
@@ -79,13 +80,13 @@ def test_without_the_agents_rates_cpu_and_network_come_from_two_snapshots_of_the
     root = [entry(d, "/") for d in (DOCKER_1, DOCKER_2)]
     host_cores = (root[1]["stats"]["cpu"]["usage_ns"] - root[0]["stats"]["cpu"]["usage_ns"]) / (
         root[1]["stats"]["timestamp"] - root[0]["stats"]["timestamp"]) / 1e9
-    assert snap.host == top.Host(pytest.approx(host_cores), DOCKER_2["machine"]["cpu_cores"],
+    assert snap.host == top_data.Host(pytest.approx(host_cores), DOCKER_2["machine"]["cpu_cores"],
                                  root[1]["stats"]["memory"]["working_set"], DOCKER_2["machine"]["memory_bytes"])
 
 
 def test_one_snapshot_without_rates_has_memory_but_no_rates() -> None:
-    assert top.needs_two_samples(DOCKER_1)
-    rows = by_name(top.snapshot(DOCKER_1))
+    assert top_data.needs_two_samples(DOCKER_1)
+    rows = by_name(top_data.snapshot(DOCKER_1))
     assert rows["cli-dev-busy"].cpu_cores is None and rows["cli-dev-busy"].net_bytes_per_second is None
     assert rows["cli-dev-idle"].memory_bytes == entry(DOCKER_1, "cli-dev-idle")["stats"]["memory"]["working_set"]
 
@@ -93,7 +94,7 @@ def test_one_snapshot_without_rates_has_memory_but_no_rates() -> None:
 def test_a_counter_that_went_back_is_an_unknown_rate_not_a_negative_one() -> None:
     restarted = copy.deepcopy(DOCKER_2)
     entry(restarted, "cli-dev-busy")["stats"]["cpu"]["usage_ns"] = 5
-    assert by_name(top.snapshot(restarted, DOCKER_1))["cli-dev-busy"].cpu_cores is None
+    assert by_name(top_data.snapshot(restarted, DOCKER_1))["cli-dev-busy"].cpu_cores is None
 
 
 def test_the_agents_rates_are_used_as_they_are_and_null_is_computed_or_unknown() -> None:
@@ -103,8 +104,8 @@ def test_the_agents_rates_are_used_as_they_are_and_null_is_computed_or_unknown()
                          "log_lines_per_second": 14.5},
         "/": {"cpu_cores": 1.5, "memory_bytes": 2048},
     })
-    assert not top.needs_two_samples(doc)
-    snap = top.snapshot(doc)
+    assert not top_data.needs_two_samples(doc)
+    snap = top_data.snapshot(doc)
     assert snap.rates_from_agent
     busy = by_name(snap)["cli-dev-busy"]
     assert (busy.cpu_cores, busy.memory_bytes, busy.memory_limit_bytes, busy.net_bytes_per_second,
@@ -116,16 +117,16 @@ def test_the_agents_rates_are_used_as_they_are_and_null_is_computed_or_unknown()
     assert (snap.host.cpu_cores, snap.host.memory_bytes) == (1.5, 2048)
 
     # With an earlier answer, what the agent left null is computed; what it served is kept.
-    snap = top.snapshot(doc, DOCKER_1)
+    snap = top_data.snapshot(doc, DOCKER_1)
     assert by_name(snap)["cli-dev-busy"].cpu_cores == 0.75
-    computed = by_name(top.snapshot(DOCKER_2, DOCKER_1))["cli-dev-idle"].cpu_cores
+    computed = by_name(top_data.snapshot(DOCKER_2, DOCKER_1))["cli-dev-idle"].cpu_cores
     assert computed is not None and by_name(snap)["cli-dev-idle"].cpu_cores == computed
     assert by_name(snap)["cli-dev-idle"].log_lines_per_second is None
 
 
 def test_an_agent_with_rates_is_shown_as_it_serves_them() -> None:
-    assert not top.needs_two_samples(WITH_RATES)
-    snap = top.snapshot(WITH_RATES)
+    assert not top_data.needs_two_samples(WITH_RATES)
+    snap = top_data.snapshot(WITH_RATES)
     rows = by_name(snap)
     for name, row in rows.items():
         rates = entry(WITH_RATES, name)["rates"]
@@ -135,27 +136,27 @@ def test_an_agent_with_rates_is_shown_as_it_serves_them() -> None:
     assert rows["cli-dev-idle"].memory_limit_bytes == 64 * 1024 * 1024
     assert rows["cli-dev-netshare"].net_bytes_per_second is None
     assert snap.host.cpu_cores == entry(WITH_RATES, "/")["rates"]["cpu_cores"]
-    busy = next(line for line in top.plain_report(snap, None).splitlines() if line.startswith("cli-dev-busy"))
+    busy = next(line for line in top_data.plain_report(snap, None).splitlines() if line.startswith("cli-dev-busy"))
     assert busy.split()[-2] == f"{rows['cli-dev-busy'].log_lines_per_second:.1f}"  # LOGS/s
 
 
 def test_the_routes_of_a_real_agent_in_the_plain_report() -> None:
-    listed = top.routes(ROUTES_DOC)
+    listed = top_data.routes(ROUTES_DOC)
     assert [(r.id, r.state, r.error) for r in listed] == [
         ("file:///tmp/cli-dev/out.ndjson", "running", None), ("down", "retrying", "[Errno 111] Connection refused")]
-    lines = top.plain_report(top.snapshot(WITH_RATES), listed).split("\n\n")[2].splitlines()
+    lines = top_data.plain_report(top_data.snapshot(WITH_RATES), listed).split("\n\n")[2].splitlines()
     assert lines[2].split()[:3] == ["down", "retrying", "6.0MiB"]  # lag_bytes 6239727
     assert lines[2].endswith("syslog+tcp://127.0.0.1:9?name=down  [Errno 111] Connection refused")
 
 
 def test_an_agent_that_has_no_cpu_rate_for_any_container_needs_two_samples() -> None:
-    assert top.needs_two_samples(with_rates(DOCKER_2, {}))  # rates all null: its first collection
-    assert top.needs_two_samples({"containers": [{**entry(DOCKER_2, "/"), "rates": None}]})
-    assert not top.needs_two_samples(with_rates(DOCKER_2, {"/": {"cpu_cores": 0.1}}))
+    assert top_data.needs_two_samples(with_rates(DOCKER_2, {}))  # rates all null: its first collection
+    assert top_data.needs_two_samples({"containers": [{**entry(DOCKER_2, "/"), "rates": None}]})
+    assert not top_data.needs_two_samples(with_rates(DOCKER_2, {"/": {"cpu_cores": 0.1}}))
 
 
 def test_kubernetes_containers_are_named_pod_slash_container() -> None:
-    rows = by_name(top.snapshot(KUBEPODS))
+    rows = by_name(top_data.snapshot(KUBEPODS))
     assert set(rows) == {"web-7d4b9c8f5-x2x9q", "web-7d4b9c8f5-x2x9q/POD", "web-7d4b9c8f5-x2x9q/nginx"}
     assert {r.namespace for r in rows.values()} == {"shop"}
     assert rows["web-7d4b9c8f5-x2x9q/nginx"].image == "docker.io/library/nginx:1.25"
@@ -175,19 +176,19 @@ def names(rows: list[Row]) -> list[str]:
 
 def test_sorting_puts_the_biggest_first_reverse_flips_and_unknowns_stay_last() -> None:
     rows = rows_of(("b", 0.5, 10), ("a", 2.0, None), ("c", None, 30), ("d", 0.5, 20))
-    assert names(top.sort_rows(rows, SortKey.CPU)) == ["a", "b", "d", "c"]  # ties by name
-    assert names(top.sort_rows(rows, SortKey.CPU, reverse=True)) == ["b", "d", "a", "c"]
-    assert names(top.sort_rows(rows, SortKey.MEMORY)) == ["c", "d", "b", "a"]
-    assert names(top.sort_rows(rows, SortKey.NAME)) == ["a", "b", "c", "d"]
-    assert names(top.sort_rows(rows, SortKey.NAME, reverse=True)) == ["d", "c", "b", "a"]
-    assert names(top.sort_rows(rows, SortKey.LOGS)) == ["a", "b", "c", "d"]  # all unknown: by name
+    assert names(top_data.sort_rows(rows, SortKey.CPU)) == ["a", "b", "d", "c"]  # ties by name
+    assert names(top_data.sort_rows(rows, SortKey.CPU, reverse=True)) == ["b", "d", "a", "c"]
+    assert names(top_data.sort_rows(rows, SortKey.MEMORY)) == ["c", "d", "b", "a"]
+    assert names(top_data.sort_rows(rows, SortKey.NAME)) == ["a", "b", "c", "d"]
+    assert names(top_data.sort_rows(rows, SortKey.NAME, reverse=True)) == ["d", "c", "b", "a"]
+    assert names(top_data.sort_rows(rows, SortKey.LOGS)) == ["a", "b", "c", "d"]  # all unknown: by name
 
 
 def test_sorting_the_captured_containers_by_cpu_puts_the_busy_one_first() -> None:
-    rows = top.sort_rows(top.snapshot(DOCKER_2, DOCKER_1).rows, SortKey.CPU)
+    rows = top_data.sort_rows(top_data.snapshot(DOCKER_2, DOCKER_1).rows, SortKey.CPU)
     assert rows[0].name in ("cli-dev-busy", "/docker")  # /docker holds the busy container
     assert names(rows).index("cli-dev-busy") < names(rows).index("cli-dev-idle")
-    assert names(top.sort_rows(rows, SortKey.NET))[-2:] == ["/docker", "cli-dev-netshare"]  # no network: last
+    assert names(top_data.sort_rows(rows, SortKey.NET))[-2:] == ["/docker", "cli-dev-netshare"]  # no network: last
 
 
 # --- formatting ------------------------------------------------------------------------------------------------
@@ -198,16 +199,17 @@ def test_sorting_the_captured_containers_by_cpu_puts_the_busy_one_first() -> Non
     (150 * 1024**2, "150MiB"), (64 * 1024**3, "64.0GiB"), (3 * 1024**5, "3072TiB"),
 ])
 def test_fmt_bytes_uses_binary_units_as_docker_stats(value: float | None, text: str) -> None:
-    assert top.fmt_bytes(value) == text
+    assert top_data.fmt_bytes(value) == text
 
 
 def test_rates_and_percentages() -> None:
-    assert top.fmt_cpu(2.5) == "250.0%" and top.fmt_cpu(0.0123) == "1.2%" and top.fmt_cpu(None) == "-"
-    assert top.fmt_rate(2048.0) == "2.0KiB/s" and top.fmt_rate(None) == "-"
-    assert top.fmt_count_rate(3.25) == "3.2" and top.fmt_count_rate(812.4) == "812"
-    assert top.fmt_count_rate(25_400) == "25k" and top.fmt_count_rate(None) == "-"
-    assert top.fmt_percent(0.5) == "50.0%" and top.fmt_seconds(3.04) == "3.0s" and top.fmt_seconds(125) == "2m05s"
-    assert top.fmt_seconds(7260) == "2h01m" and top.fmt_count(0) == "0" and top.fmt_count(None) == "-"
+    assert top_data.fmt_cpu(2.5) == "250.0%" and top_data.fmt_cpu(0.0123) == "1.2%" and top_data.fmt_cpu(None) == "-"
+    assert top_data.fmt_rate(2048.0) == "2.0KiB/s" and top_data.fmt_rate(None) == "-"
+    assert top_data.fmt_count_rate(3.25) == "3.2" and top_data.fmt_count_rate(812.4) == "812"
+    assert top_data.fmt_count_rate(25_400) == "25k" and top_data.fmt_count_rate(None) == "-"
+    assert top_data.fmt_percent(0.5) == "50.0%" and top_data.fmt_seconds(3.04) == "3.0s"
+    assert top_data.fmt_seconds(125) == "2m05s"
+    assert top_data.fmt_seconds(7260) == "2h01m" and top_data.fmt_count(0) == "0" and top_data.fmt_count(None) == "-"
 
 
 # --- the plain table -------------------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def column_starts(line: str, titles: list[str]) -> list[int]:
 
 
 def test_the_plain_report_is_an_aligned_table_of_containers_and_routes() -> None:
-    report = top.plain_report(top.snapshot(DOCKER_2, DOCKER_1), top.routes(ROUTES))
+    report = top_data.plain_report(top_data.snapshot(DOCKER_2, DOCKER_1), top_data.routes(ROUTES))
     assert "\x1b" not in report
     lines = report.splitlines()
     assert lines[0].startswith("host: cpu ") and " of 2 CPUs, memory " in lines[0]
@@ -251,14 +253,14 @@ def test_the_plain_report_is_an_aligned_table_of_containers_and_routes() -> None
 
 
 def test_the_plain_report_says_when_there_are_no_routes_or_no_endpoint() -> None:
-    snap = top.snapshot(KUBEPODS)
-    assert top.plain_report(snap, None).endswith("\nroutes: not available\n")
-    assert top.plain_report(snap, ()).endswith("\nroutes: none\n")
-    assert top.plain_report(snap, None, routes_error="GET x: 500 Internal Server Error").endswith(
+    snap = top_data.snapshot(KUBEPODS)
+    assert top_data.plain_report(snap, None).endswith("\nroutes: not available\n")
+    assert top_data.plain_report(snap, ()).endswith("\nroutes: none\n")
+    assert top_data.plain_report(snap, None, routes_error="GET x: 500 Internal Server Error").endswith(
         "\nroutes: GET x: 500 Internal Server Error\n")
-    header = top.plain_report(snap, None).splitlines()[2]
+    header = top_data.plain_report(snap, None).splitlines()[2]
     assert header.split()[:3] == ["NAME", "NAMESPACE", "ID"]  # Kubernetes: a namespace column
-    assert "NAMESPACE" not in top.plain_report(top.snapshot(DOCKER_1), None)
+    assert "NAMESPACE" not in top_data.plain_report(top_data.snapshot(DOCKER_1), None)
 
 
 # --- --once against a stand-in for the HTTP part --------------------------------------------------------------
@@ -276,7 +278,7 @@ class Answers(Api):
         self.polls += 1
         return self.docs.pop(0) if len(self.docs) > 1 else self.docs[0]
 
-    def routes(self) -> tuple[top.Route, ...] | None:
+    def routes(self) -> tuple[top_data.Route, ...] | None:
         return None
 
 
@@ -308,7 +310,7 @@ def test_keys_choose_the_sort_pressing_it_again_or_r_reverses_and_q_quits() -> N
     assert view.press("l") and view.key is SortKey.LOGS and view.press("a") and view.key is SortKey.NAME
     assert view.press("x") and view.key is SortKey.NAME  # other keys do nothing
     assert not view.press("q")
-    assert set(top.KEYS) | {"r", "q"} <= set(top.FOOTER.replace("  ", " ").split()[::2])
+    assert set(top_data.KEYS) | {"r", "q"} <= set(top.FOOTER.replace("  ", " ").split()[::2])
 
 
 def test_the_same_snapshot_again_does_not_replace_computed_rates() -> None:
@@ -331,7 +333,7 @@ def screen(view: View, height: int = 40, width: int = 160) -> str:
 def test_the_screen_marks_the_sorted_column_and_shows_routes_and_keys() -> None:
     view = View("http://127.0.0.1:9338")
     view.take(Poll(DOCKER_1, None))
-    view.take(Poll(DOCKER_2, top.routes(ROUTES)))
+    view.take(Poll(DOCKER_2, top_data.routes(ROUTES)))
     text = screen(view)
     assert "CPU % ▼" in text and "MEM ▼" not in text
     assert "(rates computed here" in text
@@ -352,7 +354,7 @@ def test_a_short_terminal_shows_as_many_containers_as_fit_and_says_how_many_more
     view.take(Poll(DOCKER_2, None))
     text = screen(view, height=12)
     assert "… 2 more (make the terminal taller)" in text
-    assert top.FOOTER in text and top.ROUTES_NOT_AVAILABLE in text
+    assert top.FOOTER in text and top_data.ROUTES_NOT_AVAILABLE in text
 
 
 def test_an_unreachable_agent_is_said_on_the_screen() -> None:
@@ -401,7 +403,7 @@ def test_an_agent_without_routes_shows_routes_not_available() -> None:
         agent.close()
     assert result.error is None and result.routes is None and result.routes_error is None
     assert result.doc == DOCKER_2
-    assert top.plain_report(top.snapshot(result.doc), result.routes).endswith("\nroutes: not available\n")
+    assert top_data.plain_report(top_data.snapshot(result.doc), result.routes).endswith("\nroutes: not available\n")
 
 
 def test_what_is_not_an_agent_is_said_in_one_line() -> None:
@@ -422,7 +424,7 @@ def test_what_is_not_an_agent_is_said_in_one_line() -> None:
 
 def test_on_a_narrow_terminal_the_route_numbers_keep_their_width_and_errors_are_shown_whole() -> None:
     view = View("http://x")
-    view.take(Poll(WITH_RATES, top.routes(ROUTES_DOC)))
+    view.take(Poll(WITH_RATES, top_data.routes(ROUTES_DOC)))
     text = screen(view, width=110)
     lines = text.splitlines()
     head = next(line for line in lines if line.startswith("ROUTE"))
