@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from agent.control import ContainerRates
 from agent.model import LiveSurface, Snapshot
 from exporters.prometheus.exposition import Exposition
-from exporters.web import cadvisor
+from exporters.web import cadvisor, cadvisor_json
 from exporters.web.app import make_app
 from tests.fixtures.trees import Tree
 from tests.unit.support import Run, run_tree
@@ -283,7 +283,7 @@ def test_raw_cgroups_and_the_root(v1: tuple[Tree, Run]) -> None:
     assert {"device", "capacity", "usage", "has_inodes", "inodes", "inodes_free"} <= set(fs)
     assert fs["has_inodes"] is True and fs["device"] == "/dev/vda"
 
-    machine = cadvisor.machine_info(run.snapshot)
+    machine = cadvisor_json.machine_info(run.snapshot)
     assert set(machine) == MACHINE - LEFT_OUT["MachineInfo"]
     assert machine["filesystems"] == [{"device": "/dev/vda", "capacity": fs["capacity"], "inodes": fs["inodes"],
                                        "has_inodes": True}]
@@ -408,11 +408,11 @@ def test_unknown_and_ambiguous_containers(v2: tuple[Tree, Run], call, status: in
 
 
 def test_go_time() -> None:
-    assert cadvisor.go_time(None) == cadvisor.go_time(0) == "0001-01-01T00:00:00Z"
-    assert cadvisor.go_time(1795839000.0) == "2026-11-28T04:10:00Z"
-    assert cadvisor.go_time(1795839000.5) == "2026-11-28T04:10:00.5Z"
-    assert cadvisor.go_time(1795839000.123456) == "2026-11-28T04:10:00.123456Z"
-    assert cadvisor.go_time(1795839000.9999996) == "2026-11-28T04:10:01Z"
+    assert cadvisor_json.go_time(None) == cadvisor_json.go_time(0) == "0001-01-01T00:00:00Z"
+    assert cadvisor_json.go_time(1795839000.0) == "2026-11-28T04:10:00Z"
+    assert cadvisor_json.go_time(1795839000.5) == "2026-11-28T04:10:00.5Z"
+    assert cadvisor_json.go_time(1795839000.123456) == "2026-11-28T04:10:00.123456Z"
+    assert cadvisor_json.go_time(1795839000.9999996) == "2026-11-28T04:10:01Z"
 
 
 def test_options_as_cadvisor_parses_them() -> None:
@@ -465,7 +465,7 @@ async def test_http_endpoints_answer_json_without_a_token(v2: tuple[Tree, Run]) 
         assert list(stats) == [worker] and stats[worker][0]["cpu_inst"] == {"usage": {"total": 250_000_000}}
         assert set(await get("/api/v2.0/stats?type=docker&recursive=true&count=1")) == {tree.cgroups["api"], worker}
         assert list(await get(f"/api/v2.0/spec/{wid}?type=docker")) == [worker]
-        assert await get("/api/v2.0/machine") == cadvisor.machine_info(snap) == await get("/api/v1.3/machine")
+        assert await get("/api/v2.0/machine") == cadvisor_json.machine_info(snap) == await get("/api/v1.3/machine")
 
         assert "unknown container" in await get("/api/v1.3/containers/nope", 404)
         assert "unable to find container" in await get("/api/v1.3/docker/nope", 404)
@@ -530,4 +530,4 @@ def test_every_key_served_is_a_cadvisor_key(v1: tuple[Tree, Run], v2: tuple[Tree
             served |= keys(cadvisor.v2_stats(snap, {cgroup: {"cpu_cores": 1.0}}, cgroup, cadvisor.Options()), True)
             served |= keys(cadvisor.v2_spec(snap, cgroup, cadvisor.Options()), True)
             assert served <= go_names, (cgroup, served - go_names)
-        assert keys(cadvisor.machine_info(snap)) <= go_names
+        assert keys(cadvisor_json.machine_info(snap)) <= go_names

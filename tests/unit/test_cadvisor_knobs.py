@@ -20,7 +20,7 @@ from agent.cli import main
 from agent.config import STORAGE_DURATION_NOTE, ConfigError
 from agent.model import Runtime
 from collectors.discovery import RawFilter, reported
-from exporters.web import cadvisor
+from exporters.web import cadvisor, cadvisor_json
 from tests.fixtures.trees import BUILDERS, Tree
 from tests.unit.support import Run, config_from, parse, run_tree
 
@@ -193,7 +193,7 @@ def test_disable_root_cgroup_stats_keeps_the_roots_spec_and_the_machine(make_tre
     # cAdvisor's API still answers for / (no stats), and the machine (no filesystems: Lookout takes them from /)
     answer = cadvisor.v1_container(r.snapshot, "/", 1)
     assert answer["spec"]["memory"] == {"limit": r.snapshot.machine.memory_bytes}
-    assert "filesystems" not in cadvisor.machine_info(r.snapshot)
+    assert "filesystems" not in cadvisor_json.machine_info(r.snapshot)
 
 
 # --- configuration --------------------------------------------------------------------------------------------------
