@@ -18,13 +18,13 @@ from agent.logs.routes import check_route
 from agent.model import MachineInfo, Snapshot
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
-from collectors.cgroups.reader import Wanted, make_reader
+from collectors.cgroups.reader import Wanted
 from collectors.cri import CriMetadata
 from collectors.discovery import RawFilter
 from collectors.docker import DockerMetadata
 from collectors.host import HostFilesystems
 from collectors.hostkinds import unfed_kinds as check_kinds
-from collectors.manager import CollectOptions, Collector, FsUsage
+from collectors.manager import CollectOptions, Collector, FsUsage, make_reader
 from collectors.procstats import ProcKindsWanted
 from exporters.prometheus.exposition import Exposition
 from exporters.prometheus.render import LabelPolicy, Renderer, enabled_families

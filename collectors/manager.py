@@ -25,7 +25,8 @@ from agent.model import (
     Spec,
 )
 from collectors.cgroups.mounts import CgroupLayout
-from collectors.cgroups.reader import V1Reader, V2Reader
+from collectors.cgroups.reader import DeviceNames, V1Reader, Wanted, hugepage_sizes
+from collectors.cgroups.v2 import V2Reader
 from collectors.cri import CriMetadata
 from collectors.discovery import CgroupRef, RawFilter, reported, walk
 from collectors.docker import DockerMetadata
@@ -280,3 +281,10 @@ class Collector:
             created = min(times) if times else 0.0
             self._created[cgroup] = created
         return created or None
+
+
+def make_reader(layout: CgroupLayout, host_root: Path, wanted: Wanted) -> V1Reader | V2Reader:
+    devices = DeviceNames(host_root)
+    sizes = hugepage_sizes(host_root) if wanted.hugetlb else ()
+    reader = V1Reader if layout.version == 1 else V2Reader
+    return reader(layout, devices, wanted, sizes)

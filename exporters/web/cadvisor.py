@@ -4,8 +4,8 @@
 ``/api/v1.{0-3}/machine``, ``/api/v2.0/spec/<id>``, ``/api/v2.0/stats/<id>`` and ``/api/v2.0/machine``.
 
 The answers are built by the pure functions of exporters.web.cadvisor_json (cAdvisor's Go structs as dicts, with
-Go's ``encoding/json`` rules). Containers are selected as cAdvisor's manager does (``lib/manager/manager.go``: ``type=name|docker|podman``,
-``recursive``, ``count``).
+Go's ``encoding/json`` rules). Containers are selected as cAdvisor's manager does (``lib/manager/manager.go``:
+``type=name|docker|podman``, ``recursive``, ``count``).
 
 What Lookout does not measure is left out, never written as a made-up zero: the list is in docs/API.md. Lookout keeps
 no history (cAdvisor's ``--storage_duration``): every container has at most one sample, the latest collection's.
