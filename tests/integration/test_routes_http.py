@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -101,7 +100,13 @@ def test_container_to_elasticsearch_every_line_once_and_poison_dead_lettered(
 
     wait_for(lambda: len(es.docs()) >= len(written) - 1, 60, message=f"{len(written) - 1} documents",
              describe=lambda: f"{len(es.docs())} docs; requests: {[(r.status, len(r.items)) for r in es.requests]}")
-    time.sleep(1.0)
+
+    def settled() -> Any:
+        m = proc.metrics()
+        return m if m.value("lookout_route_records_sent_total", route=redacted) == len(written) - 1 else None
+
+    # Everything acknowledged: a document written twice, or one more, would be in the stand-in by now.
+    metrics = wait_for(settled, 10, message="sent_total == lines - 1")
     by_message = {d["message"]: d for d in es.docs()}
     assert len(by_message) == len(es.docs()) == len(written) - 1
     assert set(es.writes.values()) == {1}, "a document was written twice"
@@ -126,11 +131,6 @@ def test_container_to_elasticsearch_every_line_once_and_poison_dead_lettered(
     assert dead["status"] == 400 and dead["document"]["message"] == "a POISON pill"
     assert dead["document"]["container"]["id"] == c.id
 
-    def settled() -> Any:
-        m = proc.metrics()
-        return m if m.value("lookout_route_records_sent_total", route=redacted) == len(written) - 1 else None
-
-    metrics = wait_for(settled, 10, message="sent_total == lines - 1")
     assert metrics.value("lookout_route_records_dead_lettered_total", route=redacted) == 1
     assert metrics.value("lookout_route_records_rejected_total", route=redacted) == 1
     assert metrics.value("lookout_route_retries_total", route=redacted) >= 2
@@ -153,7 +153,13 @@ def test_container_to_http_ndjson_gzip_auth_and_batches_closed_by_count_and_time
     proc = agent("--docker-root", docker_engine.root_dir, "--docker-socket", docker_engine.socket, "--route", uri)
     wait_for(lambda: len(receiver.accepted()) >= 254, 30, message="254 records",
              describe=lambda: str([(r.status, len(r.records)) for r in receiver.log()]))
-    time.sleep(0.6)
+    redacted = uri.replace("p%40ss%3A1", "***")
+    # The route acknowledged 254 (each only after the receiver answered): a record sent twice would be there now.
+    def acknowledged() -> Any:
+        m = proc.metrics()
+        return m if m.value("lookout_route_records_sent_total", route=redacted) >= 254 else None
+
+    metrics = wait_for(acknowledged, 10, message="254 records acknowledged by the route")
     written = docker_log(c)
     assert len(written) == 254
     log = receiver.log()
@@ -173,8 +179,6 @@ def test_container_to_http_ndjson_gzip_auth_and_batches_closed_by_count_and_time
     first = got[0]
     assert (first["container_id"], first["container_name"], first["image"]) == (c.id, c.name, docker_engine.image)
     assert first["labels"]["tier"] == "web" and first["file"] == c.inspect()["LogPath"]
-    redacted = uri.replace("p%40ss%3A1", "***")
-    metrics = proc.metrics()
     assert metrics.value("lookout_route_records_sent_total", route=redacted) == 254
     assert_not_leaked("p%40ss", metrics.text, proc.log(10_000))
     with capsys.disabled():
@@ -202,7 +206,11 @@ def test_http_retry_after_honoured_4xx_dead_lettered_bearer_token(
                      "--route", uri)
         wait_for(lambda: len(server.accepted()) >= 31, 40, message="31 accepted records",
                  describe=lambda: str([(r.status, len(r.records)) for r in server.log()]))
-        time.sleep(0.5)
+        # Every record has its outcome at the route (sent or dead-lettered, each after the receiver answered):
+        # a request more would be in the receiver's log by now.
+        wait_for(lambda: (m := proc.metrics()).value("lookout_route_records_sent_total", route=uri)
+                 + m.value("lookout_route_records_dead_lettered_total", route=uri) >= 41, 20,
+                 message="41 records with an outcome", describe=lambda: proc.metrics().describe(None, route=uri))
         log = server.log()
     finally:
         server.stop()

@@ -37,6 +37,7 @@ from agent.telemetry import Telemetry
 from agent.wiring import make_logs
 from collectors.docker import DockerMetadata
 from tests.helpers import rsyslog as rsyslog_helper
+from tests.helpers.agent import AgentProcess
 from tests.helpers.deps import unavailable
 from tests.helpers.docker import Container, ContainerRunner, DockerEngine
 from tests.helpers.rsyslog import Certs, Input, Rsyslog, make_certs
@@ -85,10 +86,16 @@ def stamp_5424(time_: str) -> str:
     return f"{base}.{(frac + '000000')[:6]}Z"
 
 
-def wait_records(server: Rsyslog, name: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+def wait_records(server: Rsyslog, name: str, count: int, proc: AgentProcess, route: str,
+                 timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The records at rsyslog input ``name`` once ``count`` arrived and the agent's ``route`` (its redacted URI) sent
+    exactly ``count``: a record sent twice would make the second count larger, not arrive late unnoticed."""
     wait_for(lambda: len(server.records(name)) >= count, timeout,
              message=f"{count} records at rsyslog input {name!r}", describe=server.describe)
-    time.sleep(0.3)  # anything beyond the expected count would arrive now
+    wait_for(lambda: proc.metrics().value("lookout_route_records_sent_total", route=route) >= count, timeout,
+             message=f"route {route} sent {count} records", describe=lambda: proc.metrics().describe(None, route=route))
+    sent = proc.metrics().value("lookout_route_records_sent_total", route=route)
+    assert sent == count, f"route {route} sent {sent} records for {count} lines"
     return server.records(name)
 
 
@@ -161,7 +168,7 @@ def test_containers_to_rsyslog_over_udp_tcp_lf_tls_and_rfc3164(
                  *route_args(*routes.values()))
 
     for name in ("udp", "octet", "lf", "tls"):
-        got = wait_records(server, name, len(written))
+        got = wait_records(server, name, len(written), proc, routes[name])
         assert len(got) == len(written), f"{name}: {len(got)} records for {len(written)} lines"
         for (time_, stream, message), rec in zip(written, got, strict=True):
             where = f"{name}: {rec}"
@@ -176,7 +183,7 @@ def test_containers_to_rsyslog_over_udp_tcp_lf_tls_and_rfc3164(
         # The syslog-looking lines are messages of the container's own records, never records of their own.
         assert {r["app"] for r in got} == {c.name} and {r["hostname"] for r in got} == {HOST}
 
-    got = wait_records(server, "bsd", len(written))
+    got = wait_records(server, "bsd", len(written), proc, routes["bsd"])
     assert len(got) == len(written)
     for (time_, stream, message), rec in zip(written, got, strict=True):
         where = f"bsd: {rec}"
