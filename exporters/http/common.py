@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import structlog
 
+from agent.model import RetryableError
 from agent.params import (
     ROUTE_PARAMS,
     Param,
@@ -178,6 +179,10 @@ class PostingSink:
                 timeout=aiohttp.ClientTimeout(total=self.target.timeout),
                 connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
         return self._session
+
+    def timed_out(self) -> RetryableError:
+        """The error for a request that had no (whole) answer within the route's ``timeout=``: retried."""
+        return RetryableError(f"no answer within {self.target.timeout:g}s (timeout=)")
 
     async def close(self) -> None:
         if self._session is not None:
