@@ -227,7 +227,7 @@ class RouteTable:
                     "dead_lettered_total": 0, "dropped_total": 0}
         stats = runner.delivery.stats
         now = time.time()
-        records_rate, bytes_rate = stats.rates(now)
+        records_rate, bytes_rate = stats.rates(time.monotonic())
         return {**out, "state": runner.state, "error": runner.error, "files": runner.files_open,
                 "lag_bytes": runner.lag_bytes,
                 "lag_seconds": round(self._lag_seconds(runner, now), 3),

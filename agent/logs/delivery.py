@@ -82,11 +82,12 @@ class RouteStats:
     samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=16))
 
     def sample(self, now: float) -> None:
-        """Remember the totals now (every few seconds): rates are taken over the samples."""
+        """Remember the totals at ``now`` (``time.monotonic()``, every few seconds): rates are taken over the samples.
+        The monotonic clock, as a step of the wall clock (NTP, an operator) would make them 0 or a day's average."""
         self.samples.append((now, self.delivered, self.delivered_bytes))
 
     def rates(self, now: float, window: float = 10.0) -> tuple[float, float]:
-        """Records and bytes per second over about the last ``window`` seconds."""
+        """Records and bytes per second over about the last ``window`` seconds (``now``: ``time.monotonic()``)."""
         start = next(((t, r, b) for t, r, b in self.samples if now - t <= window), None)
         if start is None or now - start[0] < 1.0:
             start = self.samples[-2] if len(self.samples) >= 2 else None

@@ -155,7 +155,7 @@ class RouteRunner:
     def update_gauges(self) -> None:
         """Set the route's gauges (see ``Follower.lag``)."""
         files, lag = self.files_open, self.lag_bytes = self.follower.lag()
-        self.delivery.stats.sample(time.time())
+        self.delivery.stats.sample(time.monotonic())
         self.metrics.files_watched.labels(self.label).set(files)
         self.metrics.lag_bytes.labels(self.label).set(lag)
         self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())

@@ -220,7 +220,7 @@ class ElasticsearchSink(PostingSink):
             async with self.session().post(self.target.url, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
-                hint = retry_after(resp.headers.get("Retry-After"))
+                hint = retry_after(resp.headers.get("Retry-After"), resp.headers.get("Date"))
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:

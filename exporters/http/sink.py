@@ -48,7 +48,7 @@ class HttpSink(PostingSink):
                     return DeliveryResult(delivered=payload.count)
                 text = await resp.text(errors="replace")
                 if retryable_request_status(resp.status):
-                    hint = retry_after(resp.headers.get("Retry-After"))
+                    hint = retry_after(resp.headers.get("Retry-After"), resp.headers.get("Date"))
                     raise RetryableError(f"HTTP {resp.status}: {text[:200]}", hint)
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
