@@ -116,7 +116,11 @@ def test_receiver_that_never_reads_stalls_its_route_only_and_memory_stays_bounde
     c2 = flood(2)  # lines keep coming while the route is stalled
     wait_for(lambda: good_has(2 * per), 120, interval=0.2, message=f"{2 * per} lines at the reading receiver",
              describe=describe)
-    held_entry = route(proc, "held")
+    # The lag gauge is refreshed every few seconds: wait for it to count the second flood (RSS sampled meanwhile).
+    held_entry = wait_for(lambda: (samples.append(rss_bytes(pid)), e := route(proc, "held"))
+                          and e["lag_bytes"] > first_lag + (40 << 20) and e, 20, interval=0.2,
+                          message="the second flood behind the stalled route",
+                          describe=lambda: str(route(proc, "held")))
     written = log_lines(c1) + log_lines(c2)
     assert len(written) == 2 * per
     assert sorted(messages(good)) == sorted(written) and len(messages(good)) == len(written)  # the other route: all
