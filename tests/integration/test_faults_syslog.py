@@ -13,7 +13,9 @@ agent (subprocess) -> loopback receivers from tests/helpers/receivers.py.
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import orjson
 import pytest
 
 from tests.helpers.agent import AgentProcess
+from tests.helpers.deps import unavailable
 from tests.helpers.docker import Container, ContainerRunner, DockerEngine
 from tests.helpers.metrics import http_get
 from tests.helpers.receivers import StreamReceiver, rss_bytes, server_context
@@ -174,10 +177,8 @@ def make_server_cert(d: Path, name: str, expired: bool = False) -> tuple[Path, P
     args = ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext"]
     if expired:
-        import os
-        import subprocess
         if not FAKETIME_LIB.exists():
-            pytest.skip("libfaketime is missing (Debian: apt-get install faketime)")
+            unavailable(f"no {FAKETIME_LIB} (Debian: apt-get install faketime)")
         env = {**os.environ, "LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": "-10d"}
         subprocess.run(["openssl", *args], cwd=d, env=env, check=True, capture_output=True, timeout=60)
     else:
