@@ -227,9 +227,9 @@ class RouteTable:
                     "dead_lettered_total": 0, "dropped_total": 0}
         stats = runner.delivery.stats
         now = time.time()
-        records_rate, bytes_rate = stats.rates(now)
-        return {**out, "state": runner.state, "error": runner.failed or stats.last_error if runner.state != "running"
-                else None, "files": runner.files_open, "lag_bytes": runner.lag_bytes,
+        records_rate, bytes_rate = stats.rates(time.monotonic())
+        return {**out, "state": runner.state, "error": runner.error, "files": runner.files_open,
+                "lag_bytes": runner.lag_bytes,
                 "lag_seconds": round(self._lag_seconds(runner, now), 3),
                 "records_per_second": round(records_rate, 3), "bytes_per_second": round(bytes_rate, 3),
                 "records_total": stats.delivered, "retries_total": stats.retries,

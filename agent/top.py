@@ -256,7 +256,7 @@ def render(view: View, height: int, unicode: bool = True) -> Any:
             width = max(len(title), *(len(r[i]) for r in rows_text)) if i != last else None
             table_of_routes.add_column("URI" if i == last else title, justify="right" if numeric else "left",
                                        no_wrap=True, min_width=width, overflow="ellipsis")
-        state_style = {"running": "green", "retrying": "yellow", "failed": "bold red"}
+        state_style = {"running": "green", "stalled": "yellow", "retrying": "yellow", "failed": "bold red"}
         for route, texts in zip(view.routes, rows_text, strict=True):
             cells: list[Any] = list(texts)
             cells[1] = Text(texts[1], style=state_style.get(route.state, ""))

@@ -100,8 +100,8 @@ AgentFactory = Callable[..., AgentProcess]
 def _agent_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentFactory]:
     started: list[AgentProcess] = []
 
-    def start(*extra_args: str, interval: str = "1s") -> AgentProcess:
-        proc = AgentProcess(tmp_path_factory.mktemp("agent"), extra_args, interval)
+    def start(*extra_args: str, interval: str = "1s", env: dict[str, str] | None = None) -> AgentProcess:
+        proc = AgentProcess(tmp_path_factory.mktemp("agent"), extra_args, interval, env)
         started.append(proc)
         try:
             return proc.start()

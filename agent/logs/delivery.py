@@ -30,6 +30,9 @@ log = structlog.get_logger("lookout.delivery")
 
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 30.0
+# A send that has had no outcome for this long shows its route as stalled (/routes): a receiver that accepts and does
+# not read, or answers very slowly. The send goes on until its transport's own timeout.
+STALL_AFTER = 10.0
 
 
 class Sink(Protocol):
@@ -79,11 +82,12 @@ class RouteStats:
     samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=16))
 
     def sample(self, now: float) -> None:
-        """Remember the totals now (every few seconds): rates are taken over the samples."""
+        """Remember the totals at ``now`` (``time.monotonic()``, every few seconds): rates are taken over the samples.
+        The monotonic clock, as a step of the wall clock (NTP, an operator) would make them 0 or a day's average."""
         self.samples.append((now, self.delivered, self.delivered_bytes))
 
     def rates(self, now: float, window: float = 10.0) -> tuple[float, float]:
-        """Records and bytes per second over about the last ``window`` seconds."""
+        """Records and bytes per second over about the last ``window`` seconds (``now``: ``time.monotonic()``)."""
         start = next(((t, r, b) for t, r, b in self.samples if now - t <= window), None)
         if start is None or now - start[0] < 1.0:
             start = self.samples[-2] if len(self.samples) >= 2 else None
@@ -103,6 +107,13 @@ class Delivery:
         self.label = label
         self.failing = False
         self.stats = RouteStats()
+        self.sending_since = 0.0  # time.monotonic() when the send under way began (0: none)
+        self.sending_count = 0  # and how many records it holds
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the send under way has gone without an outcome, once that is ``STALL_AFTER`` or more; else 0."""
+        since = self.sending_since
+        return now - since if since and now - since >= STALL_AFTER else 0.0
 
     async def deliver(self, payload: Payload) -> None:
         """Send until every record is delivered, dead-lettered or dropped; raise ``SinkFailed`` on a bug."""
@@ -111,11 +122,13 @@ class Delivery:
         attempt = 0
         while True:
             expected = len(payload.pending()) if payload.done is not None else payload.count
+            self.sending_since, self.sending_count = time.monotonic(), expected
             try:
                 result = await self.sink.send(payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.sending_since = 0.0
                 if not retryable(exc):
                     raise SinkFailed(f"{type(exc).__name__}: {exc}") from exc
                 # A payload that keeps its progress may have had entries answered before the send broke off.
@@ -124,6 +137,7 @@ class Delivery:
                                         retry_after=getattr(exc, "retry_after", None),
                                         error=str(exc) or type(exc).__name__)
             else:
+                self.sending_since = 0.0
                 if not isinstance(result, DeliveryResult) or result.final + result.retry != expected:
                     raise SinkFailed(f"the sink answered {result!r} for {expected} record(s)")
                 if result.retry:

@@ -155,7 +155,7 @@ class RouteRunner:
     def update_gauges(self) -> None:
         """Set the route's gauges (see ``Follower.lag``)."""
         files, lag = self.files_open, self.lag_bytes = self.follower.lag()
-        self.delivery.stats.sample(time.time())
+        self.delivery.stats.sample(time.monotonic())
         self.metrics.files_watched.labels(self.label).set(files)
         self.metrics.lag_bytes.labels(self.label).set(lag)
         self.metrics.queue_depth.labels(self.label).set(self.queue.qsize())
@@ -243,8 +243,25 @@ class RouteRunner:
 
     @property
     def state(self) -> str:
-        """running, retrying (the last send failed and is being retried) or failed (stopped by a bug)."""
-        return "failed" if self.failed else "retrying" if self.delivery.failing else "running"
+        """running, stalled (a send has had no outcome for ``STALL_AFTER`` s or more), retrying (the last send
+        failed and is being retried) or failed (stopped by a bug)."""
+        if self.failed:
+            return "failed"
+        if self.delivery.stalled_for(time.monotonic()):
+            return "stalled"
+        return "retrying" if self.delivery.failing else "running"
+
+    @property
+    def error(self) -> str | None:
+        """Why the route is not running (None while it is)."""
+        if self.failed:
+            return self.failed
+        stalled = self.delivery.stalled_for(time.monotonic())
+        if stalled:
+            return (f"no answer for {stalled:.0f}s to a batch of {self.delivery.sending_count} record(s): the receiver "
+                    f"does not read or answer" + (f" (last error: {self.delivery.stats.last_error})"
+                                                  if self.delivery.failing else ""))
+        return self.delivery.stats.last_error if self.delivery.failing else None
 
     def _fail(self, exc: BaseException) -> None:
         """Stop this route on a bug in its sink: logged once with the traceback, shown by ``lookout_route_failed``

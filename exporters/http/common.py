@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import structlog
 
+from agent.model import RetryableError
 from agent.params import (
     ROUTE_PARAMS,
     Param,
@@ -52,17 +53,24 @@ ES_PARAMS = (
 log = structlog.get_logger("lookout.http")
 
 
-def retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), capped at 5 minutes."""
+def retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped at 5 minutes. A date is taken relative to the
+    answer's own ``Date`` (both by the receiver's clock, RFC 9110 §10.2.3) when it has one, else to this host's
+    clock: a clock that is off (or stepped) must not turn "in 2 s" into an hour."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            when = parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError):
             return None
+        try:
+            now = parsedate_to_datetime(date).timestamp() if date else time.time()
+        except (TypeError, ValueError):
+            now = time.time()
+        seconds = when - now
     return min(max(seconds, 0.0), 300.0)
 
 
@@ -178,6 +186,10 @@ class PostingSink:
                 timeout=aiohttp.ClientTimeout(total=self.target.timeout),
                 connector=aiohttp.TCPConnector(ssl=self.target.ssl_context, limit=4))
         return self._session
+
+    def timed_out(self) -> RetryableError:
+        """The error for a request that had no (whole) answer within the route's ``timeout=``: retried."""
+        return RetryableError(f"no answer within {self.target.timeout:g}s (timeout=)")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -220,9 +220,11 @@ class ElasticsearchSink(PostingSink):
             async with self.session().post(self.target.url, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
-                hint = retry_after(resp.headers.get("Retry-After"))
+                hint = retry_after(resp.headers.get("Retry-After"), resp.headers.get("Date"))
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise self.timed_out() from exc
         if status == 413 and len(chunk) > 1:
             self._chunk = max(len(chunk) // 2, 1)
             return None
@@ -236,15 +238,20 @@ class ElasticsearchSink(PostingSink):
             results = answer["items"]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise RetryableError(f"unreadable _bulk response: {exc}") from exc
+        if not isinstance(results, list):
+            raise RetryableError(f"unreadable _bulk response: items is {orjson.dumps(results)[:200]!r}")
         if not answer.get("errors"):
             return set(), [], None
         if len(results) != len(chunk):
             raise RetryableError(f"_bulk answered {len(results)} items for {len(chunk)}")
         retry: set[int] = set()
         dead: list[tuple[int, int, str]] = []
-        for i, result in zip(chunk, results, strict=True):
-            outcome = next(iter(result.values())) if isinstance(result, dict) and result else {}
-            code = int(outcome.get("status", 500))
+        for n, (i, result) in enumerate(zip(chunk, results, strict=True)):
+            outcome = next(iter(result.values())) if isinstance(result, dict) and len(result) == 1 else None
+            code = outcome.get("status") if isinstance(outcome, dict) else None
+            if not isinstance(outcome, dict) or not isinstance(code, int) or isinstance(code, bool):
+                # Not an answer Elasticsearch gives (a proxy's, a broken one): nothing of it can be trusted.
+                raise RetryableError(f"unreadable _bulk response: item {n} is {orjson.dumps(result)[:200]!r}")
             if code < 300 or (code == 409 and self.op == "create"):
                 continue  # indexed, or already indexed by an earlier attempt
             if retryable_status(code):

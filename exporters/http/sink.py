@@ -1,6 +1,7 @@
 """``http(s)://`` route: batches of NDJSON records POSTed as ``application/x-ndjson``.
 
-2xx acknowledges the batch; network errors, 429 and 5xx are retried by the pipeline (with the
+2xx acknowledges the batch (even when the answer's body then breaks off); network errors, no answer within the
+route's ``timeout=``, 429 and 5xx are retried by the pipeline (with the
 receiver's Retry-After when it sends one); any other status is final: the batch goes to the
 dead-letter file, is counted as rejected, and the records after it flow on. A gzip body is decompressed again
 only for the dead-letter file.
@@ -9,6 +10,7 @@ only for the dead-letter file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,14 +40,20 @@ class HttpSink(PostingSink):
             headers["Content-Encoding"] = "gzip"
         try:
             async with self.session().post(self.target.url, data=payload.data, headers=headers) as resp:
-                text = await resp.text(errors="replace")
                 if 200 <= resp.status < 300:
+                    # The status line decides: a body that breaks off after a 2xx does not undo it (sending the
+                    # batch again would only duplicate it).
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        await resp.read()
                     return DeliveryResult(delivered=payload.count)
+                text = await resp.text(errors="replace")
                 if retryable_request_status(resp.status):
-                    hint = retry_after(resp.headers.get("Retry-After"))
+                    hint = retry_after(resp.headers.get("Retry-After"), resp.headers.get("Date"))
                     raise RetryableError(f"HTTP {resp.status}: {text[:200]}", hint)
         except aiohttp.ClientError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise self.timed_out() from exc
         # Final refusal (4xx other than 429): keep the records in the dead-letter file, move on.
         raw = gzip.decompress(payload.data) if self.target.gzip else payload.data
         lines = [orjson.loads(line) for line in raw.splitlines() if line]

@@ -74,7 +74,7 @@ th[aria-sort=ascending] a::after{content:" \\25B2"}th[aria-sort=descending] a::a
 table.containers thead th{background:MARK}table.containers{border-bottom:3px solid RULE}
 table.containers tbody tr:nth-child(even),table.routes tbody tr:nth-child(even){background:#f6f7f9}
 table.routes thead th{background:#eceef1}
-.state-failed{color:#b71c1c;font-weight:600}.state-retrying{color:#a15c00;font-weight:600}
+.state-failed{color:#b71c1c;font-weight:600}.state-retrying,.state-stalled{color:#a15c00;font-weight:600}
 .state-running{color:#1b6e2a}
 .muted{color:#5b6675}
 .empty{padding:14px;border:1px dashed #9aa5b4;color:#3d4652}
@@ -358,7 +358,7 @@ def containers_section(rows: list[Row], view: View, snapshot: Snapshot | None, o
     yield "</section>\n"
 
 
-STATES = {"running", "retrying", "failed"}
+STATES = {"running", "stalled", "retrying", "failed"}
 
 
 def route_row(route: Mapping[str, Any]) -> str:

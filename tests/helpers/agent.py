@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.helpers.metrics import Metrics, Response, http_get, scrape
@@ -38,8 +38,10 @@ class AgentError(Exception):
 
 
 class AgentProcess:
-    def __init__(self, workdir: Path, extra_args: Sequence[str] = (), interval: str = "1s") -> None:
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = (), interval: str = "1s",
+                 env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = dict(env or {})  # added to the environment (e.g. libfaketime's LD_PRELOAD, tests/integration)
         self.state_dir = workdir / "state"
         self.log_path = workdir / "agent.log"
         self.extra_args = tuple(extra_args)
@@ -64,7 +66,7 @@ class AgentProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # the free port may be taken between probing and binding
             self.port = port or free_port()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
             with open(self.log_path, "ab") as log:
                 log.write(f"--- start #{attempt + 1}: {' '.join(self.command())}\n".encode())
                 log.flush()

@@ -17,7 +17,9 @@ it wrong fails here as it would against Elasticsearch:
   ``document_parsing_exception``; an invalid index name is 400 ``invalid_index_name_exception``.
 - HTTP basic auth (``users``) or a bearer token (``token``): 401 ``security_exception`` otherwise.
 - Faults: ``fail_next(status, retry_after=..., times=n)`` answers whole requests with that status,
-  ``drop_next()`` indexes a request and then closes the connection without an answer, and
+  ``drop_next()`` indexes a request and then closes the connection without an answer, ``slow_next(seconds)``
+  indexes it and answers only after ``seconds`` (``slow_waiting`` counts the answers still waiting),
+  ``garble_next(body)`` indexes it and answers 200 with ``body`` (a malformed answer), and
   ``item_fault`` (a function of the action, index, id and document returning a status or None)
   answers single items 429/5xx (``es_rejected_execution_exception``) or anything else.
 
@@ -25,7 +27,8 @@ Everything indexed is kept: ``docs(index)``, ``writes`` (successful writes per `
 prove "exactly once"), and ``requests`` (one ``BulkRequest`` per request, with its item statuses).
 
 ``NdjsonReceiver`` is the ``http://`` route's receiver: NDJSON bodies (final newline required, every
-line a JSON object), gzip, basic or bearer auth, scripted whole-request faults with ``Retry-After``,
+line a JSON object), gzip, basic or bearer auth, scripted whole-request faults with ``Retry-After``, the slow
+and garbled answers above (a garbled answer is a 200 whose body breaks off before its ``Content-Length``),
 a ``reject`` predicate answering 400 for a batch, and every request logged with its arrival time.
 """
 
@@ -56,6 +59,8 @@ class Fault:
     status: int
     retry_after: str | None = None
     drop: bool = False  # process the request, then close the connection without answering
+    delay: float = 0.0  # process the request, answer after this many seconds
+    body: bytes | Callable[[dict[str, Any]], bytes] | None = None  # process it, answer 200 with this (malformed)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class _ThreadServer:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._faults: collections.deque[Fault] = collections.deque()
+        self.slow_waiting = 0  # slow answers not given yet
 
     @property
     def url(self) -> str:
@@ -133,6 +139,26 @@ class _ThreadServer:
         """Process the next ``times`` requests normally, then close the connection without an answer."""
         with self.lock:
             self._faults.extend(Fault(200, drop=True) for _ in range(times))
+
+    def slow_next(self, seconds: float, times: int = 1) -> None:
+        """Process the next ``times`` requests normally and answer each only after ``seconds``."""
+        with self.lock:
+            self._faults.extend(Fault(200, delay=seconds) for _ in range(times))
+
+    def garble_next(self, body: bytes | Callable[[dict[str, Any]], bytes], times: int = 1) -> None:
+        """Process the next ``times`` requests normally and answer 200 with ``body`` instead of the answer (or what
+        ``body`` makes of the answer, for ``EsStandin``)."""
+        with self.lock:
+            self._faults.extend(Fault(200, body=body) for _ in range(times))
+
+    async def _slow(self, fault: Fault) -> None:
+        with self.lock:
+            self.slow_waiting += 1
+        try:
+            await asyncio.sleep(fault.delay)
+        finally:
+            with self.lock:
+                self.slow_waiting -= 1
 
     def _next_fault(self) -> Fault | None:
         with self.lock:
@@ -327,7 +353,7 @@ class EsStandin(_ThreadServer):
             return self._error(401, "security_exception", "missing or wrong authentication credentials for REST "
                                "request [/_bulk]", {"WWW-Authenticate": 'Basic realm="security" charset="UTF-8"'})
         fault = self._next_fault()
-        if fault is not None and not fault.drop:
+        if fault is not None and not (fault.drop or fault.delay or fault.body is not None):
             self._log(request, fault.status, size, error="injected", at=at)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
             kind = "es_rejected_execution_exception" if fault.status == 429 else "unavailable_shards_exception"
@@ -368,6 +394,11 @@ class EsStandin(_ThreadServer):
             assert request.transport is not None
             request.transport.close()  # indexed, but the client never hears of it
             return web.Response(status=200)
+        if fault is not None and fault.body is not None:  # indexed, answered garbage
+            garbage = fault.body(answer) if callable(fault.body) else fault.body
+            return web.Response(body=garbage, content_type="application/json")
+        if fault is not None and fault.delay:
+            await self._slow(fault)  # indexed; the answer comes late (the client may have given up)
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     @staticmethod
@@ -555,6 +586,18 @@ class NdjsonReceiver(_ThreadServer):
             self._record(request, 200, records, size, at)
             assert request.transport is not None
             request.transport.close()  # accepted, but the client never hears of it
+            return web.Response(status=200)
+        if fault is not None and fault.delay:
+            self._record(request, 200, records, size, at)
+            await self._slow(fault)  # accepted; the answer comes late (the client may have given up)
+            return web.Response(status=200, text="ok")
+        if fault is not None and fault.body is not None:
+            self._record(request, 200, records, size, at)
+            assert request.transport is not None and isinstance(fault.body, bytes)
+            # Accepted; the answer's body breaks off before its Content-Length (a proxy cut it).
+            request.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                                    % (len(fault.body) + 100, fault.body))
+            request.transport.close()
             return web.Response(status=200)
         if fault is not None:
             self._record(request, fault.status, records, size, at)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -106,3 +108,35 @@ def test_the_policy_classifies_errors_and_honours_retry_after() -> None:
     assert not retryable(TypeError()) and not retryable(KeyError()) and not retryable(ValueError())
     assert all(backoff(attempt, 7.5) >= 7.5 for attempt in range(1, 10))
     assert max(backoff(30) for _ in range(50)) <= delivery_module.BACKOFF_CAP
+
+
+class Held:
+    """A sink whose send waits until the test releases it (a receiver that accepts and does not read)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    def encode(self, segments: Sequence[Segment]) -> Payload:
+        raise NotImplementedError
+
+    async def send(self, payload: Payload) -> DeliveryResult:
+        await self.release.wait()
+        return DeliveryResult(delivered=payload.count)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_send_without_an_outcome_for_stall_after_seconds_is_stalled_until_it_ends() -> None:
+    sink = Held()
+    d = Delivery(sink, metrics(), LABEL)
+    assert d.stalled_for(time.monotonic()) == 0.0
+    task = asyncio.create_task(d.deliver(Payload(b"x", 7)))
+    await asyncio.sleep(0.01)
+    now = time.monotonic()
+    assert d.stalled_for(now) == 0.0 and d.sending_count == 7
+    later = now + delivery_module.STALL_AFTER
+    assert delivery_module.STALL_AFTER <= d.stalled_for(later) == later - d.sending_since < later - now + 1.0
+    sink.release.set()
+    await task
+    assert d.stalled_for(later) == 0.0 and d.stats.delivered == 7

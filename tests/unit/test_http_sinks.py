@@ -123,6 +123,15 @@ def test_retry_after_http_date() -> None:
     assert seconds is not None and 27 <= seconds <= 30
 
 
+def test_retry_after_http_date_is_read_against_the_answers_own_date() -> None:
+    # The receiver's clock is a day ahead of this host's (or this host's was stepped back): "in 20 s" by its clock.
+    theirs = datetime.now(UTC) + timedelta(days=1)
+    when = format_datetime(theirs + timedelta(seconds=20), usegmt=True)
+    assert retry_after(when, format_datetime(theirs, usegmt=True)) == 20.0
+    assert retry_after(when) == 300.0  # without a Date: this host's clock, capped
+    assert retry_after(when, "not a date") == 300.0
+
+
 def test_target_auth_is_percent_decoded_and_own_params_stay_home(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKOUT_HTTP_TOKEN", "t0k3n")
     t = Target.from_route("https://us%40er:p%40ss%3Aw%2Frd@logs.example:8443/in?batch=10&flush=1s&gzip=true"
