@@ -6,6 +6,10 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The reasons of lookout_route_records_dropped: filter.sources, refused by the receiver, refused by the kernel (UDP),
+# and the processing stage's (agent.logs.process): include/exclude, level_min, the containers' rate limits.
+DROP_REASONS = ("filtered", "rejected", "refused", "excluded", "level", "rate_limit")
+
 
 class LogMetrics:
     """The log self-metrics on /metrics (names fixed by the log collection issue)."""
@@ -62,7 +66,7 @@ class LogMetrics:
                         self.sent, self.retries, self.truncated_out, self.rejected, self.dead_lettered,
                         self.item_retries):
             counter.labels(label)
-        for reason in ("filtered", "rejected", "refused"):
+        for reason in DROP_REASONS:
             self.dropped.labels(label, reason)
         if offload:
             for outcome in ("taken", "reread"):
@@ -79,7 +83,7 @@ class LogMetrics:
                        self.up, self.batch_latency):
             with contextlib.suppress(KeyError):
                 metric.remove(label)
-        for reason in ("filtered", "rejected", "refused"):
+        for reason in DROP_REASONS:
             with contextlib.suppress(KeyError):
                 self.dropped.remove(label, reason)
         for outcome in ("taken", "reread"):

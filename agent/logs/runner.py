@@ -24,6 +24,7 @@ from agent.logs.batch import Batch, EncodedSegment
 from agent.logs.codec import InlineCodec, WorkerCodec, offload_spec
 from agent.logs.delivery import Delivery, Sink, SinkFailed
 from agent.logs.metrics import LogMetrics
+from agent.logs.process import Processing
 from agent.logs.routes import LogOptions, Route
 from agent.model import ContainerInfo, Payload, Segment
 from agent.waits import wait_event
@@ -73,11 +74,13 @@ class RouteRunner:
             on_close=lambda key: self.codec.forget(key))
         # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
         # route reads every stream; else the reader decodes every chunk itself.
+        # The processing stage (agent.logs.process): a route that transforms every record decodes inline.
+        self.process = Processing(route.params, metrics, label, options.rate_limit)
         spec = offload_spec(sink)
         self.codec: InlineCodec = (
-            WorkerCodec(self.follower, metrics, label, workers, spec)
-            if workers is not None and spec is not None and not route.filter.streams
-            else InlineCodec(self.follower, metrics, label, route.filter.streams))
+            WorkerCodec(self.follower, metrics, label, workers, spec, self.process)
+            if workers is not None and spec is not None and not route.filter.streams and not self.process.transforms
+            else InlineCodec(self.follower, metrics, label, route.filter.streams, self.process))
         metrics.route(label, offload=isinstance(self.codec, WorkerCodec))
 
     @property
