@@ -57,18 +57,39 @@ def sd_escape(value: str) -> str:
     return value.translate(_SD_ESCAPE)
 
 
+_SD_NAMES: dict[str, str] = {}
+
+
 def sd_name(key: str) -> str:
     """An SD-PARAM name (RFC 5424 §6.3.3): 1 to 32 printable US-ASCII characters but ``=``, space, ``]``, ``"``."""
-    return _NOT_SD_NAME.sub("_", key)[:32] or "_"
+    name = _SD_NAMES.get(key)
+    if name is None:
+        if len(_SD_NAMES) > 4096:
+            _SD_NAMES.clear()
+        name = _SD_NAMES[key] = _NOT_SD_NAME.sub("_", key)[:32] or "_"
+    return name
+
+
+def _sd_value(value: object) -> str:
+    """A PARAM-VALUE: a string as it is, the rest as JSON writes it (``12``, ``true``, ``["a","b"]``); escaped."""
+    kind = type(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+    elif kind is int:
+        text = str(value)
+    else:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return text.translate(_SD_ESCAPE) if '"' in text or "\\" in text or "]" in text else text
 
 
 def fields_sd(level: str, values: dict[str, object]) -> str:
     """The ``[fields@32473 ...]`` SD element of a record's level and fields ("" when it has neither)."""
-    params = [f'level="{sd_escape(level)}"'] if level else []
+    parts = [f' level="{sd_escape(level)}"'] if level else []
+    names = _SD_NAMES
     for key, value in values.items():
-        text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        params.append(f'{sd_name(str(key))}="{sd_escape(text)}"')
-    return f"[{FIELDS_SD_ID} {' '.join(params)}]" if params else ""
+        name = names.get(key) or sd_name(str(key))
+        parts.append(f' {name}="{_sd_value(value)}"')
+    return f"[{FIELDS_SD_ID}{''.join(parts)}]" if parts else ""
 
 
 def timestamp_5424(time: str) -> str:
@@ -194,23 +215,26 @@ class SyslogEncoder:
         out = []
         truncated = 0
         fields = seg.fields
+        pris = [b"<%d>" % (fmt.facility * 8 + sev) if is_3164 else b"<%d>1 " % (fmt.facility * 8 + sev)
+                for sev in range(8)]
         for i, (time, stream, message, _offset, cut) in enumerate(seg.records):
             prefix, suffix = self._head(seg.source, stream)
             sd = b""
             extra = None if fields is None else fields[i]
             if extra is not None:
                 level, severity, values = extra
-                if severity >= 0:
-                    prefix = (b"<%d>" if is_3164 else b"<%d>1 ") % (fmt.facility * 8 + severity)
+                if 0 <= severity < 8:
+                    prefix = pris[severity]
                 if not is_3164:
                     text = fields_sd(level, values)
                     sd = (text.replace("\n", " ") if lf else text).encode("utf-8", "surrogateescape")
             if lf and "\n" in message:
                 message = message.replace("\n", " ")
             body = message.encode("utf-8", "surrogateescape")
-            msg = prefix + stamp(time).encode() + (suffix[:-1] + sd + b" " if sd else suffix) + body
+            stamped = stamp(time).encode()
+            msg = prefix + stamped + (suffix[:-1] + sd + b" " if sd else suffix) + body
             if len(msg) > limit or cut:
-                msg, was_cut = self._truncate(prefix, stamp(time).encode(), suffix, body, limit, is_3164, sd)
+                msg, was_cut = self._truncate(prefix, stamped, suffix, body, limit, is_3164, sd)
                 truncated += was_cut or cut
             out.append(msg)
         return out, truncated
