@@ -34,6 +34,10 @@ class LogMetrics:
                             ["route"], registry=r)
         self.dropped = Counter("lookout_route_records_dropped", "Records not sent on purpose or by failure, by "
                                "reason.", ["route", "reason"], registry=r)
+        self.rate_limited = Counter("lookout_route_records_rate_limited", "Records dropped over a container's rate "
+                                    "limit (--log-rate-limit, label lookout.ratelimit), per route and container name; "
+                                    "a series appears once the container is first limited.",
+                                    ["route", "container_name"], registry=r)
         self.queue_depth = Gauge("lookout_route_queue_depth", "Batches read and waiting for the route's sender.",
                                  ["route"], registry=r)
         self.retries = Counter("lookout_route_retries", "Batch sends retried after a failure.", ["route"],
@@ -86,6 +90,8 @@ class LogMetrics:
         for reason in DROP_REASONS:
             with contextlib.suppress(KeyError):
                 self.dropped.remove(label, reason)
+        for labels in [k for k in self.rate_limited._metrics if k[0] == label]:
+            self.rate_limited.remove(*labels)
         for outcome in ("taken", "reread"):
             with contextlib.suppress(KeyError):
                 self.worker_chunks.remove(label, outcome)

@@ -354,6 +354,8 @@ class Processing:
         if dropped:
             self._count("rate_limit", dropped)
             self.dropped_by_container[name] += dropped
+            if self.metrics is not None:
+                self.metrics.rate_limited.labels(self.label, name).inc(dropped)
             self._pending.add(source.container.container_id or source.container.cgroup)
             self._next_due = self._next_due or time.monotonic() + self.SUMMARY_CHECK
         has_fields = fields is not None or any(f is not None for f in out_fields)

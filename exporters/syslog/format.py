@@ -70,26 +70,22 @@ def sd_name(key: str) -> str:
     return name
 
 
-def _sd_value(value: object) -> str:
-    """A PARAM-VALUE: a string as it is, the rest as JSON writes it (``12``, ``true``, ``["a","b"]``); escaped."""
-    kind = type(value)
-    if kind is str:
-        text: str = value  # type: ignore[assignment]
-    elif kind is int:
-        text = str(value)
-    else:
-        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
-    return text.translate(_SD_ESCAPE) if '"' in text or "\\" in text or "]" in text else text
+def _json_text(value: object) -> str:
+    """A field that is not a string or an int, as JSON writes it (``1.5``, ``true``, ``["a","b"]``)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
 def fields_sd(level: str, values: dict[str, object]) -> str:
     """The ``[fields@32473 ...]`` SD element of a record's level and fields ("" when it has neither)."""
-    parts = [f' level="{sd_escape(level)}"'] if level else []
+    parts = [f'[{FIELDS_SD_ID} level="{sd_escape(level)}"' if level else f"[{FIELDS_SD_ID}"]
     names = _SD_NAMES
-    for key, value in values.items():
-        name = names.get(key) or sd_name(str(key))
-        parts.append(f' {name}="{_sd_value(value)}"')
-    return f"[{FIELDS_SD_ID}{''.join(parts)}]" if parts else ""
+    for key, value in values.items():  # this loop is most of a parsed record's cost: no call per string
+        kind = type(value)
+        text: str = value if kind is str else str(value) if kind is int else _json_text(value)  # type: ignore[assignment]
+        if '"' in text or "\\" in text or "]" in text:
+            text = text.translate(_SD_ESCAPE)
+        parts.append(f'{names.get(key) or sd_name(str(key))}="{text}"')
+    return " ".join(parts) + "]" if len(parts) > 1 or level else ""
 
 
 def timestamp_5424(time: str) -> str:

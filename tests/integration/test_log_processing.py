@@ -228,6 +228,7 @@ def test_a_flooding_container_is_limited_summarized_and_does_not_hold_up_another
     assert dropped > 0, f"the flood was not over the limit: {per_second}"
     metrics = proc.metrics()
     assert metrics.value("lookout_route_records_dropped_total", route=uri, reason="rate_limit") == dropped
+    assert metrics.value("lookout_route_records_rate_limited_total", route=uri, container_name=flood.name) == dropped
 
     # The quiet container's lines arrived while the flood was read, each within about a batch of its writing.
     quiet_log = {m: epoch(t) for t, _, m in docker_log(quiet)}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agent.logs.batch import Batch
@@ -19,7 +21,7 @@ from agent.logs.routes import check_route, make_sink, parse_route
 from agent.model import ContainerInfo, LogRecord, LogSource, Segment
 from exporters.http.elasticsearch import ElasticsearchSink
 from exporters.logs.ndjson import NdjsonEncoder
-from exporters.syslog.format import SyslogEncoder, SyslogFormat
+from exporters.syslog.format import SyslogEncoder, SyslogFormat, sd_name
 from tests.unit.test_syslog_format import parse_5424
 
 T0 = "2026-12-04T10:00:00.000000001Z"
@@ -195,6 +197,7 @@ def test_rate_limit_drops_beyond_the_limit_per_window_counts_and_summarizes_once
     assert summary[0] == "2026-12-04T10:00:01.000000029Z" and summary[3] == 5000 + 10 * 29  # the last dropped one
     assert got[:100] == second(1, 100, 0) and got[101:] == second(2, 80, 9000)
     assert dropped(metrics, "rate_limit") == 80 and proc.dropped_by_container["flood"] == 80
+    assert metrics.rate_limited.labels("r", "flood")._value.get() == 80
     seg = batch.segments[-1]
     assert isinstance(seg, Segment) and seg.fields is not None
     assert seg.fields[0] == ("warn", 4, {"dropped": 80, "rate_limit": "100/s"})  # the summary's
@@ -275,6 +278,21 @@ def test_syslog_puts_fields_in_an_sd_element_escaped_and_the_level_in_the_pri() 
     assert second_ == enc.messages([Segment(seg.source, seg.records[1:])])[0]
     legacy = SyslogEncoder(SyslogFormat(rfc="rfc3164", framing="none")).messages([seg])[0]
     assert legacy.startswith(b"<11>") and b"fields@" not in legacy
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=40), st.text(max_size=40) | st.integers() | st.booleans(),
+                       max_size=6),
+       st.sampled_from(["", "warn", 'odd"]\\level']))
+def test_any_fields_make_structured_data_a_strict_parser_reads_back(values: dict[str, object], level: str) -> None:
+    seg = Segment(source(), records("message"), [(level, -1, dict(values))])
+    [msg] = SyslogEncoder(SyslogFormat(framing="none")).messages([seg])
+    parsed = parse_5424(msg)
+    want: dict[str, str] = {"level": level} if level else {}
+    for key, value in values.items():
+        want[sd_name(key)] = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) \
+            else str(value)
+    assert parsed.sd.get("fields@32473", {}) == want and parsed.msg == "message"
 
 
 def test_a_cut_syslog_message_keeps_its_fields_within_the_limit() -> None:
