@@ -207,7 +207,8 @@ class RouteTable:
         route = Route(TAP_LABEL, "lookout", "", None, "/logs", {"name": TAP_LABEL})
         options = dataclasses.replace(self._options, read_from="head", batch_records=1000, batch_bytes=1 << 20,
                                       flush_interval=0.0)
-        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
+        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False,
+                           processing=False)
 
     def end_streams(self) -> None:
         """The agent stops: end the live streams."""

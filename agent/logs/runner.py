@@ -47,7 +47,7 @@ MORE_AFTER = 64 << 10
 class RouteRunner:
     def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
                  options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
-                 fresh_start: bool, workers: ChunkWorkers | None = None) -> None:
+                 fresh_start: bool, workers: ChunkWorkers | None = None, processing: bool = True) -> None:
         self.route = route
         self.sink = sink
         self.store = store
@@ -74,12 +74,14 @@ class RouteRunner:
             on_close=lambda key: self.codec.forget(key))
         # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
         # route reads every stream; else the reader decodes every chunk itself.
-        # The processing stage (agent.logs.process): a route that transforms every record decodes inline.
-        self.process = Processing(route.params, metrics, label, options.rate_limit)
+        # The processing stage (agent.logs.process; not for the live stream's tap, which shows lines as written): a
+        # route that transforms every record decodes inline.
+        self.process = Processing(route.params, metrics, label, options.rate_limit) if processing else None
         spec = offload_spec(sink)
         self.codec: InlineCodec = (
             WorkerCodec(self.follower, metrics, label, workers, spec, self.process)
-            if workers is not None and spec is not None and not route.filter.streams and not self.process.transforms
+            if workers is not None and spec is not None and not route.filter.streams
+            and not (self.process is not None and self.process.transforms)
             else InlineCodec(self.follower, metrics, label, route.filter.streams, self.process))
         metrics.route(label, offload=isinstance(self.codec, WorkerCodec))
 
