@@ -432,3 +432,24 @@ async def test_a_container_asking_for_parsing_is_decoded_inline_on_a_worker_rout
             f'{{"msg":"m{i}","level":"info","i":{i}}}' for i in range(200)]
     finally:
         await harness.stop()
+
+
+async def test_the_live_stream_shows_lines_as_written_whatever_a_containers_labels_ask(tmp_path: Path) -> None:
+    from tests.unit.test_live_api import AUTH, Live, read_lines
+    from tests.unit.test_log_pipeline import wait_for
+
+    live = Live(tmp_path)
+    try:
+        app = live.container("app", {"lookout.parse": "json", "lookout.ratelimit": "2/s"})
+        client = await live.start()
+        resp = await client.get("/logs", headers={**AUTH, "Accept": "application/x-ndjson"})
+        assert live.table is not None
+        hub = live.table.hub()
+        await wait_for(lambda: len(hub.subscriptions) == 1)
+        lines = [f'{{"msg":"m{i}","level":"info"}}' for i in range(5)]
+        for line in lines:  # five in one second: over the label's limit, and JSON
+            app.write_raw(orjson.dumps({"log": line + "\n", "stream": "stdout", "time": T0}) + b"\n")
+        got = [orjson.loads(raw) for raw in await read_lines(resp, 5)]
+        assert [r["message"] for r in got] == lines and all("fields" not in r for r in got)
+    finally:
+        await live.stop()
