@@ -242,10 +242,15 @@ class Processing:
         part = self.part(source.container)
         return self.transforms or part.parse is not None or part.limiter is not None
 
-    def add(self, source: LogSource, records: list[LogRecord], batch: Batch) -> None:
-        """Process one chunk's records of ``source`` into ``batch`` (and any summary whose window has ended)."""
+    def flush_due(self, batch: Batch) -> None:
+        """Add to ``batch`` the summaries of windows long over (at most every ``SUMMARY_CHECK`` seconds): the route's
+        reader calls it on every pass, so a container that flooded and went quiet is summarized while all is idle."""
         if self._pending and time.monotonic() >= self._next_due:
             self._due(batch)
+
+    def add(self, source: LogSource, records: list[LogRecord], batch: Batch) -> None:
+        """Process one chunk's records of ``source`` into ``batch`` (and any summary whose window has ended)."""
+        self.flush_due(batch)
         if not records:
             return
         part = self.part(source.container)

@@ -123,6 +123,8 @@ class RouteRunner:
                 self.codec.chunk(state, tail, data, start, batch)
                 if len(data) >= MORE_AFTER:
                     self.more = True
+        if self.process is not None:
+            self.process.flush_due(batch)  # rate-limit summaries of containers gone quiet (agent.logs.process)
         return batch
 
     def encode(self, batch: Batch) -> None:
@@ -182,7 +184,8 @@ class RouteRunner:
             self.more_recently = self.more_recently or self.more
             waited = time.monotonic() - pending.started
             full = pending.count >= opts.batch_records or pending.size >= opts.batch_bytes
-            if pending.acks and (full or not pending.count or waited >= opts.flush_interval):
+            # (A batch holds records without acknowledgements only for a rate-limit summary of a quiet container.)
+            if (pending.acks or pending.count) and (full or not pending.count or waited >= opts.flush_interval):
                 overflow = pending.split(opts.batch_records) if pending.count > opts.batch_records else None
                 if pending.count:
                     try:

@@ -453,3 +453,25 @@ async def test_the_live_stream_shows_lines_as_written_whatever_a_containers_labe
         assert [r["message"] for r in got] == lines and all("fields" not in r for r in got)
     finally:
         await live.stop()
+
+
+async def test_a_container_that_floods_and_goes_quiet_is_summarized_while_everything_is_idle(tmp_path: Path) -> None:
+    from tests.unit.test_log_pipeline import Harness, acked_to_end, idle, wait_for
+    from tests.unit.test_log_pipeline import records as read_ndjson
+
+    harness = Harness(tmp_path)
+    burst = harness.container("burst", labels={"lookout.ratelimit": "10/s"})
+    for i in range(25):  # one second's burst, long ago by the wall clock; then nothing, from anyone
+        burst.write_raw(orjson.dumps({"log": f"boom {i}\n", "stream": "stdout",
+                                      "time": f"2026-12-04T10:00:07.{i:09d}Z"}) + b"\n")
+    out = tmp_path / "out.ndjson"
+    harness.start(f"file://{out}")
+    try:
+        await wait_for(lambda: len(read_ndjson(out)) >= 11, timeout=15)
+        await wait_for(lambda: idle(harness))
+        got = read_ndjson(out)
+        assert [r["message"] for r in got] == [f"boom {i}" for i in range(10)] + [
+            "lookout: dropped 15 records of burst over the rate limit 10/s in the last 1 s"]
+        assert acked_to_end(harness, burst)
+    finally:
+        await harness.stop()
