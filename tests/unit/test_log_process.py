@@ -295,6 +295,33 @@ def test_any_fields_make_structured_data_a_strict_parser_reads_back(values: dict
     assert parsed.sd.get("fields@32473", {}) == want and parsed.msg == "message"
 
 
+_FIELDS = st.none() | st.tuples(st.sampled_from(["", "info", "ERROR"]), st.integers(-1, 7),
+                                 st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12) | st.integers(),
+                                                 max_size=3))
+_TIMES = st.sampled_from([T0, "2026-12-04T10:00:00.5Z", "2026-12-04T10:00:00Z", "garbage",
+                          "2026-12-04T10:00:00.1234567890Z"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_TIMES, st.sampled_from(["stdout", "stderr"]), st.text(max_size=30), _FIELDS),
+                min_size=1, max_size=8),
+       st.sampled_from(["octet", "lf", "none"]), st.sampled_from([480, 65536]))
+def test_the_fields_fast_path_writes_the_careful_paths_bytes(rows: list[tuple[str, str, str, object]], framing: str,
+                                                              limit: int) -> None:
+    seg = Segment(source(), [(t, s, m, i, False) for i, (t, s, m, _f) in enumerate(rows)],
+                  [f for *_, f in rows])  # type: ignore[misc]
+    enc = SyslogEncoder(SyslogFormat(framing=framing, facility=3, max_message_bytes=limit))
+    careful, _cut = enc._careful(seg)
+    fast = enc._fast_fields(seg, framed=False)
+    assert fast is None or fast == careful
+    framed = enc._fast_fields(seg, framed=True)
+    if framed is not None:
+        assert enc.encode([seg]) == b"".join(framed)
+        want = [b"%d %s" % (len(m), m) for m in careful] if framing == "octet" else \
+            [m + b"\n" for m in careful] if framing == "lf" else careful
+        assert framed == want
+
+
 def test_a_cut_syslog_message_keeps_its_fields_within_the_limit() -> None:
     seg = run({"parse": "logfmt"}, f'level=warn msg="{"é" * 600}" user=bob')
     enc = SyslogEncoder(SyslogFormat(framing="none", max_message_bytes=480))
