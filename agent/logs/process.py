@@ -142,7 +142,7 @@ def parse_time(value: object, fmt: str) -> str | None:
         if not isinstance(value, str):
             return None
         if fmt == "rfc3339":
-            if RFC3339_UTC.match(value):
+            if len(value) <= 30 and RFC3339_UTC.match(value):  # already a record time (at most nanoseconds)
                 return value
             moment = datetime.fromisoformat(value)
         else:
