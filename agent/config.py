@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.params import (  # re-exported: the parsers of flags and files
+    RateLimit,
     file_problem,
     load_cert_chain,
     parse_bool,
     parse_duration,
     parse_list,
     parse_listen,
+    parse_rate,
     parse_size,
     redact_uri,
     split_uri,
@@ -110,6 +112,7 @@ class Config:
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
     log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
+    log_rate_limit: RateLimit | None = None  # each container's records per second/minute/hour (agent.logs.process)
     api_token_file: Path | None = None
     api_token: str | None = field(default=None, repr=False)  # read from api_token_file; never logged or shown
     tls_cert: Path | None = None
@@ -246,6 +249,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-workers", "processes that decode and encode log chunks beside each file and syslog TCP/TLS "
            "route's reader: auto (one per CPU, at most 4; none on one CPU) or a number, 0 for none (default auto)",
            parse_workers, metavar="N|auto", number=_workers, expected="auto or a number from 0 to 64"),
+    Option("log-rate-limit", "at most this many log records per container and route, e.g. 1000/s, 30000/m; beyond "
+           "it records are dropped, counted, and summarized in one record per interval; a container's label "
+           "lookout.ratelimit overrides it (default off)", parse_rate, metavar="N/s", expected="a rate like 1000/s"),
     Option("api-token-file", "file holding the bearer token that the API's guarded endpoints (adding and removing "
            "routes, /logs) require; without it they answer 403", str, metavar="FILE", expected=_A_PATH),
     Option("tls-cert", "serve HTTPS with this certificate (PEM, the chain after it); needs --tls-key", str,
@@ -598,6 +604,8 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
         kwargs["max_line_bytes"] = values["max-line-bytes"]
     if "log-workers" in values:
         kwargs["log_workers"] = values["log-workers"]
+    if "log-rate-limit" in values:
+        kwargs["log_rate_limit"] = values["log-rate-limit"]
 
     if values.get("api-token-file"):
         token_file = Path(values["api-token-file"])

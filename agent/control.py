@@ -79,7 +79,8 @@ class RouteTable:
         self._hub: LogHub | None = None
         self._graph_root: Path | None = None
         self._lock = asyncio.Lock()
-        self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
+        self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host,
+                                   rate_limit=config.log_rate_limit)
 
     # --- building ---
 
@@ -206,7 +207,8 @@ class RouteTable:
         route = Route(TAP_LABEL, "lookout", "", None, "/logs", {"name": TAP_LABEL})
         options = dataclasses.replace(self._options, read_from="head", batch_records=1000, batch_bytes=1 << 20,
                                       flush_interval=0.0)
-        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False)
+        return RouteRunner(route, sink, store, self._metrics, options, self._lookup, fresh_start=False,
+                           processing=False)
 
     def end_streams(self) -> None:
         """The agent stops: end the live streams."""

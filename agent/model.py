@@ -350,12 +350,20 @@ class LogSource:
     host: str = ""
 
 
+# What a route's processing (agent.logs.process) found in one record: (level as written, its syslog severity or -1
+# when unknown or absent, the other fields). Encoders put the level where their format has one (``log.level``, the
+# syslog PRI) and the fields under the route's fields key (NDJSON, Elasticsearch) or in an SD element (RFC 5424).
+Fields = tuple[str, int, dict[str, Any]]
+
+
 @dataclass(slots=True)
 class Segment:
-    """Consecutive records of one file: the unit batches are made of and encoders iterate."""
+    """Consecutive records of one file: the unit batches are made of and encoders iterate. ``fields`` is None unless
+    the route processes records: then one entry per record (None for a record with nothing parsed or added)."""
 
     source: LogSource
     records: list[LogRecord]
+    fields: list[Fields | None] | None = None
 
 
 # --- the delivery contract between the pipeline and a sink ------------------------------------------------------

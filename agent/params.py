@@ -295,7 +295,7 @@ def client_tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
 
 # The options every route URI takes, whatever its sink: a stable checkpoint name, the batch limits (defaults by
 # the route's kind, agent.logs.routes) and logspout-style filters. A sink's own options are declared with it.
-ROUTE_PARAMS = (
+ROUTE_PARAMS: tuple[Param, ...] = (
     Param("name", text, "", "the route's checkpoint name (default: its URI without credentials and query)"),
     Param("batch", parse_positive_int, None, "records per batch (per request for HTTP sinks)"),
     Param("batch_bytes", parse_size, None, "bytes of log lines per batch"),
@@ -307,3 +307,136 @@ ROUTE_PARAMS = (
     Param("filter.sources", text, "", "stdout, stderr or both (comma-separated)"),
     Param("filter.namespace", text, "", "glob on the Kubernetes namespace"),
 )
+
+
+# --- processing (agent.logs.process): parsing structured messages, transforms and limits ---------------------------
+
+# Log levels by the names applications write them (any case), as syslog severities (RFC 5424 §6.2.1: 0 emergency ...
+# 7 debug); ``trace`` ranks with debug. pino's and bunyan's numeric levels (10 trace ... 60 fatal) map the same way.
+LEVEL_SEVERITY = {
+    "emerg": 0, "emergency": 0, "panic": 0, "alert": 1, "crit": 2, "critical": 2, "fatal": 2,
+    "err": 3, "error": 3, "eror": 3, "warn": 4, "warning": 4, "notice": 5,
+    "info": 6, "information": 6, "informational": 6, "debug": 7, "dbug": 7, "trace": 7, "verbose": 7,
+}
+NUMERIC_LEVEL_SEVERITY = {10: 7, 20: 7, 30: 6, 40: 4, 50: 3, 60: 2}
+LEVEL_NAMES = "trace, debug, info, notice, warn, error, crit, alert, emerg"
+
+
+def parse_level(text: str) -> int:
+    """A level name (``warn``, ``ERROR``...) as its syslog severity (lower is more severe)."""
+    severity = LEVEL_SEVERITY.get(text.strip().lower())
+    if severity is None:
+        raise ValueError(f"unknown level {text!r} (use {LEVEL_NAMES})")
+    return severity
+
+
+def parse_regex(text: str) -> re.Pattern[str]:
+    """A Python regular expression, searched anywhere in a message."""
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {text!r}: {exc}") from None
+
+
+_FIELD_NAME = re.compile(r"[^\s=\"\]:,]+")
+
+
+def parse_add_fields(text: str) -> tuple[tuple[str, str], ...]:
+    """``k:v`` pairs, comma-separated (``env:prod,team:core``); the value may be empty."""
+    out = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition(":")
+        key = key.strip()
+        if not sep or not _FIELD_NAME.fullmatch(key):
+            raise ValueError(f"expected key:value pairs like env:prod, got {item.strip()!r}")
+        out.append((key, value.strip()))
+    if not out:
+        raise ValueError("expected key:value pairs like env:prod, got an empty value")
+    return tuple(out)
+
+
+def parse_field_names(text: str) -> tuple[str, ...]:
+    """Field names, comma-separated."""
+    names = parse_list(text)
+    bad = [n for n in names if not _FIELD_NAME.fullmatch(n)]
+    if bad or not names:
+        raise ValueError(f"expected field names like password,token, got {text!r}")
+    return names
+
+
+def parse_fields_key(text: str) -> str:
+    """The object parsed fields go under: a name of letters, digits, ``_``, ``-`` or ``.`` (a dotted ECS path is
+    one key: Elasticsearch expands it)."""
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", value):
+        raise ValueError(f"expected a field name like labels or app, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` records per ``unit`` (``s``, ``m`` or ``h``) of the records' own time."""
+
+    count: int
+    unit: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.count}/{self.unit}"
+
+    @property
+    def seconds(self) -> int:
+        return {"s": 1, "m": 60, "h": 3600}[self.unit]
+
+
+_RATE = re.compile(r"([0-9]+)\s*/\s*(s|sec|second|m|min|minute|h|hour)", re.IGNORECASE)
+
+
+def parse_rate(text: str) -> RateLimit | None:
+    """``1000/s``, ``30000/m`` or ``500000/h`` (whole numbers); ``0``, ``off`` or ``none``: no limit (None)."""
+    value = text.strip().lower()
+    if value in ("0", "off", "none", "unlimited"):
+        return None
+    match = _RATE.fullmatch(value)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"expected a rate like 1000/s, 30000/m or off, got {text!r}")
+    return RateLimit(int(match.group(1)), match.group(2)[0])
+
+
+TIME_FORMATS = ("rfc3339", "unix", "unix_ms", "unix_us", "unix_ns")
+
+
+def parse_time_format(text: str) -> str:
+    """``rfc3339`` (ISO 8601 with a zone; none is UTC), ``unix`` (seconds, may have a fraction), ``unix_ms``,
+    ``unix_us``, ``unix_ns``, or a ``strptime`` format such as ``%d/%b/%Y:%H:%M:%S %z``."""
+    value = text.strip()
+    if value.lower() in TIME_FORMATS:
+        return value.lower()
+    bad = sorted(set(re.findall(r"%(.?)", value.replace("%%", ""))) - set(_STRPTIME_DIRECTIVES))
+    if "%" not in value or bad:
+        raise ValueError(f"use {', '.join(TIME_FORMATS)} or a strptime format like %Y-%m-%d %H:%M:%S, got {text!r}")
+    return value
+
+
+_STRPTIME_DIRECTIVES = "aAwdbBmyYHIpMSfzZjUWcxXGuV"
+
+
+# The processing options every route takes (agent.logs.process): declared here so that HTTP sinks do not pass them
+# on to the receiver, and check-config refuses a bad one naming it.
+PROCESS_PARAMS = (
+    Param("parse", one_of("json", "logfmt", "none"), "", "parse messages that are a JSON object (json) or "
+          "key=value pairs (logfmt); others are shipped as they are"),
+    Param("fields_key", parse_fields_key, "", "the object parsed fields go under (default: labels for "
+          "Elasticsearch, fields for NDJSON)"),
+    Param("time_key", text, "", "a parsed field holding the record's time (else the runtime's time)"),
+    Param("time_format", parse_time_format, "rfc3339", "the time_key's format: rfc3339, unix, unix_ms, unix_us, "
+          "unix_ns or a strptime format"),
+    Param("include", parse_regex, None, "ship only messages this regular expression matches"),
+    Param("exclude", parse_regex, None, "drop messages this regular expression matches"),
+    Param("add_field", parse_add_fields, (), "key:value pairs (comma-separated) added to every record's fields"),
+    Param("drop_field", parse_field_names, (), "parsed fields to remove (comma-separated)"),
+    Param("level_min", parse_level, None, f"drop records whose parsed level is below this ({LEVEL_NAMES})"),
+)
+ROUTE_PARAMS = (*ROUTE_PARAMS, *PROCESS_PARAMS)

@@ -21,6 +21,12 @@ by Lookout and, in the same run on the same file and the same kind of sink, by r
   lines), shipped with ``--host-root <data>/cri-host`` and no Docker root (``lookout-cri``);
   ``no-hostconfig`` a second Docker root whose container has no ``hostconfig.json``, its log a hard link
   to the json-file log (``lookout-no-hostconfig``). A run that fails is recorded with its error.
+- ``--parse json`` (#14): two more Lookout runs per round, interleaved with the others, on a third Docker root
+  whose container writes the same records as JSON objects the way zap does (``{"level":"info","ts":...,
+  "caller":...,"msg":"<text>","i":N}``, ``error`` on stderr): ``lookout-json-plain`` ships them with the plain
+  route, ``lookout-json-parse`` with ``?parse=json`` (message from ``msg``, PRI from ``level``, the rest in a
+  ``[fields@32473 ...]`` SD element). The summary gives the parse route's extra CPU per line and its lines/s over
+  the plain route's (a parse route decodes in the reader: no chunk workers).
 - ``--framing lf``: the route gets ``?framing=lf``, rsyslog ``TCP_Framing="traditional"``, the sink
   counts LF-terminated frames.
 - The sink (a child process of its own, its CPU not counted) accepts TCP connections, counts
@@ -59,6 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CID = "b" * 64
 CID_NO_HOSTCONFIG = "c" * 64
+CID_JSON = "d" * 64
 CRI_NAMESPACE, CRI_POD, CRI_UID, CRI_CONTAINER = "bench", "bench-0", "0b0b0b0b-0000-4000-8000-0b0b0b0b0b0b", "bench"
 LINES = 1_000_000
 CONFIG_V2 = {"ID": CID, "Name": "/bench", "Config": {"Image": "bench:latest", "Labels": {"app": "bench"}, "Env": []},
@@ -118,6 +125,36 @@ def make_data(root: Path, lines: int) -> Path:
     _write_lines(log, lines, json_file_line)
     marker.write_text(str(lines))
     return log
+
+
+def json_message(i: int, stream: str, text: str, stamp: str) -> str:
+    """A bench record's text as a zap-style JSON line."""
+    level = "error" if stream == "stderr" else "info"
+    return orjson.dumps({"level": level, "ts": 1764302400 + i / 1000, "caller": f"svc/handler.go:{i % 400}",
+                         "msg": text, "i": i}).decode()
+
+
+def make_json_lines(root: Path, lines: int) -> Path:
+    """A Docker root whose one container writes the bench records as JSON objects (``--parse``); returns the root."""
+    droot = root / "docker-json"
+    cdir = droot / "containers" / CID_JSON
+    log = cdir / f"{CID_JSON}-json.log"
+    marker = cdir / "lines"
+    if _fresh(marker, lines, log):
+        return droot
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / "config.v2.json").write_bytes(orjson.dumps({**CONFIG_V2, "ID": CID_JSON}))
+    (cdir / "hostconfig.json").write_bytes(b'{"NetworkMode":"default"}')
+    with open(log, "wb") as fh:
+        chunk = []
+        for i, (stream, text, stamp) in enumerate(bench_records(lines)):
+            chunk.append(json_file_line(stream, json_message(i, stream, text, stamp), stamp))
+            if len(chunk) == 10_000:
+                fh.write(b"".join(chunk))
+                chunk = []
+        fh.write(b"".join(chunk))
+    marker.write_text(str(lines))
+    return droot
 
 
 def make_no_hostconfig(root: Path, json_log: Path, lines: int) -> Path:
@@ -421,7 +458,7 @@ def measure(name: str, cmd: list[str], sink: Sink, lines: int, log_path: Path, t
 
 
 def lookout_cmd(docker_root: Path, host_root: Path | None, work: Path, port: int, framing: str,
-                extra: list[str]) -> list[str]:
+                extra: list[str], query: str = "") -> list[str]:
     """The agent shipping everything under ``docker_root`` and ``<host_root>/var/log/pods`` (an empty host root
     when None) to the sink."""
     if host_root is None:
@@ -430,7 +467,8 @@ def lookout_cmd(docker_root: Path, host_root: Path | None, work: Path, port: int
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         listen = f"127.0.0.1:{probe.getsockname()[1]}"
-    route = f"syslog+tcp://127.0.0.1:{port}" + ("?framing=lf" if framing == "lf" else "")
+    params = [p for p in (("framing=lf" if framing == "lf" else ""), query) if p]
+    route = f"syslog+tcp://127.0.0.1:{port}" + ("?" + "&".join(params) if params else "")
     return [sys.executable, "-m", "agent", "run", "--listen", listen, "--state-dir", str(work / "state"),
             "--docker-root", str(docker_root), "--docker-socket", "", "--host-root", str(host_root),
             "--log-level", "warning", "--log-format", "json", "--route", route, *extra]
@@ -498,6 +536,7 @@ def inclusive(raw: Path, names: list[str]) -> dict[str, float]:
 
 
 CASES = ("json-file", "cri", "no-hostconfig")
+PARSE_CASES = ("json-plain", "json-parse")  # with --parse json
 
 
 def main() -> int:
@@ -517,6 +556,8 @@ def main() -> int:
     parser.add_argument("--framing", choices=["octet", "lf"], default="octet", help="RFC 6587 framing on the wire")
     parser.add_argument("--python-sink", action="store_true", help="count frames in Python, not in the C sink")
     parser.add_argument("--lookout-arg", action="append", default=[], help="extra agent flag (repeatable)")
+    parser.add_argument("--parse", choices=["json"], default=None,
+                        help="also ship JSON lines with the plain route and with ?parse=json (#14)")
     args = parser.parse_args()
     if args.command == "sink":
         sink_main(args.port_file, args.expect, args.framing)
@@ -535,6 +576,10 @@ def main() -> int:
     docker_roots = {"json-file": data / "docker", "cri": data / "no-docker"}
     if "no-hostconfig" in cases:
         docker_roots["no-hostconfig"] = make_no_hostconfig(data, log, args.lines)
+    if args.parse:
+        cases += list(PARSE_CASES)
+        docker_roots["json-plain"] = docker_roots["json-parse"] = make_json_lines(data, args.lines)
+        files["json-lines"] = docker_roots["json-plain"] / "containers" / CID_JSON / f"{CID_JSON}-json.log"
     print(f"data: {log} ({args.lines:,} lines, {size / 1e6:.1f} MB; ready in {time.monotonic() - t0:.1f} s)")
     if "cri" in cases:
         print(f"      {files['cri']} ({files['cri'].stat().st_size / 1e6:.1f} MB, the same records in CRI lines)")
@@ -568,7 +613,7 @@ def main() -> int:
                     if shipper == "lookout":
                         host_root = data / "cri-host" if case == "cri" else None
                         cmd = lookout_cmd(docker_roots[case], host_root, work, sink.port, args.framing,
-                                          args.lookout_arg)
+                                          args.lookout_arg, "parse=json" if case == "json-parse" else "")
                         raw = work / "pyspy.txt" if args.profile and rnd == 0 else None
                         result = measure(name, cmd, sink, args.lines, work / "lookout.log", profile=raw)
                         if raw is not None and raw.exists():
@@ -606,6 +651,16 @@ def main() -> int:
         summary["throughput_ratio"] = round(lk["lines_per_s"] / rs["lines_per_s"], 2)
         summary["cpu_per_line_ratio"] = round(lk["cpu_us_per_line"] / rs["cpu_us_per_line"], 2)
         summary["target_met"] = summary["throughput_ratio"] >= 1.5 and summary["cpu_per_line_ratio"] <= 1.0
+    if "lookout-json-plain" in ok and "lookout-json-parse" in ok:  # --parse: the cost of parsing, per line
+        plain, parsed = ok["lookout-json-plain"], ok["lookout-json-parse"]
+        summary["parse_extra_cpu_us_per_line"] = round(parsed["cpu_us_per_line"] - plain["cpu_us_per_line"], 2)
+        summary["parse_vs_plain_lines_per_s"] = round(parsed["lines_per_s"] / plain["lines_per_s"], 2)
+        # the same pair of runs in each round, one after the other: less exposed to the shared machine's drift
+        pairs = [(p, q) for p in runs for q in runs if p.get("shipper") == "lookout-json-plain"
+                 and q.get("shipper") == "lookout-json-parse" and p["round"] == q["round"]
+                 and "error" not in p and "error" not in q]
+        summary["parse_extra_cpu_us_per_line_by_round"] = [round(q["cpu_us_per_line"] - p["cpu_us_per_line"], 2)
+                                                           for p, q in pairs]
     for name in ("lookout-cri", "lookout-no-hostconfig"):
         if "lookout" in ok and name in ok:  # lines/s of the case over json-file's, same records and route
             summary[f"{name.removeprefix('lookout-')}_vs_json_file"] = round(

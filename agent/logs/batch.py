@@ -63,9 +63,10 @@ class Batch:
                 kept.append(seg)
                 room -= len(seg.records)
                 continue
+            fields = seg.fields
             if room > 0:
-                kept.append(Segment(seg.source, seg.records[:room]))
-            rest.segments.append(Segment(seg.source, seg.records[room:]))
+                kept.append(Segment(seg.source, seg.records[:room], None if fields is None else fields[:room]))
+            rest.segments.append(Segment(seg.source, seg.records[room:], None if fields is None else fields[room:]))
             room = 0
         moved_from: dict[str, int] = {}  # file key -> lowest offset of a record that moved
         for seg in rest.segments:

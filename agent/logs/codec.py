@@ -6,7 +6,8 @@
   of a file ahead and hands them to the agent's chunk workers (agent.logs.offload, one pool for every route), and
   takes a worker's encoded payload for a chunk only when the worker saw exactly the bytes read now and the
   source's decoder holds nothing; anything else is decoded inline, in order. A worker can only save work, never
-  change what is shipped.
+  change what is shipped. Chunks of a container that the route's processing stage must see (agent.logs.process:
+  its labels ask for parsing or a rate limit) are always decoded inline.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collectors.logs.follower import Follower, SourceState
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink
     from agent.logs.offload import ChunkWorkers, EncoderSpec, Job
+    from agent.logs.process import Processing
 
 log = structlog.get_logger("lookout.codec")
 
@@ -38,11 +40,12 @@ class InlineCodec:
     """Decodes every chunk in the reader's thread."""
 
     def __init__(self, follower: Follower, metrics: LogMetrics, label: str,
-                 streams: frozenset[str] = frozenset()) -> None:
+                 streams: frozenset[str] = frozenset(), process: Processing | None = None) -> None:
         self.follower = follower
         self.metrics = metrics
         self.label = label
         self.streams = streams  # the route's filter.sources (empty: every stream)
+        self.process = process  # the route's processing stage (agent.logs.process)
 
     def chunk(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         """Add the records of ``data`` (complete lines of ``tail`` from ``start``) to ``batch`` and acknowledge."""
@@ -65,7 +68,9 @@ class InlineCodec:
             if len(kept) < len(records):
                 metrics.dropped.labels(label, "filtered").inc(len(records) - len(kept))
             records = kept
-        if records:
+        if self.process is not None:
+            self.process.add(self.follower.source(state, tail), records, batch)
+        elif records:
             batch.segments.append(Segment(self.follower.source(state, tail), records))
             batch.count += len(records)
         batch.size += len(data)
@@ -79,14 +84,19 @@ class WorkerCodec(InlineCodec):
     """Takes the chunk workers' payloads where it may, and decodes inline where it may not."""
 
     def __init__(self, follower: Follower, metrics: LogMetrics, label: str, workers: ChunkWorkers,
-                 spec: EncoderSpec) -> None:
-        super().__init__(follower, metrics, label)
+                 spec: EncoderSpec, process: Processing | None = None) -> None:
+        super().__init__(follower, metrics, label, process=process)
         self.workers = workers
         self.spec = spec
         self._jobs: dict[tuple[str, int], Job] = {}  # (file key, offset) -> a chunk read ahead
 
     def chunk(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         job = self._jobs.pop((tail.key, start), None)
+        if self.process is not None and self.process.active(self.follower.source(state, tail)):
+            if job is not None:  # a container whose labels ask for processing: its chunks are decoded here
+                self.workers.drop(job)
+            super().chunk(state, tail, data, start, batch)
+            return
         if job is None:
             self._prefetch(state, tail, start + len(data))  # the workers start on what follows at once
             super().chunk(state, tail, data, start, batch)

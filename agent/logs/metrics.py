@@ -6,6 +6,10 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The reasons of lookout_route_records_dropped: filter.sources, refused by the receiver, refused by the kernel (UDP),
+# and the processing stage's (agent.logs.process): include/exclude, level_min, the containers' rate limits.
+DROP_REASONS = ("filtered", "rejected", "refused", "excluded", "level", "rate_limit")
+
 
 class LogMetrics:
     """The log self-metrics on /metrics (names fixed by the log collection issue)."""
@@ -30,6 +34,10 @@ class LogMetrics:
                             ["route"], registry=r)
         self.dropped = Counter("lookout_route_records_dropped", "Records not sent on purpose or by failure, by "
                                "reason.", ["route", "reason"], registry=r)
+        self.rate_limited = Counter("lookout_route_records_rate_limited", "Records dropped over a container's rate "
+                                    "limit (--log-rate-limit, label lookout.ratelimit), per route and container name; "
+                                    "a series appears once the container is first limited.",
+                                    ["route", "container_name"], registry=r)
         self.queue_depth = Gauge("lookout_route_queue_depth", "Batches read and waiting for the route's sender.",
                                  ["route"], registry=r)
         self.retries = Counter("lookout_route_retries", "Batch sends retried after a failure.", ["route"],
@@ -62,7 +70,7 @@ class LogMetrics:
                         self.sent, self.retries, self.truncated_out, self.rejected, self.dead_lettered,
                         self.item_retries):
             counter.labels(label)
-        for reason in ("filtered", "rejected", "refused"):
+        for reason in DROP_REASONS:
             self.dropped.labels(label, reason)
         if offload:
             for outcome in ("taken", "reread"):
@@ -79,9 +87,11 @@ class LogMetrics:
                        self.up, self.batch_latency):
             with contextlib.suppress(KeyError):
                 metric.remove(label)
-        for reason in ("filtered", "rejected", "refused"):
+        for reason in DROP_REASONS:
             with contextlib.suppress(KeyError):
                 self.dropped.remove(label, reason)
+        for labels in [k for k in self.rate_limited._metrics if k[0] == label]:
+            self.rate_limited.remove(*labels)
         for outcome in ("taken", "reread"):
             with contextlib.suppress(KeyError):
                 self.worker_chunks.remove(label, outcome)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from agent.model import ContainerInfo
-from agent.params import ROUTE_PARAMS, Param, parse_params, redact_uri, split_uri
+from agent.params import ROUTE_PARAMS, Param, RateLimit, parse_params, redact_uri, split_uri
 
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink
@@ -131,6 +131,7 @@ class LogOptions:
     batch_bytes: int = BATCH_BYTES
     batch_records: int = BATCH_RECORDS
     flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
+    rate_limit: RateLimit | None = None  # --log-rate-limit: each container's (agent.logs.process)
 
 
 @dataclass(frozen=True)
@@ -179,16 +180,17 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
     table = sink_params(scheme)
     if table is not None:
         parse_params((*ROUTE_PARAMS, *table), route.params, scheme)  # an unknown parameter is an error
+    fields_key = parse_params(ROUTE_PARAMS, route.params, scheme, pass_through=True)["fields_key"]
     if scheme == "file":
         if route.host or not route.path.startswith("/") or route.path.endswith("/"):
             raise ValueError("needs an absolute file path: file:///path/to/out.ndjson")
         from exporters.logs.file import FileSink
 
-        return FileSink(route.path)
+        return FileSink(route.path, fields_key)
     if scheme == "stdout":
         from exporters.logs.file import StdoutSink
 
-        return StdoutSink()
+        return StdoutSink(fields_key)
     if scheme.startswith("syslog+"):
         from exporters.syslog.sink import SyslogSink
 
@@ -200,8 +202,8 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
         from exporters.http.sink import HttpSink
 
         if scheme.startswith("elasticsearch+"):
-            return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id)
-        return HttpSink(route.uri, scheme, state_dir, route.id)
+            return ElasticsearchSink(route.uri, scheme.split("+")[1], state_dir, route.id, fields_key)
+        return HttpSink(route.uri, scheme, state_dir, route.id, fields_key)
     raise ValueError(f"route scheme {scheme!r} is not available")
 
 

@@ -24,6 +24,7 @@ from agent.logs.batch import Batch, EncodedSegment
 from agent.logs.codec import InlineCodec, WorkerCodec, offload_spec
 from agent.logs.delivery import Delivery, Sink, SinkFailed
 from agent.logs.metrics import LogMetrics
+from agent.logs.process import Processing
 from agent.logs.routes import LogOptions, Route
 from agent.model import ContainerInfo, Payload, Segment
 from agent.waits import wait_event
@@ -46,7 +47,7 @@ MORE_AFTER = 64 << 10
 class RouteRunner:
     def __init__(self, route: Route, sink: Sink, store: CheckpointStore, metrics: LogMetrics,
                  options: LogOptions, lookup: Callable[[SourceSpec], ContainerInfo | None],
-                 fresh_start: bool, workers: ChunkWorkers | None = None) -> None:
+                 fresh_start: bool, workers: ChunkWorkers | None = None, processing: bool = True) -> None:
         self.route = route
         self.sink = sink
         self.store = store
@@ -73,11 +74,15 @@ class RouteRunner:
             on_close=lambda key: self.codec.forget(key))
         # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
         # route reads every stream; else the reader decodes every chunk itself.
+        # The processing stage (agent.logs.process; not for the live stream's tap, which shows lines as written): a
+        # route that transforms every record decodes inline.
+        self.process = Processing(route.params, metrics, label, options.rate_limit) if processing else None
         spec = offload_spec(sink)
         self.codec: InlineCodec = (
-            WorkerCodec(self.follower, metrics, label, workers, spec)
+            WorkerCodec(self.follower, metrics, label, workers, spec, self.process)
             if workers is not None and spec is not None and not route.filter.streams
-            else InlineCodec(self.follower, metrics, label, route.filter.streams))
+            and not (self.process is not None and self.process.transforms)
+            else InlineCodec(self.follower, metrics, label, route.filter.streams, self.process))
         metrics.route(label, offload=isinstance(self.codec, WorkerCodec))
 
     @property
@@ -118,6 +123,8 @@ class RouteRunner:
                 self.codec.chunk(state, tail, data, start, batch)
                 if len(data) >= MORE_AFTER:
                     self.more = True
+        if self.process is not None:
+            self.process.flush_due(batch)  # rate-limit summaries of containers gone quiet (agent.logs.process)
         return batch
 
     def encode(self, batch: Batch) -> None:
@@ -177,7 +184,8 @@ class RouteRunner:
             self.more_recently = self.more_recently or self.more
             waited = time.monotonic() - pending.started
             full = pending.count >= opts.batch_records or pending.size >= opts.batch_bytes
-            if pending.acks and (full or not pending.count or waited >= opts.flush_interval):
+            # (A batch holds records without acknowledgements only for a rate-limit summary of a quiet container.)
+            if (pending.acks or pending.count) and (full or not pending.count or waited >= opts.flush_interval):
                 overflow = pending.split(opts.batch_records) if pending.count > opts.batch_records else None
                 if pending.count:
                     try:

@@ -11,6 +11,9 @@
 - ``"errors": true``: only items answered 429/5xx are sent again; items refused for good (400
   mapping errors, 404, ...) go to the dead-letter file and never block the records after them.
 - A whole-request 429/5xx or network error retries what is still pending; 413 halves the request.
+- A route that processes records (agent.logs.process) adds ``log.level`` (the level as the application wrote it)
+  and the record's fields under ``fields_key`` (default ``labels``, ECS's custom fields), keys dedotted as the
+  container labels are.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ _REFUSED_FIELDS = {**dict.fromkeys("aAbBhp", "upper case (Mon, Jan, AM)"), "e": 
 INDEX_FORBIDDEN = '\\/*?"<>| ,#:'
 INDEX_FORBIDDEN_START = "-_+"
 INDEX_MAX_BYTES = 255
+DEFAULT_FIELDS_KEY = "labels"
+# Top-level fields of every document: parsed fields may not be put under one of them.
+RESERVED_KEYS = frozenset({"@timestamp", "message", "stream", "container", "host", "kubernetes", "log"})
 
 
 def check_index(pattern: str) -> None:
@@ -103,6 +109,13 @@ def dedot(labels: dict[str, str]) -> dict[str, str]:
     return {key.replace(".", "_"): value for key, value in labels.items()}
 
 
+def dedot_fields(values: dict[str, object]) -> dict[str, object]:
+    """Parsed fields with ``.`` in their (top-level) keys replaced by ``_``, for the reason ``dedot`` gives."""
+    if not any("." in str(k) for k in values):
+        return values
+    return {str(key).replace(".", "_"): value for key, value in values.items()}
+
+
 def _ecs_fragment(source: LogSource) -> bytes:
     info = source.container
     container: dict[str, object] = {"id": info.container_id, "name": info.name, "image": {"name": info.image},
@@ -115,7 +128,11 @@ def _ecs_fragment(source: LogSource) -> bytes:
 
 
 class ElasticsearchSink(PostingSink):
-    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
+    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str, fields_key: str = "") -> None:
+        key = fields_key or DEFAULT_FIELDS_KEY
+        if key in RESERVED_KEYS or key.split(".")[0] in RESERVED_KEYS:
+            raise ValueError(f"fields_key: {key!r} is a field of every document (use another name, e.g. labels)")
+        self.fields_key = b',"' + key.encode() + b'":'
         parts = urlsplit(uri)
         index = unquote(parts.path.strip("/"))
         if not index:
@@ -164,7 +181,8 @@ class ElasticsearchSink(PostingSink):
             path = orjson.dumps(source.path).replace(b"%", b"%%")
             tmpl = (b'{"@timestamp":"%s","message":%s,"stream":"%s",' + frag +
                     b',"log":{"file":{"path":' + path + b'},"offset":%d}}\n')
-            cached = self._frags[id(source)] = (source, tmpl, b"")
+            tmpl_x = tmpl[:-3] + b"%s}%s}\n"  # with log.level, and the fields after the log object
+            cached = self._frags[id(source)] = (source, tmpl, tmpl_x)
         return cached[1], cached[2]
 
     def encode(self, segments: Sequence[Segment]) -> Payload:
@@ -173,13 +191,21 @@ class ElasticsearchSink(PostingSink):
         dumps = orjson.dumps
         op = self.op
         for seg in segments:
-            tmpl, _ = self._fragment(seg.source)
+            tmpl, tmpl_x = self._fragment(seg.source)
             key = seg.source.file_key
-            for time, stream, message, offset, _cut in seg.records:
+            fields = seg.fields
+            for i, (time, stream, message, offset, _cut) in enumerate(seg.records):
                 if not RFC3339_UTC.match(time):  # a damaged file: ES would refuse the document; index it now
                     time = utc_now_rfc3339()
                 action = dumps({op: {"_index": self._index_for(time), "_id": document_id(key, offset)}}) + b"\n"
-                items.append(action + tmpl % (time.encode(), dumps(message), stream.encode(), offset))
+                extra = None if fields is None else fields[i]
+                if extra is None:
+                    items.append(action + tmpl % (time.encode(), dumps(message), stream.encode(), offset))
+                    continue
+                level, _severity, values = extra
+                in_log = b',"level":' + dumps(level) if level else b""
+                after = self.fields_key + dumps(dedot_fields(values)) if values else b""
+                items.append(action + tmpl_x % (time.encode(), dumps(message), stream.encode(), offset, in_log, after))
         return Payload(items, len(items), done=[False] * len(items))
 
     # --- sending (event loop) ---

@@ -24,9 +24,9 @@ from exporters.logs.ndjson import NdjsonEncoder
 
 
 class HttpSink(PostingSink):
-    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str) -> None:
+    def __init__(self, uri: str, http_scheme: str, state_dir: Path, route_id: str, fields_key: str = "") -> None:
         super().__init__(Target.from_route(uri, http_scheme), state_dir, route_id)
-        self.encoder = NdjsonEncoder()
+        self.encoder = NdjsonEncoder(fields_key)
 
     def encode(self, segments: Sequence[Segment]) -> Payload:
         raw = self.encoder.encode(segments)

@@ -19,9 +19,9 @@ log = structlog.get_logger("lookout.file")
 class FileSink:
     """Appends each batch with one ``write`` (O_APPEND); a batch is acknowledged once written."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fields_key: str = "") -> None:
         self.path = path
-        self.encoder = NdjsonEncoder()
+        self.encoder = NdjsonEncoder(fields_key)
         self._fd = -1
 
     def encode(self, segments: Sequence[Segment]) -> Payload:
@@ -77,8 +77,8 @@ class FileSink:
 
 
 class StdoutSink(FileSink):
-    def __init__(self) -> None:
-        super().__init__("")
+    def __init__(self, fields_key: str = "") -> None:
+        super().__init__("", fields_key)
 
     def _write(self, payload: bytes) -> None:
         sys.stdout.buffer.write(payload)

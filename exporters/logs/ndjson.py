@@ -5,6 +5,10 @@ trailing newline), ``container_id``, ``container_name``, ``image``, ``labels``, 
 ``namespace``, ``container`` (Kubernetes, when known), ``host``, ``file``, ``offset`` and
 ``truncated`` (only when the line was cut at ``--max-line-bytes``).
 The per-source part is serialized once per source and spliced into every record.
+
+A route that processes records (agent.logs.process) adds, per record that has them, ``log`` (``{"level": ...}``,
+the level as the application wrote it) and its fields under the route's ``fields_key`` (default ``fields``:
+``labels`` is the container's labels here).
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ from collections.abc import Sequence
 import msgspec
 import orjson
 
-from agent.model import LogRecord, LogSource, Segment
+from agent.model import Fields, LogRecord, LogSource, Segment
+
+DEFAULT_FIELDS_KEY = "fields"
+# Keys of a record that parsed fields may not be put under.
+RESERVED_KEYS = frozenset({"time", "stream", "message", "container_id", "container_name", "image", "labels", "pod",
+                           "namespace", "container", "host", "file", "offset", "truncated", "log"})
 
 
 def record_dict(source: LogSource, record: LogRecord) -> dict[str, object]:
@@ -66,8 +75,12 @@ class NdjsonEncoder:
     value of the wrong type, a lone surrogate) takes the per-record template loop (``_careful``), which writes
     the same bytes for every record msgspec takes, and raises as it always did for the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields_key: str = "") -> None:
         self._sources: dict[int, tuple[LogSource, bytes, bytes, msgspec.Raw]] = {}
+        key = fields_key or DEFAULT_FIELDS_KEY
+        if key in RESERVED_KEYS:
+            raise ValueError(f"fields_key: {key!r} is a field of every NDJSON record (use another name, e.g. fields)")
+        self.fields_key = b',"' + key.encode() + b'":'
 
     def _source(self, source: LogSource) -> tuple[bytes, bytes, msgspec.Raw]:
         cached = self._sources.get(id(source))
@@ -87,12 +100,35 @@ class NdjsonEncoder:
         out: list[bytes] = []
         for seg in segments:
             plain, cut, raw = self._source(seg.source)
+            if seg.fields is not None:
+                out.append(self._with_fields(seg.records, seg.fields, plain, cut))
+                continue
             try:
                 out.append(_ENCODER.encode_lines([_Line(time, stream, message, raw, offset, truncated)
                                                   for time, stream, message, offset, truncated in seg.records]))
             except (TypeError, ValueError, UnicodeEncodeError):
                 out.append(_careful(seg.records, plain, cut))
         return out[0] if len(out) == 1 else b"".join(out)
+
+
+    def _with_fields(self, records: Sequence[LogRecord], fields: Sequence[Fields | None], plain: bytes,
+                     cut: bytes) -> bytes:
+        """The records through the source's templates, each with its level and fields when it has them."""
+        dumps = orjson.dumps
+        key = self.fields_key
+        plain_x, cut_x = plain[:-2] + b"%s}\n", cut[:-2] + b"%s}\n"
+        out = []
+        for (time, stream, message, offset, truncated), extra in zip(records, fields, strict=True):
+            row = (_json_str(time), _json_str(stream), dumps(message), offset)
+            if extra is None:
+                out.append((cut if truncated else plain) % row)
+                continue
+            level, _severity, values = extra
+            more = b',"log":{"level":' + dumps(level) + b"}" if level else b""
+            if values:
+                more += key + dumps(values, option=orjson.OPT_NON_STR_KEYS)
+            out.append((cut_x if truncated else plain_x) % (*row, more))
+        return b"".join(out)
 
 
 def _json_str(text: str) -> bytes:

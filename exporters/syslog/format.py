@@ -6,6 +6,11 @@
   SD-PARAM values escape ``"``, ``\\`` and ``]`` as RFC 5424 §6.3.3 requires. 32473 is the
   enterprise number RFC 5612 reserves for documentation, used until Lookout has its own.
 - RFC 3164: ``<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`` with a TAG of at most 32 characters.
+- A record that a route's processing parsed (agent.logs.process) takes the PRI severity of its level when known,
+  and (RFC 5424) its level and fields in a second SD element, ``[fields@32473 level="warn" key="value" ...]``:
+  PARAM-NAMEs are 1 to 32 printable US-ASCII characters but ``=``, space, ``]`` and ``"`` (others become ``_``),
+  values are strings (others as JSON) escaped as above. A message cut to fit keeps its fields; fields that alone
+  would not fit are left out.
 - Octet counting (``LEN SP MSG``) lets a message hold any byte, so a container cannot forge a second
   record; LF framing replaces embedded newlines with spaces for the same reason.
 - Messages longer than ``max_message_bytes`` are cut at a UTF-8 boundary and marked
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 
+import orjson
+
 from agent.model import RFC3339_UTC, LogSource, Segment, utc_now_rfc3339
 
 FACILITIES = {
@@ -29,9 +36,11 @@ FACILITIES = {
 }
 SEVERITY = {"stdout": 6, "stderr": 3}  # info, err
 SD_ID = "lookout@32473"
+FIELDS_SD_ID = "fields@32473"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _NOT_TAG = re.compile(r"[^A-Za-z0-9_.\-/]")
+_NOT_SD_NAME = re.compile(r'[^\x21-\x7e]|[="\]]')
 _SD_ESCAPE = str.maketrans({'"': '\\"', "\\": "\\\\", "]": "\\]"})
 _TEMPLATE_FIELD = re.compile(r"\{([a-z_]+)(?::([^}]*))?\}")
 _TIME, _STREAM, _MESSAGE, _CUT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)  # of a record
@@ -46,6 +55,37 @@ def printusascii(text: str, limit: int) -> str:
 
 def sd_escape(value: str) -> str:
     return value.translate(_SD_ESCAPE)
+
+
+_SD_NAMES: dict[str, str] = {}
+
+
+def sd_name(key: str) -> str:
+    """An SD-PARAM name (RFC 5424 §6.3.3): 1 to 32 printable US-ASCII characters but ``=``, space, ``]``, ``"``."""
+    name = _SD_NAMES.get(key)
+    if name is None:
+        if len(_SD_NAMES) > 4096:
+            _SD_NAMES.clear()
+        name = _SD_NAMES[key] = _NOT_SD_NAME.sub("_", key)[:32] or "_"
+    return name
+
+
+def _json_text(value: object) -> str:
+    """A field that is not a string or an int, as JSON writes it (``1.5``, ``true``, ``["a","b"]``)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def fields_sd(level: str, values: dict[str, object]) -> str:
+    """The ``[fields@32473 ...]`` SD element of a record's level and fields ("" when it has neither)."""
+    parts = [f'[{FIELDS_SD_ID} level="{sd_escape(level)}"' if level else f"[{FIELDS_SD_ID}"]
+    names = _SD_NAMES
+    for key, value in values.items():  # this loop is most of a parsed record's cost: no call per string
+        kind = type(value)
+        text: str = value if kind is str else str(value) if kind is int else _json_text(value)  # type: ignore[assignment]
+        if '"' in text or "\\" in text or "]" in text:
+            text = text.translate(_SD_ESCAPE)
+        parts.append(f'{names.get(key) or sd_name(str(key))}="{text}"')
+    return " ".join(parts) + "]" if len(parts) > 1 or level else ""
 
 
 def timestamp_5424(time: str) -> str:
@@ -170,14 +210,27 @@ class SyslogEncoder:
         stamp = timestamp_3164 if is_3164 else timestamp_5424
         out = []
         truncated = 0
-        for time, stream, message, _offset, cut in seg.records:
+        fields = seg.fields
+        pris = [b"<%d>" % (fmt.facility * 8 + sev) if is_3164 else b"<%d>1 " % (fmt.facility * 8 + sev)
+                for sev in range(8)]
+        for i, (time, stream, message, _offset, cut) in enumerate(seg.records):
             prefix, suffix = self._head(seg.source, stream)
+            sd = b""
+            extra = None if fields is None else fields[i]
+            if extra is not None:
+                level, severity, values = extra
+                if 0 <= severity < 8:
+                    prefix = pris[severity]
+                if not is_3164:
+                    text = fields_sd(level, values)
+                    sd = (text.replace("\n", " ") if lf else text).encode("utf-8", "surrogateescape")
             if lf and "\n" in message:
                 message = message.replace("\n", " ")
             body = message.encode("utf-8", "surrogateescape")
-            msg = prefix + stamp(time).encode() + suffix + body
+            stamped = stamp(time).encode()
+            msg = prefix + stamped + (suffix[:-1] + sd + b" " if sd else suffix) + body
             if len(msg) > limit or cut:
-                msg, was_cut = self._truncate(prefix, stamp(time).encode(), suffix, body, limit, is_3164)
+                msg, was_cut = self._truncate(prefix, stamped, suffix, body, limit, is_3164, sd)
                 truncated += was_cut or cut
             out.append(msg)
         return out, truncated
@@ -197,6 +250,8 @@ class SyslogEncoder:
         records = seg.records
         if fmt.rfc != "rfc5424" or not records:
             return None
+        if seg.fields is not None:
+            return self._fast_fields(seg, framed)
         try:
             if any(map(_CUT, records)):
                 return None
@@ -243,16 +298,56 @@ class SyslogEncoder:
             return None
         return out
 
+    def _fast_fields(self, seg: Segment, framed: bool) -> list[bytes] | None:
+        """RFC 5424 messages of a processed segment (agent.logs.process): the bytes ``_careful`` makes, without its
+        header lookup per record; None when a record was cut upstream or is too long here (``_careful`` then)."""
+        fmt = self.fmt
+        records, fields = seg.records, seg.fields
+        if fields is None:
+            return None
+        try:
+            if any(map(_CUT, records)):
+                return None
+            lf = fmt.framing == "lf"
+            octet = framed and fmt.framing == "octet"
+            end = b"\n" if framed and lf else b""
+            heads = {stream: self._head(seg.source, stream) for stream in set(map(_STREAM, records))}
+            pris = [b"<%d>1 " % (fmt.facility * 8 + severity) for severity in range(8)]
+            limit, match, utf8, escape = fmt.max_message_bytes, RFC3339_UTC.match, "utf-8", "surrogateescape"
+            out = []
+            for (time, stream, message, _offset, _cut), extra in zip(records, fields, strict=True):
+                prefix, suffix = heads[stream]
+                if extra is not None:
+                    level, severity, values = extra
+                    if 0 <= severity < 8:
+                        prefix = pris[severity]
+                    sd = fields_sd(level, values)
+                    if sd:
+                        suffix = suffix[:-1] + (sd.replace("\n", " ") if lf else sd).encode(utf8, escape) + b" "
+                if lf and "\n" in message:
+                    message = message.replace("\n", " ")
+                # timestamp_5424 of the usual nanosecond time is its first 26 characters and the Z
+                stamp = time[:26] + "Z" if len(time) == 30 and match(time) else timestamp_5424(time)
+                msg = prefix + stamp.encode() + suffix + message.encode(utf8, escape)
+                if len(msg) > limit:
+                    return None
+                out.append(b"%d %s" % (len(msg), msg) if octet else msg + end)
+        except (AttributeError, TypeError, UnicodeError, ValueError):
+            return None
+        return out
+
     @staticmethod
     def _truncate(prefix: bytes, stamp: bytes, suffix: bytes, body: bytes, limit: int,
-                  is_3164: bool) -> tuple[bytes, bool]:
+                  is_3164: bool, sd: bytes = b"") -> tuple[bytes, bool]:
         if is_3164:
             marker = b"..."
             room = limit - len(prefix) - len(stamp) - len(suffix) - len(marker)
             if len(prefix + stamp + suffix + body) <= limit:
                 return prefix + stamp + suffix + body, False
             return prefix + stamp + suffix + cut_utf8(body, max(room, 0)) + marker, True
-        marked = suffix[:-2] + b' truncated="true"] '
+        marked = suffix[:-2] + b' truncated="true"]' + sd + b" "
+        if sd and len(prefix) + len(stamp) + len(marked) > limit:  # the fields alone do not fit: leave them out
+            marked = suffix[:-2] + b' truncated="true"] '
         room = limit - len(prefix) - len(stamp) - len(marked)
         return prefix + stamp + marked + cut_utf8(body, max(room, 0)), True
 

@@ -30,6 +30,11 @@ DOCUMENTED = [
     "https://user:p%40ss@collector:8443/ingest?gzip=false&verify=false",
     "elasticsearch+http://elastic:secret@es:9200/logs-lookout-%25Y.%25m.%25d?op=create&pipeline=p&gzip=true",
     "elasticsearch+https://es:9200/logs?op=index&verify=false&batch=200",
+    # Processing (README "Processing"): every route takes these.
+    "file:///var/log/lookout/out.ndjson?parse=json&time_key=ts&time_format=unix&drop_field=password,token"
+    "&add_field=env:prod,team:shop&include=GET|POST&exclude=healthz&level_min=warn&fields_key=app",
+    "syslog+tcp://logs.example:514?parse=logfmt&time_key=time&time_format=%25d/%25b/%25Y:%25H:%25M:%25S%20%25z",
+    "elasticsearch+http://es:9200/logs?parse=json&time_format=rfc3339&time_key=time&level_min=info",
 ]
 
 
