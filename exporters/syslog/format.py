@@ -143,8 +143,11 @@ class SyslogEncoder:
             if info.pod:
                 params += [f'pod="{sd_escape(info.pod)}"', f'namespace="{sd_escape(info.namespace)}"',
                            f'container="{sd_escape(info.container)}"']
+            sd = " ".join(params)
+            if fmt.framing == "lf" and "\n" in sd:
+                sd = sd.replace("\n", " ")  # as in messages: a newline would end the frame
             prefix = f"<{pri}>1 ".encode()
-            suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {' '.join(params)}] ".encode()
+            suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {sd}] ".encode()
         self._heads[key] = (source, prefix, suffix)
         return prefix, suffix
 
@@ -177,7 +180,7 @@ class SyslogEncoder:
             body = message.encode("utf-8", "surrogateescape")
             msg = prefix + stamp(time).encode() + suffix + body
             if len(msg) > limit or cut:
-                msg, was_cut = self._truncate(prefix, stamp(time).encode(), suffix, body, limit, is_3164)
+                msg, was_cut = self._truncate(prefix, stamp(time).encode(), suffix, body, limit, is_3164, cut)
                 truncated += was_cut or cut
             out.append(msg)
         return out, truncated
@@ -245,11 +248,13 @@ class SyslogEncoder:
 
     @staticmethod
     def _truncate(prefix: bytes, stamp: bytes, suffix: bytes, body: bytes, limit: int,
-                  is_3164: bool) -> tuple[bytes, bool]:
+                  is_3164: bool, cut: bool = False) -> tuple[bytes, bool]:
+        """The message cut to ``limit`` and marked; ``cut``: the record was cut upstream (--max-line-bytes), so it
+        is marked even when it fits."""
         if is_3164:
             marker = b"..."
             room = limit - len(prefix) - len(stamp) - len(suffix) - len(marker)
-            if len(prefix + stamp + suffix + body) <= limit:
+            if not cut and len(prefix + stamp + suffix + body) <= limit:
                 return prefix + stamp + suffix + body, False
             return prefix + stamp + suffix + cut_utf8(body, max(room, 0)) + marker, True
         marked = suffix[:-2] + b' truncated="true"] '

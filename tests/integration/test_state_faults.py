@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers.agent import AgentProcess
+from tests.helpers.agent import AgentProcess, free_port
 from tests.helpers.docker import ContainerRunner
 from tests.helpers.wait import wait_for
 from tests.integration.test_logs_docker import Ndjson, acked_offset, numbers, settled
@@ -149,7 +149,8 @@ def test_a_read_only_state_dir_at_start_is_refused_in_one_line(tmpfs: Callable[[
     state = tmpfs(tmp_path / "state", "64k")
     subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
     run = subprocess.run([*AgentProcess(tmp_path).command()[:4], "--state-dir", str(state),
-                          "--route", f"file://{tmp_path}/out.ndjson", "--listen", "127.0.0.1:0"],
+                          "--route", f"file://{tmp_path}/out.ndjson", "--listen", f"127.0.0.1:{free_port()}"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2, run.stderr
-    assert f"{state} cannot be written (a read-only file system)" in run.stderr, run.stderr
+    assert run.stderr.strip() == (f"lookout: invalid configuration: --state-dir: {state} cannot be written "
+                                  "(a read-only file system)"), run.stderr
