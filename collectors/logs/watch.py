@@ -26,6 +26,7 @@ import errno
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ from collectors.logs.files import Tail
 log = structlog.get_logger("lookout.logs.watch")
 
 POLL_INTERVAL = 1.0  # seconds between rescans while some directory is not watched
+# Seconds between two tries to watch a directory that could not be watched (each try lists its files and opens them
+# for their identities): at the watch limit, hundreds of directories would otherwise cost that every second.
+RETRY_INTERVAL = 30.0
 
 IN_CREATE = 0x100
 IN_MOVED_TO = 0x80
@@ -126,6 +130,7 @@ class LogWatch:
         self._overflowed = False
         self.unwatched = 0  # directories that could not be watched (polled instead)
         self._polled: set[str] = set()  # those directories, so each fallback is counted once
+        self._retry_at = 0.0  # monotonic time after which the polled directories are tried again
         # Fallbacks to polling, by reason (no_instance, watch_limit, overflow): lookout_log_watch_fallbacks_total.
         self.fallbacks: Counter[str] = Counter()
         self._warned_limit = False
@@ -163,8 +168,13 @@ class LogWatch:
                 self._fd.remove_callbacks([(wd, 0)])
             unwatched = 0
             polled: set[str] = set()
+            retry = time.monotonic() >= self._retry_at
             for directory, is_source in wanted.items():
                 if directory in self._dirs:
+                    continue
+                if not retry and directory in self._polled:
+                    unwatched += 1
+                    polled.add(directory)
                     continue
                 # The files present before the watch begins are the baseline; a file created between this listing
                 # and the watch is in neither count, so it can only hide a loss, never fake one.
@@ -195,6 +205,8 @@ class LogWatch:
                     self._generation += 1
                     self._births[directory] = Births(self._generation, base)
             self.unwatched = unwatched
+            if retry and polled:  # tried and not watched: the next try in RETRY_INTERVAL (new directories at once)
+                self._retry_at = time.monotonic() + RETRY_INTERVAL
             self._polled = polled
 
     def births(self, directory: str) -> Births | None:
