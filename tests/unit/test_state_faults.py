@@ -177,3 +177,21 @@ def test_the_group_commit_says_a_failure_once_counts_every_one_and_says_the_reco
     assert registry.get_sample_value("lookout_checkpoint_write_failures_total") == 3
     assert [e["failures"] for e in logs if e["event"] == "checkpoint_write_recovered"] == [3]
     assert CheckpointStore(tiny_fs).offset("r", "k") == 102
+
+
+def test_a_dead_letter_write_on_a_full_state_dir_leaves_no_torn_line(tiny_fs: Path) -> None:
+    from exporters.http.common import DeadLetters
+
+    dead = DeadLetters(tiny_fs, "route-1")
+    dead.write([{"status": 400, "error": "mapping", "record": {"message": "first"}}])
+    before = dead.path.read_bytes()
+    fill(tiny_fs, leave=2048)  # room for a part of the next write only
+    big = [{"status": 400, "error": "mapping", "record": {"message": "x" * 500, "n": i}} for i in range(40)]
+    with pytest.raises(OSError) as raised:
+        dead.write(big)
+    assert raised.value.errno == errno.ENOSPC
+    assert dead.path.read_bytes() == before, "the part written is taken back: no torn line"
+    (tiny_fs / "filler").unlink()
+    dead.write(big)  # the retry, once there is room
+    lines = dead.path.read_bytes().splitlines()
+    assert len(lines) == 41 and all(orjson.loads(line)["status"] == 400 for line in lines)
