@@ -336,6 +336,12 @@ def check_parser(name: str, data: bytes) -> None:
 
 test_parsers_raise_only_value_error, test_parsers_raise_only_value_error_at_scale = check_parser
 
+def test_found_by_the_fuzzer_parse_mib_with_a_names_line_and_an_empty_values_line() -> None:
+    into: dict[str, int] = {}
+    p.parse_mib(b"TcpExt:\n\nTcp: RtoMin\nTcp: 200\n", into)  # was IndexError
+    assert into == {"rtomin": 200}
+
+
 HOST_FILES = ("proc/cpuinfo", "proc/meminfo", "etc/os-release", "proc/sys/kernel/osrelease", "etc/machine-id",
               "proc/sys/kernel/random/boot_id", "sys/class/dmi/id/product_uuid")
 host_words = st.lists(st.sampled_from([b"processor", b"physical id", b"core id", b"MemTotal", b"SwapTotal",
