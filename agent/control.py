@@ -99,7 +99,7 @@ class RouteTable:
             self._store = CheckpointStore(self.config.state_dir)
             self._metrics = LogMetrics(self.registry)
             self._lookup = LogMetadata(self.docker, self.config.env_metadata_allowlist, self.config.host_root)
-            self._pipeline = LogPipeline([], self._store, self._scan, self._parents, None, self._spawn)
+            self._pipeline = LogPipeline([], self._store, self._scan, self._parents, None, self._spawn, self._metrics)
             if self.started:
                 self._spawn(self._pipeline.tasks())
         return self._pipeline

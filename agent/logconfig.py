@@ -14,6 +14,10 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+# ``extra=`` keys of standard-library records that are shown (others, e.g. aiohttp's, are left out).
+EXTRA_KEYS = ("error", "since_last", "limit", "closed", "which")
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.typing.Processor] = [
@@ -31,7 +35,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # Key-value pairs of the standard-library records that carry them (the web listener's, exporters/web/guard).
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=EXTRA_KEYS)],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

@@ -108,12 +108,13 @@ def tune_interpreter_for_logs() -> None:
     gc.set_threshold(max(threshold, GC_THRESHOLD), *older)
 
 
-def _import_web() -> tuple[Any, Any]:
+def _import_web() -> tuple[Any, Any, Any]:
     from aiohttp import web
 
     from exporters.web.app import make_app
+    from exporters.web.guard import GuardedRunner
 
-    return web, make_app
+    return web, make_app, GuardedRunner
 
 
 # Settings a reload (SIGHUP) applies; a change to any other setting is logged as needing a restart.
@@ -183,7 +184,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     if routes.pipeline is not None:
         spawned(routes.pipeline.tasks())
         log.info("log_routes", routes=[r.label for r in routes.runners()])
-    web, make_app = await asyncio.to_thread(_import_web)
+    web, make_app, runner_class = await asyncio.to_thread(_import_web)
     wake = asyncio.Event()
     agent.docker._on_change = wake.set
     facts = {"hostname": routes.host, "version": __version__, "host_root": str(config.host_root),
@@ -191,7 +192,8 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     live = LiveSurface(problems=agent.problems, routes=routes.listing, rates=lambda: agent.rates.rates,
                        control=routes, stream=LazyHub(routes), token=lambda: agent.config.api_token,
                        host=lambda: facts)
-    runner = web.AppRunner(make_app(agent.exposition, live), access_log=None, handle_signals=False)
+    # The listener's limits on connections, idle time and header sizes: exporters/web/guard.py.
+    runner = runner_class(make_app(agent.exposition, live), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         tls = server_ssl_context(config)

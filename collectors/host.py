@@ -18,8 +18,9 @@ _PSEUDO_FS = frozenset({"tmpfs", "devtmpfs", "overlay", "squashfs", "nsfs", "pro
 
 
 def _text(path: Path) -> str:
+    """The file's text (bytes that are not UTF-8 replaced: one damaged file must not cost the rest), or ""."""
     try:
-        return path.read_text().strip()
+        return path.read_bytes().decode("utf-8", "replace").strip()
     except OSError:
         return ""
 
@@ -58,7 +59,10 @@ def read_machine_info(host_root: Path, topology: bool = False) -> MachineInfo:
     for line in _text(host_root / "proc/meminfo").splitlines():
         key, _, value = line.partition(":")
         if key in ("MemTotal", "SwapTotal"):
-            amount = int(value.split()[0]) * 1024
+            words = value.split()
+            if not words or not (words[0].isascii() and words[0].isdigit()):
+                continue  # damaged: no number
+            amount = int(words[0]) * 1024
             if key == "MemTotal":
                 info.memory_bytes = amount
             else:

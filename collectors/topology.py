@@ -38,14 +38,21 @@ def _int(path: str) -> int | None:
         return None
 
 
+MAX_CPUS = 1 << 16  # the kernel's NR_CPUS is at most 8192; a list beyond this is damaged, not big
+
+
 def parse_cpu_list(text: str) -> set[int]:
-    """A kernel CPU list (``0-3,8,10-11``) as a set of CPU numbers."""
+    """A kernel CPU list (``0-3,8,10-11``) as a set of CPU numbers; ``ValueError`` for a damaged one (a range past
+    ``MAX_CPUS`` too, rather than a set of billions)."""
     out: set[int] = set()
     for part in text.strip().split(","):
         if not part:
             continue
         first, _, last = part.partition("-")
-        out.update(range(int(first), int(last or first) + 1))
+        low, high = int(first), int(last or first)
+        if high >= MAX_CPUS or low < 0:
+            raise ValueError(f"CPU list out of range: {part[:40]!r}")
+        out.update(range(low, high + 1))
     return out
 
 

@@ -61,6 +61,16 @@ class LogMetrics:
                                        "retries included.", ["route"],
                                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
 
+        self.checkpoint_write_failures = Counter(
+            "lookout_checkpoint_write_failures", "Checkpoint writes that failed (state directory full or read-only): "
+            "shipping goes on, but a restart sends again what was delivered since the last write.", registry=r)
+        self.watch_fallbacks = Counter(
+            "lookout_log_watch_fallbacks", "Times the log directory watch fell back to polling, by reason: "
+            "no_instance (no inotify instance could be made: fs.inotify.max_user_instances), watch_limit (a "
+            "directory over fs.inotify.max_user_watches), overflow (the kernel's event queue overflowed).",
+            ["reason"], registry=r)
+        for reason in ("no_instance", "watch_limit", "overflow"):
+            self.watch_fallbacks.labels(reason)
         self.failed = Gauge("lookout_route_failed", "1 once the route stopped on a bug in its sink (logged once with "
                             "the traceback; its records stay in their files), else 0.", ["route"], registry=r)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
+from agent.logs.metrics import LogMetrics
 from agent.logs.offload import ChunkWorkers
 from agent.logs.runner import RouteRunner
 from agent.waits import wait_event
@@ -35,7 +36,8 @@ class LogPipeline:
     def __init__(self, runners: list[RouteRunner], store: CheckpointStore,
                  scan: Callable[[], dict[str, SourceSpec]], parents: Callable[[], list[str]],
                  workers: ChunkWorkers | None = None,
-                 spawned: Callable[[list[asyncio.Task[None]]], None] = lambda tasks: None) -> None:
+                 spawned: Callable[[list[asyncio.Task[None]]], None] = lambda tasks: None,
+                 metrics: LogMetrics | None = None) -> None:
         self.runners: list[RouteRunner] = []
         self.workers = workers  # the chunk workers the routes share
         self.store = store
@@ -47,6 +49,10 @@ class LogPipeline:
         self._started = False
         self._watch: LogWatch | None = None
         self._specs: dict[str, SourceSpec] | None = None  # the last scan
+        self.metrics = metrics
+        self._write_failing_since = 0.0  # monotonic time of the first failed checkpoint write of a run of them
+        self._write_failures = 0
+        self._watch_counted: dict[str, int] = {}  # the watch's fallbacks already added to the metric
         for runner in runners:
             self.add(runner)
 
@@ -95,6 +101,7 @@ class LogPipeline:
                     runner.follower.collect_garbage()
                     runner.wake.set()
                 await asyncio.to_thread(watch.sync, self.parents(), {spec.directory for spec in specs.values()})
+                self._count_watch_fallbacks(watch)
                 interval = min(POLL_INTERVAL, self.RESCAN_INTERVAL) if watch.polling else self.RESCAN_INTERVAL
                 if await wait_event(self._rescan, interval):
                     await asyncio.sleep(0.05)  # let a burst of inotify events settle
@@ -108,15 +115,48 @@ class LogPipeline:
         while True:
             await wait_event(self._acked, max(gauges_due - time.monotonic(), 0.0))
             self._acked.clear()
-            try:
-                await asyncio.to_thread(self.store.flush)
-            except OSError as exc:
-                log.error("checkpoint_write_failed", path=str(self.store.path), error=str(exc))
+            if not await self._flush():
                 await asyncio.sleep(self.GAUGE_INTERVAL)  # not in a tight loop while the disk is full
             if time.monotonic() >= gauges_due:
                 for runner in list(self.runners):
                     await asyncio.to_thread(runner.update_gauges)
                 gauges_due = time.monotonic() + self.GAUGE_INTERVAL
+
+    async def _flush(self) -> bool:
+        """One group commit; False when the write failed. A failure (full or read-only state directory) is logged
+        once when it begins (then once a minute while it lasts) and counted in
+        ``lookout_checkpoint_write_failures_total``; the offsets stay in memory and shipping goes on, so what is lost
+        is only the resume point: a restart before a write succeeds sends again what was delivered meanwhile."""
+        try:
+            await asyncio.to_thread(self.store.flush)
+        except OSError as exc:
+            now = time.monotonic()
+            self._write_failures += 1
+            if self.metrics is not None:
+                self.metrics.checkpoint_write_failures.inc()
+            if not self._write_failing_since or now - self._write_failing_since >= 60.0:
+                first = not self._write_failing_since
+                self._write_failing_since = now
+                log.error("checkpoint_write_failed", path=str(self.store.path), error=str(exc),
+                          failures=self._write_failures, first=first,
+                          consequence="shipping goes on; offsets are kept in memory only, so a restart now sends "
+                                      "again what was delivered since the last checkpoint write")
+            return False
+        if self._write_failing_since:
+            log.warning("checkpoint_write_recovered", path=str(self.store.path), failures=self._write_failures)
+            self._write_failing_since = 0.0
+            self._write_failures = 0
+        return True
+
+    def _count_watch_fallbacks(self, watch: LogWatch) -> None:
+        """Add the watch's new fallbacks to polling to ``lookout_log_watch_fallbacks_total{reason}``."""
+        if self.metrics is None:
+            return
+        for reason, count in watch.fallbacks.items():
+            new = count - self._watch_counted.get(reason, 0)
+            if new > 0:
+                self.metrics.watch_fallbacks.labels(reason).inc(new)
+                self._watch_counted[reason] = count
 
     def tasks(self) -> list[asyncio.Task[None]]:
         self._started = True
@@ -147,4 +187,6 @@ class LogPipeline:
         for runner in self.runners:
             await runner.sink.close()
             await asyncio.to_thread(runner.close_files)
-        await asyncio.to_thread(self.store.flush)
+        if not await self._flush():
+            log.error("checkpoint_final_write_failed", path=str(self.store.path),
+                      consequence="the next start sends again what was delivered since the last checkpoint write")

@@ -330,7 +330,7 @@ def parse_mib(data: bytes, into: dict[str, int], prefixes: tuple[bytes, ...] = (
     lines = data.splitlines()
     for names, values in zip(lines[::2], lines[1::2], strict=False):
         keys, numbers = names.split(), values.split()
-        if not keys or keys[0] not in prefixes or keys[0] != numbers[0] or len(keys) != len(numbers):
+        if not keys or not numbers or keys[0] not in prefixes or keys[0] != numbers[0] or len(keys) != len(numbers):
             continue
         for key, number in zip(keys[1:], numbers[1:], strict=True):
             try:

@@ -33,6 +33,7 @@ class CheckpointStore:
         self._routes: dict[str, dict[str, dict[str, Any]]] = {}
         self._dirty = False
         self.existed = False
+        self.set_aside: Path | None = None  # where an untrusted checkpoint file was moved at start
         self.first_start = time.time()
         self._load()
 
@@ -40,25 +41,46 @@ class CheckpointStore:
         if self.path is None:
             return
         try:
-            data = orjson.loads(self.path.read_bytes())
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
-        except (OSError, orjson.JSONDecodeError) as exc:
-            # Never silently start over from the head of every file: keep the bad file for inspection.
-            broken = self.path.with_suffix(f".broken-{int(time.time())}")
-            log.error("checkpoints_unreadable", path=str(self.path), error=str(exc), moved_to=str(broken))
-            with contextlib.suppress(OSError):
-                os.replace(self.path, broken)
-            self.existed = True
+        except OSError as exc:  # unreadable (EIO, EACCES): not trusted, set aside if it can be
+            self._set_aside(f"cannot be read: {exc}")
+            return
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:  # truncated, overwritten, not JSON
+            self._set_aside(f"not JSON: {exc}")
             return
         if not isinstance(data, dict) or data.get("version") != VERSION:
-            log.error("checkpoints_unknown_version", path=str(self.path), version=data.get("version")
-                      if isinstance(data, dict) else None)
-            self.existed = True
+            version = data.get("version") if isinstance(data, dict) else None
+            self._set_aside(f"unknown version {version!r}" if version is not None else "not a checkpoint file")
+            return
+        routes = _valid_routes(data.get("routes"))
+        first_start = data.get("first_start")
+        if routes is None or not isinstance(first_start, int | float | None) or isinstance(first_start, bool):
+            self._set_aside("malformed entries")
             return
         self.existed = True
-        self.first_start = float(data.get("first_start") or self.first_start)
-        self._routes = {r: dict(files) for r, files in (data.get("routes") or {}).items()}
+        self.first_start = float(first_start or self.first_start)
+        self._routes = routes
+
+    def _set_aside(self, why: str) -> None:
+        """A checkpoint file that cannot be trusted: renamed to ``checkpoints.json.corrupt-<unix s>`` (kept for
+        inspection, never overwritten) and logged; the routes start from the head of every file (at-least-once:
+        what was shipped before is shipped again, nothing is skipped)."""
+        assert self.path is not None
+        self.existed = True  # not a first start: --read-from tail must not skip what was never shipped
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.error("checkpoints_corrupt", path=str(self.path), why=why, moved_to=None, move_error=str(exc),
+                      consequence="every file is read again from its head; the bad file will be overwritten")
+            return
+        self.set_aside = aside
+        log.error("checkpoints_corrupt", path=str(self.path), why=why, moved_to=str(aside),
+                  consequence="every file is read again from its head")
 
     def offset(self, route: str, key: str) -> int | None:
         with self._lock:
@@ -113,20 +135,52 @@ class CheckpointStore:
                 return False
             body = orjson.dumps({"version": VERSION, "first_start": self.first_start, "routes": self._routes})
             self._dirty = False
-        write_atomic(self.path, body)
+        try:
+            write_atomic(self.path, body)
+        except BaseException:
+            with self._lock:
+                self._dirty = True  # written by the next flush: the offsets are still only in memory
+            raise
         return True
+
+
+def _valid_routes(routes: object) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """The routes' entries when every one has the shape this module writes (a string path, an offset that is a
+    non-negative int), else None: a file that parses as JSON but holds anything else is not trusted in part."""
+    if routes is None:
+        return {}
+    if not isinstance(routes, dict):
+        return None
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for route, files in routes.items():
+        if not isinstance(files, dict):
+            return None
+        for entry in files.values():
+            if (not isinstance(entry, dict) or not isinstance(entry.get("path"), str)
+                    or type(entry.get("offset")) is not int or entry["offset"] < 0
+                    or not isinstance(entry.get("source", ""), str)):
+                return None
+        out[route] = dict(files)
+    return out
 
 
 def write_atomic(path: Path, body: bytes) -> None:
     """Write ``path`` whole or not at all: a 0600 temporary file beside it, fsynced, renamed over it, and the
-    directory fsynced (also the API routes' routes.json, agent.control)."""
+    directory fsynced (also the API routes' routes.json, agent.control). On any error the temporary file is
+    removed and ``path`` is left as it was."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, body)
+        view = memoryview(body)
+        while view:  # a full file system may take only part of a write without an error: never rename a part
+            view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # its blocks back to a full file system
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -26,6 +26,8 @@ import errno
 import os
 import re
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,9 @@ from collectors.logs.files import Tail
 log = structlog.get_logger("lookout.logs.watch")
 
 POLL_INTERVAL = 1.0  # seconds between rescans while some directory is not watched
+# Seconds between two tries to watch a directory that could not be watched (each try lists its files and opens them
+# for their identities): at the watch limit, hundreds of directories would otherwise cost that every second.
+RETRY_INTERVAL = 30.0
 
 IN_CREATE = 0x100
 IN_MOVED_TO = 0x80
@@ -124,6 +129,10 @@ class LogWatch:
         self._generation = 0
         self._overflowed = False
         self.unwatched = 0  # directories that could not be watched (polled instead)
+        self._polled: set[str] = set()  # those directories, so each fallback is counted once
+        self._retry_at = 0.0  # monotonic time after which the polled directories are tried again
+        # Fallbacks to polling, by reason (no_instance, watch_limit, overflow): lookout_log_watch_fallbacks_total.
+        self.fallbacks: Counter[str] = Counter()
         self._warned_limit = False
         self._fd: Any = None
         try:
@@ -132,7 +141,11 @@ class LogWatch:
             fd = InotifyFD()
             fd.start()
         except (ImportError, AttributeError, OSError) as exc:
-            log.warning("log_watch_unavailable", error=str(exc), fallback=f"rescan every {POLL_INTERVAL:g} s")
+            self.fallbacks["no_instance"] += 1
+            hint = ("raise fs.inotify.max_user_instances" if getattr(exc, "errno", None) == errno.EMFILE
+                    else "inotify is not available")
+            log.warning("log_watch_unavailable", error=str(exc), fallback=f"rescan every {POLL_INTERVAL:g} s",
+                        hint=hint)
             return
         self._fd = fd
 
@@ -154,8 +167,14 @@ class LogWatch:
                 self._births.pop(directory, None)
                 self._fd.remove_callbacks([(wd, 0)])
             unwatched = 0
+            polled: set[str] = set()
+            retry = time.monotonic() >= self._retry_at
             for directory, is_source in wanted.items():
                 if directory in self._dirs:
+                    continue
+                if not retry and directory in self._polled:
+                    unwatched += 1
+                    polled.add(directory)
                     continue
                 # The files present before the watch begins are the baseline; a file created between this listing
                 # and the watch is in neither count, so it can only hide a loss, never fake one.
@@ -166,6 +185,9 @@ class LogWatch:
                     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                         continue  # removed meanwhile: no news
                     unwatched += 1
+                    polled.add(directory)
+                    if exc.errno == errno.ENOSPC and directory not in self._polled:
+                        self.fallbacks["watch_limit"] += 1
                     if exc.errno == errno.ENOSPC and not self._warned_limit:
                         self._warned_limit = True
                         log.warning("log_watch_limit_reached", directory=directory, error=str(exc),
@@ -175,6 +197,7 @@ class LogWatch:
                     continue
                 if wd < 0:  # watchdog returns a failed watch quietly for EACCES
                     unwatched += 1
+                    polled.add(directory)
                     continue
                 self._dirs[directory] = wd
                 self._kinds[wd] = (directory, is_source)
@@ -182,6 +205,9 @@ class LogWatch:
                     self._generation += 1
                     self._births[directory] = Births(self._generation, base)
             self.unwatched = unwatched
+            if retry and polled:  # tried and not watched: the next try in RETRY_INTERVAL (new directories at once)
+                self._retry_at = time.monotonic() + RETRY_INTERVAL
+            self._polled = polled
 
     def births(self, directory: str) -> Births | None:
         """The directory's baseline and creation count, or None when not watched (or no longer countable)."""
@@ -220,6 +246,7 @@ class LogWatch:
     def _overflow(self) -> None:
         with self._lock:
             if not self._overflowed:  # creations were dropped: the counts mean nothing any more
+                self.fallbacks["overflow"] += 1
                 log.warning("log_watch_overflow", note="rotated-away files are no longer counted")
             self._overflowed = True
             self._births.clear()

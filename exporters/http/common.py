@@ -5,6 +5,7 @@ final), and the dead-letter file for records a receiver refused for good."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import ssl
@@ -160,10 +161,17 @@ class DeadLetters:
         body = b"".join(orjson.dumps({"route": self.route_id, "at": time.time(), **e}) + b"\n" for e in entries)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # A full state directory: no torn line is left behind; the records stay unacknowledged, retried.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
         statuses = sorted({str(e.get("status")) for e in entries})

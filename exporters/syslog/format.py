@@ -183,8 +183,11 @@ class SyslogEncoder:
             if info.pod:
                 params += [f'pod="{sd_escape(info.pod)}"', f'namespace="{sd_escape(info.namespace)}"',
                            f'container="{sd_escape(info.container)}"']
+            sd = " ".join(params)
+            if fmt.framing == "lf" and "\n" in sd:
+                sd = sd.replace("\n", " ")  # as in messages: a newline would end the frame
             prefix = f"<{pri}>1 ".encode()
-            suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {' '.join(params)}] ".encode()
+            suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {sd}] ".encode()
         self._heads[key] = (source, prefix, suffix)
         return prefix, suffix
 
@@ -230,7 +233,7 @@ class SyslogEncoder:
             stamped = stamp(time).encode()
             msg = prefix + stamped + (suffix[:-1] + sd + b" " if sd else suffix) + body
             if len(msg) > limit or cut:
-                msg, was_cut = self._truncate(prefix, stamped, suffix, body, limit, is_3164, sd)
+                msg, was_cut = self._truncate(prefix, stamped, suffix, body, limit, is_3164, sd, cut)
                 truncated += was_cut or cut
             out.append(msg)
         return out, truncated
@@ -338,11 +341,13 @@ class SyslogEncoder:
 
     @staticmethod
     def _truncate(prefix: bytes, stamp: bytes, suffix: bytes, body: bytes, limit: int,
-                  is_3164: bool, sd: bytes = b"") -> tuple[bytes, bool]:
+                  is_3164: bool, sd: bytes = b"", cut: bool = False) -> tuple[bytes, bool]:
+        """The message cut to ``limit`` and marked; ``sd``: the record's fields element (after the origin's);
+        ``cut``: the record was cut upstream (--max-line-bytes), so it is marked even when it fits."""
         if is_3164:
             marker = b"..."
             room = limit - len(prefix) - len(stamp) - len(suffix) - len(marker)
-            if len(prefix + stamp + suffix + body) <= limit:
+            if not cut and len(prefix + stamp + suffix + body) <= limit:
                 return prefix + stamp + suffix + body, False
             return prefix + stamp + suffix + cut_utf8(body, max(room, 0)) + marker, True
         marked = suffix[:-2] + b' truncated="true"]' + sd + b" "

@@ -12,9 +12,6 @@ from exporters.prometheus.exposition import Exposition
 from exporters.web import api, cadvisor, status, stream
 from exporters.web.keys import EXPOSITION, LIVE
 
-# A request line or header over this is refused (aiohttp's defaults are 8190 bytes per line and field).
-MAX_FIELD = 8190
-
 
 def make_app(exposition: Exposition, live: LiveSurface | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)

@@ -100,6 +100,7 @@ def test_without_inotify_everything_is_polled(tmp_path: Path, monkeypatch: pytes
     w = LogWatch(seen.new_source, seen.file)
     w.sync([str(tmp_path)], {str(tmp_path / CID)})
     assert w.polling and w.unwatched == 2 and w.births(str(tmp_path / CID)) is None
+    assert w.fallbacks == {"no_instance": 1}
     w.close()
 
 
@@ -119,6 +120,41 @@ def test_at_the_watch_limit_the_rest_is_polled_and_not_counted(tmp_path: Path, w
     watch.sync([], {str(first), str(second)})
     assert watch.polling and watch.unwatched == 1
     assert watch.births(str(first)) is not None and watch.births(str(second)) is None
+    assert watch.fallbacks == {"watch_limit": 1}
+
+
+def test_a_directory_over_the_watch_limit_is_counted_once_and_tried_again_later(
+        tmp_path: Path, watch: LogWatch, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectors.logs import watch as watch_module
+
+    dirs = [tmp_path / f"d{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    add = watch._fd.add_callback
+    tries: list[bytes] = []
+    full = True
+
+    def limited(path: bytes, *args: object) -> int:
+        tries.append(path)
+        if full and not path.endswith(b"d0"):
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return add(path, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(watch._fd, "add_callback", limited)
+    clock = [1000.0]
+    monkeypatch.setattr(watch_module.time, "monotonic", lambda: clock[0])
+    wanted = {str(d) for d in dirs}
+    watch.sync([], wanted)
+    assert watch.unwatched == 2 and watch.fallbacks == {"watch_limit": 2} and len(tries) == 3
+    for _ in range(5):  # rescans within RETRY_INTERVAL: no new try, no new count
+        clock[0] += 1
+        watch.sync([], wanted)
+    assert len(tries) == 3 and watch.unwatched == 2 and watch.polling and watch.fallbacks == {"watch_limit": 2}
+    full = False  # watches were freed
+    clock[0] += watch_module.RETRY_INTERVAL
+    watch.sync([], wanted)
+    assert len(tries) == 5 and watch.unwatched == 0 and not watch.polling
+    assert watch.fallbacks == {"watch_limit": 2}
 
 
 class FakeWatch:

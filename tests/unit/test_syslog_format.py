@@ -164,6 +164,16 @@ def test_records_cut_upstream_are_marked_too() -> None:
     assert b'stream="stdout" truncated="true"] GET /health 200\n' in out
 
 
+def test_rfc3164_records_cut_upstream_are_marked_even_when_they_fit() -> None:
+    out = encode([(*REC[:4], True)], rfc="rfc3164", framing="lf")
+    assert out == b"<14>Nov 28 04:05:06 node-7 web-1[4242]: GET /health 200...\n"
+
+
+def test_lf_framing_keeps_a_newline_in_metadata_from_ending_the_frame() -> None:
+    out = encode([REC], source(pod="a\nb", namespace="ns", container="c"), framing="lf")
+    assert out.count(b"\n") == 1 and b'pod="a b"' in out
+
+
 def parse_octet_frames(payload: bytes) -> list[bytes]:
     """RFC 6587 §3.4.1: ``MSG-LEN SP SYSLOG-MSG``, MSG-LEN counting octets."""
     out, pos = [], 0
