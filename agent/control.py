@@ -79,7 +79,8 @@ class RouteTable:
         self._hub: LogHub | None = None
         self._graph_root: Path | None = None
         self._lock = asyncio.Lock()
-        self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
+        self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host,
+                                   multiline_timeout=config.multiline_timeout)
 
     # --- building ---
 

@@ -6,18 +6,22 @@
   of a file ahead and hands them to the agent's chunk workers (agent.logs.offload, one pool for every route), and
   takes a worker's encoded payload for a chunk only when the worker saw exactly the bytes read now and the
   source's decoder holds nothing; anything else is decoded inline, in order. A worker can only save work, never
-  change what is shipped.
+  change what is shipped. A source with a multiline mode is always decoded inline (a worker does not join events).
+
+Both finish the multiline events held past their timeout (``expire``), which the reader calls when a pass over the
+sources found nothing more to read at once.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
 from agent.logs.batch import Batch, EncodedSegment
 from agent.logs.metrics import LogMetrics
-from agent.model import Segment
+from agent.model import LogRecord, Segment
 from collectors.logs.files import Tail
 from collectors.logs.follower import Follower, SourceState
 
@@ -57,7 +61,12 @@ class InlineCodec:
                 log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
         if out.truncated:
             metrics.truncated.labels(label).inc(out.truncated)
-        records = out.records
+        self._add(state, tail, out.records, batch)
+        batch.size += len(data)
+        self.follower.ack(batch.acks, state, tail)
+
+    def _add(self, state: SourceState, tail: Tail, records: list[LogRecord], batch: Batch) -> None:
+        metrics, label = self.metrics, self.label
         metrics.records_read.labels(label).inc(len(records))
         streams = self.streams
         if streams:
@@ -68,8 +77,31 @@ class InlineCodec:
         if records:
             batch.segments.append(Segment(self.follower.source(state, tail), records))
             batch.count += len(records)
-        batch.size += len(data)
-        self.follower.ack(batch.acks, state, tail)
+
+    def expire(self, batch: Batch) -> float | None:
+        """Add the multiline events that saw no new line for their timeout to ``batch`` and acknowledge past them;
+        when the next held event is due (monotonic), None when none is held."""
+        follower = self.follower
+        if not follower.joining:
+            return None
+        now = time.monotonic()
+        due: float | None = None
+        for state in follower.joining.values():
+            multiline = state.decoder.multiline
+            if multiline is None or not multiline.held:
+                continue
+            for key in {event.file for event in multiline.held.values()}:
+                tail = follower.tail_of(state, key)
+                if tail is None:
+                    continue  # cannot happen: a file's events are finished before it is closed
+                records = multiline.expired(now, key)
+                if records:
+                    self._add(state, tail, records, batch)
+                    follower.ack(batch.acks, state, tail)
+            next_due = multiline.due()
+            if next_due is not None and (due is None or next_due < due):
+                due = next_due
+        return due
 
     def forget(self, key: str) -> None:
         """The follower closed file ``key``."""
@@ -87,6 +119,11 @@ class WorkerCodec(InlineCodec):
 
     def chunk(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         job = self._jobs.pop((tail.key, start), None)
+        if state.decoder.multiline is not None:  # events are joined by the reader: nothing read ahead
+            if job is not None:
+                self.workers.drop(job)
+            super().chunk(state, tail, data, start, batch)
+            return
         if job is None:
             self._prefetch(state, tail, start + len(data))  # the workers start on what follows at once
             super().chunk(state, tail, data, start, batch)

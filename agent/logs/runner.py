@@ -63,6 +63,7 @@ class RouteRunner:
         self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
         self.lines: Counter[str] = Counter()  # records delivered, by container id (the API's log rates)
         self.last_record_time = ""  # the time of the last record delivered, when the reader decoded it
+        self.multiline_due: float | None = None  # when the next held multiline event expires (monotonic)
         self._reading = threading.Lock()  # held by read_batch: a removed route closes its files after it
         self.files_open = self.lag_bytes = 0  # as of the last gauge update
         self.started_at = time.time()
@@ -70,7 +71,8 @@ class RouteRunner:
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
             max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
             on_lost=metrics.files_lost.labels(label).inc, on_skipped=metrics.parse_errors.labels(label).inc,
-            on_close=lambda key: self.codec.forget(key))
+            on_close=lambda key: self.codec.forget(key), multiline=options.multiline,
+            multiline_set=options.multiline_set, multiline_timeout=options.multiline_timeout)
         # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
         # route reads every stream; else the reader decodes every chunk itself.
         spec = offload_spec(sink)
@@ -118,6 +120,8 @@ class RouteRunner:
                 self.codec.chunk(state, tail, data, start, batch)
                 if len(data) >= MORE_AFTER:
                     self.more = True
+        if not self.more:  # every source read to its end: held multiline events with no new line can expire
+            self.multiline_due = self.codec.expire(batch)
         return batch
 
     def encode(self, batch: Batch) -> None:
@@ -200,6 +204,9 @@ class RouteRunner:
             timeout = poll
             if pending.count:
                 timeout = max(0.0, min(timeout, opts.flush_interval - waited))
+            due = self.multiline_due
+            if due is not None:  # a held multiline event expires before the wait would end
+                timeout = max(0.0, min(timeout, due - time.monotonic()))
             self.wake.clear()
             await wait_event(self.wake, timeout)
 

@@ -1,0 +1,221 @@
+"""Multiline joining (collectors.logs.multiline): real-looking stack traces per language, the size cap, the timeout,
+and the property that joining never loses or reorders a byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.params import MULTILINE_MODES
+from collectors.logs.multiline import MODES, Multiline, MultilineSpec, container_spec
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "multiline"
+TIME = "2026-12-04T10:15:01.000000000Z"
+SEPARATOR = "#=="
+
+
+def events_of(name: str) -> list[str]:
+    """The events of a fixture file: its lines between ``#==`` separators, joined with newlines."""
+    text = (FIXTURES / name).read_text()
+    return [block.strip("\n") for block in text.split(f"\n{SEPARATOR}\n")]
+
+
+def records(lines: list[str], stream: str = "stdout", start: int = 0) -> list[tuple]:
+    """One record per line, offsets as a json-file of 100-byte lines would give them."""
+    return [(TIME, stream, line, start + 100 * i, False) for i, line in enumerate(lines)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def join_all(spec: MultilineSpec, lines: list[str], max_bytes: int = 1 << 20, chunk: int = 0) -> list[tuple]:
+    joiner = Multiline(spec, max_bytes)
+    recs = records(lines)
+    out: list[tuple] = []
+    step = chunk or len(recs) or 1
+    for i in range(0, len(recs), step):
+        out += joiner.feed(recs[i:i + step], "file-1")
+    out += joiner.flush()
+    assert not joiner.held
+    return out
+
+
+FIXTURE_SPECS = {
+    "java.log": MultilineSpec("java"),
+    "python.log": MultilineSpec("python"),
+    "go.log": MultilineSpec("go"),
+    "ruby.log": MultilineSpec("ruby"),
+    "indented.log": MultilineSpec("indented"),
+    "regex.log": MultilineSpec("regex", r"^\[\d{4}-\d\d-\d\d "),
+}
+
+
+def test_every_mode_has_a_fixture_and_a_name() -> None:
+    assert set(MODES) | {"regex"} == set(MULTILINE_MODES)
+    assert {spec.mode for spec in FIXTURE_SPECS.values()} == set(MULTILINE_MODES)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_SPECS))
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_fixture_events_are_joined_exactly(name: str, chunk: int) -> None:
+    events = events_of(name)
+    assert len(events) >= 3
+    lines = [line for event in events for line in event.split("\n")]
+    out = join_all(FIXTURE_SPECS[name], lines, chunk=chunk)
+    assert [r[2] for r in out] == events
+    # Each record has its first line's offset and time, and is not marked truncated.
+    firsts, i = [], 0
+    for event in events:
+        firsts.append(100 * i)
+        i += event.count("\n") + 1
+    assert [r[3] for r in out] == firsts
+    assert {r[0] for r in out} == {TIME} and not any(r[4] for r in out)
+
+
+def test_python_traceback_after_an_unrelated_line_is_its_own_event() -> None:
+    lines = ["INFO:app:started", "Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+             "ValueError: x"]
+    out = join_all(MultilineSpec("python"), lines)
+    assert [r[2] for r in out] == [lines[0], "\n".join(lines[1:])]
+
+
+def test_streams_are_joined_apart() -> None:
+    joiner = Multiline(MultilineSpec("java"), 1 << 20)
+    recs = [(TIME, "stderr", "java.lang.RuntimeException: boom", 0, False),
+            (TIME, "stdout", "INFO request 1", 50, False),
+            (TIME, "stderr", "\tat A.b(A.java:1)", 80, False),
+            (TIME, "stdout", "INFO request 2", 120, False),
+            (TIME, "stderr", "INFO after", 150, False)]
+    out = joiner.feed(recs, "f")
+    assert out == [(TIME, "stdout", "INFO request 1", 50, False),
+                   (TIME, "stderr", "java.lang.RuntimeException: boom\n\tat A.b(A.java:1)", 0, False)]
+    assert joiner.safe_offset("f") == 120 and joiner.safe_offset("other") is None
+    assert joiner.flush() == [(TIME, "stdout", "INFO request 2", 120, False),
+                              (TIME, "stderr", "INFO after", 150, False)]
+
+
+def test_an_event_is_finished_at_max_line_bytes_cut_and_marked() -> None:
+    lines = ["java.lang.RuntimeException: boom"] + [f"\tat A.m{i}(A.java:{i})" for i in range(100)] + ["INFO next"]
+    out = join_all(MultilineSpec("java"), lines, max_bytes=200)
+    first = out[0]
+    assert first[4] is True and first[3] == 0
+    assert len(first[2].encode()) == 200
+    assert "\n".join(lines).startswith(first[2])
+    # The rest of the trace is shipped on (frames joined from where the cap cut), the next line stays its own.
+    assert out[-1][2] == "INFO next" and not out[-1][4]
+    assert all(len(r[2].encode()) <= 200 for r in out)
+    joiner = Multiline(MultilineSpec("java"), 200)
+    joiner.feed(records(lines), "f")
+    assert joiner.truncated >= 1
+
+
+def test_multibyte_text_is_cut_on_a_character() -> None:
+    lines = ["Exception in thread main", "\tat " + "ü" * 300]
+    out = join_all(MultilineSpec("java"), lines, max_bytes=100)
+    assert out[0][4] and len(out[0][2].encode()) <= 100
+    assert out[0][2].encode().decode() == out[0][2]
+
+
+def test_timeout_finishes_a_held_event_after_no_new_line() -> None:
+    clock = Clock()
+    joiner = Multiline(MultilineSpec("java", timeout=1.0), 1 << 20, clock=clock)
+    out = joiner.feed(records(["Exception in thread main", "\tat A.b(A.java:1)"]), "f")
+    assert out == [] and joiner.due() == 1001.0
+    clock.now += 0.5
+    assert joiner.expired() == []
+    out = joiner.feed(records(["\tat A.c(A.java:2)"], start=200), "f")  # a new line: the timeout starts again
+    clock.now += 0.9
+    assert joiner.expired() == [] and joiner.safe_offset("f") == 0
+    clock.now += 0.1
+    assert joiner.expired() == [(TIME, "stdout", "Exception in thread main\n\tat A.b(A.java:1)\n\tat A.c(A.java:2)",
+                                 0, False)]
+    assert not joiner.held and joiner.due() is None and joiner.safe_offset("f") is None
+
+
+def test_an_event_never_spans_two_files() -> None:
+    joiner = Multiline(MultilineSpec("indented"), 1 << 20)
+    assert joiner.feed(records(["head", "  a"]), "old") == []
+    out = joiner.feed(records(["  b"]), "new")
+    assert out == [(TIME, "stdout", "head\n  a", 0, False)]
+    assert joiner.flush("old") == [] and joiner.holds("new")
+
+
+def test_regex_lines_before_any_start_are_records_of_their_own() -> None:
+    out = join_all(MultilineSpec("regex", r"^\d{4}-"), ["preamble", "more", "2026-12-04 a", "b", "2026-12-04 c"])
+    assert [r[2] for r in out] == ["preamble", "more", "2026-12-04 a\nb", "2026-12-04 c"]
+
+
+@pytest.mark.parametrize(("mode", "start", "problem"), [
+    ("fortran", "", "multiline: unknown mode 'fortran'"),
+    ("regex", "", "multiline: regex needs multiline_start"),
+    ("regex", "([", "multiline_start: not a regular expression"),
+    ("java", "^x", "multiline_start: only with multiline=regex"),
+    ("", "^x", "multiline_start: needs multiline=regex"),
+])
+def test_bad_settings_name_the_option(mode: str, start: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace("[", r"\[")):
+        MultilineSpec.parse(mode, start)
+
+
+def test_container_labels() -> None:
+    assert container_spec({}) is None
+    assert container_spec({"lookout.multiline": "Java"}, 2.0) == MultilineSpec("java", "", 2.0)
+    assert container_spec({"lookout.multiline": "regex", "lookout.multiline_start": "^x"}) == \
+        MultilineSpec("regex", "^x")
+    assert container_spec({"lookout.multiline": "off"}) is None
+    with pytest.raises(ValueError, match=r"lookout\.multiline_start: needs lookout\.multiline=regex"):
+        container_spec({"lookout.multiline_start": "^x"})
+
+
+# --- joining never loses or reorders a byte ----------------------------------------------------------------------
+
+_FIXTURE_LINES = sorted({line for name in FIXTURE_SPECS for e in events_of(name) for line in e.split("\n")})
+_lines = st.lists(st.tuples(st.sampled_from(["stdout", "stderr"]),
+                            st.one_of(st.sampled_from(_FIXTURE_LINES),
+                                      st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                                     blacklist_characters="\n"), max_size=40))),
+                  max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_lines, st.sampled_from(sorted(FIXTURE_SPECS)), st.lists(st.integers(1, 60), max_size=8),
+       st.lists(st.integers(0, 60), max_size=4))
+def test_joining_never_loses_or_reorders_a_byte(lines, name, chunks, expiries) -> None:
+    """Per stream, the output messages joined with newlines are the input lines joined with newlines, in order; each
+    output starts at an input line (its offset) and the offsets grow; the held event's first offset is always the
+    safe offset. However the lines are cut into feeds and wherever timeouts fire."""
+    clock = Clock()
+    joiner = Multiline(FIXTURE_SPECS[name], 1 << 20, clock=clock)
+    recs = [(TIME, stream, text, 10 * i, False) for i, (stream, text) in enumerate(lines)]
+    out: list[tuple] = []
+    pos = 0
+    cuts = sorted({min(c, len(recs)) for c in chunks} | {len(recs)})
+    for n, cut in enumerate(cuts):
+        out += joiner.feed(recs[pos:cut], "f")
+        pos = cut
+        held = [e.offset for e in joiner.held.values()]
+        assert joiner.safe_offset("f") == (min(held) if held else None)
+        # Nothing of a stream after its held event was let out before it.
+        assert all(r[3] < joiner.held[r[1]].offset for r in out if r[1] in joiner.held)
+        if n in expiries:
+            clock.now += 5.0
+            out += joiner.expired()
+            assert not joiner.held
+    out += joiner.flush()
+    offsets = {r[3]: r for r in recs}
+    for stream in ("stdout", "stderr"):
+        given_lines = [r[2] for r in recs if r[1] == stream]
+        got = [r for r in out if r[1] == stream]
+        assert "\n".join(r[2] for r in got) == "\n".join(given_lines)
+        assert sum(r[2].count("\n") + 1 for r in got) == len(given_lines) or not given_lines
+        assert [r[3] for r in got] == sorted(r[3] for r in got)
+        for r in got:
+            assert r[3] in offsets and r[2].startswith(offsets[r[3]][2]) and r[0] == TIME and not r[4]
