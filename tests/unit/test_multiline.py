@@ -219,3 +219,72 @@ def test_joining_never_loses_or_reorders_a_byte(lines, name, chunks, expiries) -
         assert [r[3] for r in got] == sorted(r[3] for r in got)
         for r in got:
             assert r[3] in offsets and r[2].startswith(offsets[r[3]][2]) and r[0] == TIME and not r[4]
+
+
+# --- after the decoders' partial joining, json-file and CRI alike --------------------------------------------------
+
+def _decoded_events(fmt: str, events: list[str], long_line: str) -> tuple[list[tuple], list[int]]:
+    """Decode a log with ``long_line`` (over 16 KiB, so written as partials) inside a Java trace, line by line as
+    the reader's smallest reads would give it; the records out, and the safe offset after each line."""
+    from collectors.logs.decoders import CriDecoder, JsonFileDecoder
+    from tests.unit.test_log_decoders import cri_lines, docker_lines
+
+    entries = [("stderr", line) for event in events for line in event.split("\n")]
+    entries.insert(2, ("stdout", long_line))  # a partial of the other stream in between
+    data = docker_lines(entries) if fmt == "json-file" else cri_lines(entries)
+    decoder = JsonFileDecoder() if fmt == "json-file" else CriDecoder()
+    decoder.file = "k"
+    decoder.multiline = Multiline(MultilineSpec("java"), 1 << 20)
+    out, safe, offset = [], [], 0
+    for line in data.splitlines(keepends=True):
+        out += decoder.decode(line, offset).records
+        offset += len(line)
+        safe.append(decoder.safe_offset(offset, "k"))
+    out += decoder.decode(b"", offset).records  # the file's end
+    assert decoder.safe_offset(offset, "k") == offset
+    return out, safe
+
+
+@pytest.mark.parametrize("fmt", ["json-file", "cri"])
+def test_partials_are_joined_first_then_events_per_stream(fmt: str) -> None:
+    events = events_of("java.log")
+    frame = "\tat " + "x" * 40_000 + "(Long.java:1)"
+    trace = events[1].split("\n")
+    events[1] = "\n".join([*trace[:3], frame, *trace[3:]])  # a frame of over 16 KiB: partials in the file
+    out, safe = _decoded_events(fmt, events, "y" * 20_000)
+    assert [r[2] for r in out if r[1] == "stderr"] == events
+    assert [r[2] for r in out if r[1] == "stdout"] == ["y" * 20_000]
+    # The safe offset never passes the first line of the event being joined, and never goes back.
+    assert safe == sorted(safe)
+    stderr = [r for r in out if r[1] == "stderr"]
+    assert max(safe[:-1]) <= stderr[-1][3]
+
+
+# --- the Kubernetes annotation, where the runtime shows it on the node -------------------------------------------
+
+@pytest.mark.parametrize("annotations", [
+    {"lookout.multiline": "go"},  # containerd with pod_annotations = ["lookout.multiline"], CRI-O allowed_annotations
+    {"io.kubernetes.cri-o.Annotations": '{"lookout.multiline":"go","kubernetes.io/config.seen":"x"}'},
+])
+def test_a_pod_annotation_in_the_bundle_chooses_the_mode(tmp_path: Path, annotations: dict[str, str]) -> None:
+    import json
+
+    from agent.model import Runtime
+    from collectors.cri import CriMetadata
+    from collectors.discovery import CgroupRef
+
+    cid = "c" * 64
+    bundle = tmp_path / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid / "config.json"
+    bundle.parent.mkdir(parents=True)
+    bundle.write_text(json.dumps({"process": {"env": []}, "annotations": {
+        "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.name": "api-0", **annotations}}))
+    cri = CriMetadata(tmp_path)
+    cri.refresh()
+    info = cri.get(CgroupRef(f"/kubepods/pod1/{cid}", Runtime.CONTAINERD, cid, "1"))
+    assert info is not None and info.labels["lookout.multiline"] == "go"
+    assert container_spec(info.labels) == MultilineSpec("go")
+    bundle.write_text(json.dumps({"annotations": {"io.kubernetes.pod.name": "api-0"}}))
+    cri2 = CriMetadata(tmp_path)
+    cri2.refresh()
+    other = cri2.get(CgroupRef(f"/kubepods/pod1/{cid}", Runtime.CONTAINERD, cid, "1"))
+    assert other is not None and "lookout.multiline" not in other.labels
