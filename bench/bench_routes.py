@@ -20,7 +20,11 @@ by Lookout and, in the same run on the same file and the same kind of sink, by r
   ``<data>/cri-host/var/log/pods/<ns>_<pod>_<uid>/<container>/0.log`` (``<time> <stream> F <message>``
   lines), shipped with ``--host-root <data>/cri-host`` and no Docker root (``lookout-cri``);
   ``no-hostconfig`` a second Docker root whose container has no ``hostconfig.json``, its log a hard link
-  to the json-file log (``lookout-no-hostconfig``). A run that fails is recorded with its error.
+  to the json-file log (``lookout-no-hostconfig``); ``ml-plain`` and ``ml-java`` a container whose log is the
+  same lines with 20 % Java stack trace lines (bench/multiline_data.py), shipped by the plain route and by the
+  route with ``?multiline=java&multiline_timeout=100ms`` (fewer frames: a trace is one record; the short timeout
+  only lets the last line go sooner). Per-line numbers are per line read. A run that fails is recorded with its
+  error.
 - ``--framing lf``: the route gets ``?framing=lf``, rsyslog ``TCP_Framing="traditional"``, the sink
   counts LF-terminated frames.
 - The sink (a child process of its own, its CPU not counted) accepts TCP connections, counts
@@ -54,6 +58,7 @@ from typing import Any
 
 import orjson
 from benchlib import tree_cpu_seconds, tree_peak_rss_kb
+from multiline_data import events, make_multiline
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -421,7 +426,7 @@ def measure(name: str, cmd: list[str], sink: Sink, lines: int, log_path: Path, t
 
 
 def lookout_cmd(docker_root: Path, host_root: Path | None, work: Path, port: int, framing: str,
-                extra: list[str]) -> list[str]:
+                extra: list[str], query: str = "") -> list[str]:
     """The agent shipping everything under ``docker_root`` and ``<host_root>/var/log/pods`` (an empty host root
     when None) to the sink."""
     if host_root is None:
@@ -430,7 +435,8 @@ def lookout_cmd(docker_root: Path, host_root: Path | None, work: Path, port: int
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         listen = f"127.0.0.1:{probe.getsockname()[1]}"
-    route = f"syslog+tcp://127.0.0.1:{port}" + ("?framing=lf" if framing == "lf" else "")
+    query = "&".join(q for q in ("framing=lf" if framing == "lf" else "", query) if q)
+    route = f"syslog+tcp://127.0.0.1:{port}" + (f"?{query}" if query else "")
     return [sys.executable, "-m", "agent", "run", "--listen", listen, "--state-dir", str(work / "state"),
             "--docker-root", str(docker_root), "--docker-socket", "", "--host-root", str(host_root),
             "--log-level", "warning", "--log-format", "json", "--route", route, *extra]
@@ -497,7 +503,8 @@ def inclusive(raw: Path, names: list[str]) -> dict[str, float]:
     return {k: round(100 * v / max(total, 1), 1) for k, v in totals.items()}
 
 
-CASES = ("json-file", "cri", "no-hostconfig")
+CASES = ("json-file", "cri", "no-hostconfig", "ml-plain", "ml-java")
+ML_QUERY = {"ml-java": "multiline=java&multiline_timeout=100ms"}
 
 
 def main() -> int:
@@ -535,6 +542,10 @@ def main() -> int:
     docker_roots = {"json-file": data / "docker", "cri": data / "no-docker"}
     if "no-hostconfig" in cases:
         docker_roots["no-hostconfig"] = make_no_hostconfig(data, log, args.lines)
+    if "ml-plain" in cases or "ml-java" in cases:
+        docker_roots["ml-plain"] = docker_roots["ml-java"] = make_multiline(
+            data, args.lines, bench_records(args.lines), CONFIG_V2)
+        files["ml"] = docker_roots["ml-plain"] / "containers" / ("d" * 64) / f"{'d' * 64}-json.log"
     print(f"data: {log} ({args.lines:,} lines, {size / 1e6:.1f} MB; ready in {time.monotonic() - t0:.1f} s)")
     if "cri" in cases:
         print(f"      {files['cri']} ({files['cri'].stat().st_size / 1e6:.1f} MB, the same records in CRI lines)")
@@ -563,12 +574,12 @@ def main() -> int:
             for name, shipper, case in plan:
                 work = Path(tmp) / f"{name}-{rnd}"
                 work.mkdir()
-                sink = Sink(args.lines, work, args.framing)
+                sink = Sink(events(args.lines) if case == "ml-java" else args.lines, work, args.framing)
                 try:
                     if shipper == "lookout":
                         host_root = data / "cri-host" if case == "cri" else None
                         cmd = lookout_cmd(docker_roots[case], host_root, work, sink.port, args.framing,
-                                          args.lookout_arg)
+                                          args.lookout_arg, ML_QUERY.get(case, ""))
                         raw = work / "pyspy.txt" if args.profile and rnd == 0 else None
                         result = measure(name, cmd, sink, args.lines, work / "lookout.log", profile=raw)
                         if raw is not None and raw.exists():
@@ -606,6 +617,11 @@ def main() -> int:
         summary["throughput_ratio"] = round(lk["lines_per_s"] / rs["lines_per_s"], 2)
         summary["cpu_per_line_ratio"] = round(lk["cpu_us_per_line"] / rs["cpu_us_per_line"], 2)
         summary["target_met"] = summary["throughput_ratio"] >= 1.5 and summary["cpu_per_line_ratio"] <= 1.0
+    if "lookout-ml-plain" in ok and "lookout-ml-java" in ok:  # same lines read; multiline=java's cost per line
+        plain, java = ok["lookout-ml-plain"], ok["lookout-ml-java"]
+        summary["ml_java_vs_plain_cpu_per_line"] = round(java["cpu_us_per_line"] / plain["cpu_us_per_line"], 2)
+        summary["ml_java_extra_cpu_us_per_line"] = round(java["cpu_us_per_line"] - plain["cpu_us_per_line"], 3)
+        summary["ml_java_vs_plain_lines_per_s"] = round(java["lines_per_s"] / plain["lines_per_s"], 2)
     for name in ("lookout-cri", "lookout-no-hostconfig"):
         if "lookout" in ok and name in ok:  # lines/s of the case over json-file's, same records and route
             summary[f"{name.removeprefix('lookout-')}_vs_json_file"] = round(
