@@ -90,7 +90,7 @@ class InlineCodec:
             multiline = state.decoder.multiline
             if multiline is None or not multiline.held:
                 continue
-            for key in {event.file for event in multiline.held.values()}:
+            for key in multiline.files():
                 tail = follower.tail_of(state, key)
                 if tail is None:
                     continue  # cannot happen: a file's events are finished before it is closed

@@ -118,7 +118,7 @@ class RouteRunner:
                 tail, data, start = got
                 assert state is not None
                 self.codec.chunk(state, tail, data, start, batch)
-                if len(data) >= MORE_AFTER:
+                if len(data) >= MORE_AFTER or not data:  # no data: a file's end finished its multiline events
                     self.more = True
         if not self.more:  # every source read to its end: held multiline events with no new line can expire
             self.multiline_due = self.codec.expire(batch)

@@ -35,6 +35,7 @@ import re
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from agent.model import LogRecord
 from agent.params import MULTILINE_MODES
@@ -203,19 +204,11 @@ def container_spec(labels: dict[str, str], timeout: float = DEFAULT_TIMEOUT) -> 
     return MultilineSpec.parse(mode, start, timeout, mode_name=LABEL, start_name=START_LABEL)
 
 
-class _Event:
-    __slots__ = ("file", "offset", "parts", "seen", "size", "state", "stream", "time", "truncated")
-
-    def __init__(self, record: LogRecord, file: str, state: str, seen: float) -> None:
-        self.time = record[0]
-        self.stream = record[1]
-        self.offset = record[3]
-        self.truncated = record[4]
-        self.file = file
-        self.parts = [record[2]]
-        self.size = _utf8_len(record[2])
-        self.state = state
-        self.seen = seen  # when its last line came (monotonic)
+# A held event is a list (cheaper to make than an object, and most events are one line that the next one finishes):
+# [its first record, its state, when its last line came (monotonic), its file, the lines' texts (None while it is
+# one line), their UTF-8 size joined, truncated].
+_REC, _STATE, _SEEN, _FILE, _PARTS, _SIZE, _TRUNC = range(7)
+Held = list[Any]
 
 
 def _utf8_len(text: str) -> int:
@@ -224,6 +217,14 @@ def _utf8_len(text: str) -> int:
 
 def _cut_utf8(text: str, limit: int) -> str:
     return text.encode("utf-8", "surrogatepass")[:max(limit, 0)].decode("utf-8", "ignore")
+
+
+def _finished(held: Held) -> LogRecord:
+    record: LogRecord = held[_REC]
+    parts = held[_PARTS]
+    if parts is None:
+        return record  # one line: only a continuation changes anything
+    return record[0], record[1], "\n".join(parts), record[3], held[_TRUNC]
 
 
 class Multiline:
@@ -236,7 +237,7 @@ class Multiline:
         self.timeout = spec.timeout
         self.max_line_bytes = max_line_bytes
         self.clock = clock
-        self.held: dict[str, _Event] = {}
+        self.held: dict[str, Held] = {}  # stream -> the event being joined
         self.truncated = 0
         if spec.mode == "regex":
             self._start: re.Pattern[str] | None = compile_start(spec.start)
@@ -247,18 +248,27 @@ class Multiline:
 
     def safe_offset(self, file: str) -> int | None:
         """The first offset of an event of ``file`` still held (None when none is)."""
-        offsets = [e.offset for e in self.held.values() if e.file == file]
+        offsets = [h[_REC][3] for h in self.held.values() if h[_FILE] == file]
         return min(offsets) if offsets else None
+
+    def first_offset(self, stream: str) -> int | None:
+        """Where the event held for ``stream`` begins (None when none is)."""
+        held = self.held.get(stream)
+        return held[_REC][3] if held is not None else None
+
+    def files(self) -> set[str]:
+        """The files of the events held."""
+        return {h[_FILE] for h in self.held.values()}
 
     def holds(self, file: str | None = None) -> bool:
         """Whether an event (of ``file``, when given) is held."""
-        return any(file is None or e.file == file for e in self.held.values())
+        return any(file is None or h[_FILE] == file for h in self.held.values())
 
     def due(self) -> float | None:
         """When the oldest held event expires (monotonic), None when nothing is held."""
         if not self.held:
             return None
-        return min(e.seen for e in self.held.values()) + self.timeout
+        return min(h[_SEEN] for h in self.held.values()) + self.timeout
 
     def feed(self, records: list[LogRecord], file: str) -> list[LogRecord]:
         """The records finished by ``records`` (decoded from ``file``, in order)."""
@@ -267,87 +277,81 @@ class Multiline:
             return out
         now = self.clock()
         held = self.held
+        emit = out.append
+        append = self._append
         mode = self._mode
+        start = self._start
+        if mode is not None:
+            conts, begin, begin_states, default = mode.cont, mode.begin, mode.begin_states, mode.default
         for record in records:
             stream = record[1]
             text = record[2]
             event = held.get(stream)
-            if event is not None and event.file != file:  # never across files (flush closes them at a file's end)
-                out.append(self._finish(held.pop(stream)))
+            if event is not None and event[_FILE] != file:  # never across files (a file's end finishes its events)
+                emit(_finished(event))
+                del held[stream]
                 event = None
-            if mode is not None:
-                state: str | None = None
-                if event is not None:
-                    pattern, states = mode.cont.get(event.state, (None, ()))
-                    match = pattern.match(text) if pattern is not None else None
-                    if match is not None:
-                        state = states[match.lastindex - 1]  # type: ignore[operator]
-                if state is not None:
-                    assert event is not None
-                    self._append(event, record, state, now, out)
-                    continue
-                if event is not None:
-                    out.append(self._finish(held.pop(stream)))
-                begin = mode.begin.match(text) if mode.begin is not None else None
-                state = mode.begin_states[begin.lastindex - 1] if begin is not None else mode.default  # type: ignore[operator]
-            else:
-                start = self._start
+            if mode is None:  # regex: a line the start pattern matches begins an event, any other continues it
                 assert start is not None
                 if start.search(text) is None:
                     if event is not None:
-                        self._append(event, record, "line", now, out)
+                        append(event, record, "line", now, out)
                     else:
-                        out.append(record)
+                        emit(record)
                     continue
                 if event is not None:
-                    out.append(self._finish(held.pop(stream)))
-                state = "line"
+                    emit(_finished(event))
+                held[stream] = [record, "line", now, file, None, 0, record[4]]
+                continue
+            if event is not None:
+                pattern, states = conts.get(event[_STATE], (None, ()))
+                match = pattern.match(text) if pattern is not None else None
+                if match is not None:
+                    append(event, record, states[match.lastindex - 1], now, out)  # type: ignore[operator]
+                    continue
+                emit(_finished(event))
+            found = begin.match(text) if begin is not None else None
+            state = begin_states[found.lastindex - 1] if found is not None else default  # type: ignore[operator]
             if state is None:
-                out.append(record)
+                held.pop(stream, None)
+                emit(record)
                 continue
-            event = _Event(record, file, state, now)
-            if event.size > self.max_line_bytes:  # the decoder cut the line already: nothing fits after it
-                out.append(self._finish(event, cut=True))
-                continue
-            held[stream] = event
+            held[stream] = [record, state, now, file, None, 0, record[4]]
         return out
 
-    def _append(self, event: _Event, record: LogRecord, state: str, now: float, out: list[LogRecord]) -> None:
+    def _append(self, event: Held, record: LogRecord, state: str, now: float, out: list[LogRecord]) -> None:
         text = record[2]
-        size = _utf8_len(text) + 1
-        event.seen = now
-        event.state = state
+        event[_STATE] = state
+        event[_SEEN] = now
         if record[4]:
-            event.truncated = True
-        if event.size + size > self.max_line_bytes:
-            event.parts.append(_cut_utf8(text, self.max_line_bytes - event.size - 1))
-            del self.held[event.stream]
-            out.append(self._finish(event, cut=True))
-            return
-        event.parts.append(text)
-        event.size += size
-
-    def _finish(self, event: _Event, cut: bool = False) -> LogRecord:
-        if cut:
+            event[_TRUNC] = True
+        parts = event[_PARTS]
+        if parts is None:
+            first = event[_REC][2]
+            parts = event[_PARTS] = [first]
+            event[_SIZE] = _utf8_len(first)
+        size = _utf8_len(text) + 1
+        limit = self.max_line_bytes
+        if event[_SIZE] + size > limit:
+            parts.append(_cut_utf8(text, limit - event[_SIZE] - 1))
+            event[_TRUNC] = True
             self.truncated += 1
-        parts = event.parts
-        message = parts[0] if len(parts) == 1 else "\n".join(parts)
-        return event.time, event.stream, message, event.offset, event.truncated or cut
+            del self.held[record[1]]
+            out.append(_finished(event))
+            return
+        parts.append(text)
+        event[_SIZE] += size
 
     def flush(self, file: str | None = None) -> list[LogRecord]:
         """Finish every held event (of ``file``, when given), oldest first."""
-        done = [(s, e) for s, e in self.held.items() if file is None or e.file == file]
-        done.sort(key=lambda se: se[1].offset)
-        for stream, _ in done:
-            del self.held[stream]
-        return [self._finish(event) for _, event in done]
+        return self._take([s for s, h in self.held.items() if file is None or h[_FILE] == file])
 
     def expired(self, now: float | None = None, file: str | None = None) -> list[LogRecord]:
         """Finish the held events (of ``file``, when given) that saw no new line for ``timeout``."""
         now = self.clock() if now is None else now
-        done = [(s, e) for s, e in self.held.items()
-                if now - e.seen >= self.timeout and (file is None or e.file == file)]
-        done.sort(key=lambda se: se[1].offset)
-        for stream, _ in done:
-            del self.held[stream]
-        return [self._finish(event) for _, event in done]
+        return self._take([s for s, h in self.held.items()
+                           if now - h[_SEEN] >= self.timeout and (file is None or h[_FILE] == file)])
+
+    def _take(self, streams: list[str]) -> list[LogRecord]:
+        events = sorted((self.held.pop(s) for s in streams), key=lambda h: h[_REC][3])
+        return [_finished(h) for h in events]
