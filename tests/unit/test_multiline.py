@@ -288,3 +288,42 @@ def test_a_pod_annotation_in_the_bundle_chooses_the_mode(tmp_path: Path, annotat
     cri2.refresh()
     other = cri2.get(CgroupRef(f"/kubepods/pod1/{cid}", Runtime.CONTAINERD, cid, "1"))
     assert other is not None and "lookout.multiline" not in other.labels
+
+
+# --- --multiline-timeout: flag, LOOKOUT_* variable, TOML; the route option wins -----------------------------------
+
+def test_multiline_timeout_flag_env_and_file(tmp_path: Path) -> None:
+    from agent.config import ConfigError
+    from agent.logs.routes import LogOptions, parse_route, route_options
+    from tests.unit.support import config_from
+
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert config_from(state).multiline_timeout == 1.0
+    assert config_from([*state, "--multiline-timeout", "250ms"]).multiline_timeout == 0.25
+    assert config_from(state, {"LOOKOUT_MULTILINE_TIMEOUT": "3s"}).multiline_timeout == 3.0
+    toml = tmp_path / "lookout.toml"
+    toml.write_text("multiline-timeout = 2\n")
+    assert config_from([*state, "--config", str(toml)]).multiline_timeout == 2.0
+    for bad in ("0", "soon"):
+        with pytest.raises(ConfigError, match="--multiline-timeout"):
+            config_from([*state, "--multiline-timeout", bad])
+    toml.write_text("multiline-timeout = -1\n")
+    with pytest.raises(ConfigError, match="multiline-timeout in"):
+        config_from([*state, "--config", str(toml)])
+    base = LogOptions(multiline_timeout=0.25)
+    opts = route_options(parse_route("file:///x.ndjson?multiline=go"), base)
+    assert opts.multiline == MultilineSpec("go", "", 0.25) and opts.multiline_set
+    opts = route_options(parse_route("file:///x.ndjson?multiline=go&multiline_timeout=5s"), base)
+    assert opts.multiline == MultilineSpec("go", "", 5.0)
+    opts = route_options(parse_route("file:///x.ndjson?multiline=off"), base)
+    assert opts.multiline is None and opts.multiline_set
+    opts = route_options(parse_route("file:///x.ndjson"), base)
+    assert opts.multiline is None and not opts.multiline_set and opts.multiline_timeout == 0.25
+
+
+def test_http_routes_keep_the_multiline_options_to_themselves() -> None:
+    from exporters.http.common import Target
+
+    target = Target.from_route("http://127.0.0.1:9/in?multiline=regex&multiline_start=%5E%5Cd&multiline_timeout=2s"
+                               "&refresh=wait_for", "http")
+    assert target.url == "http://127.0.0.1:9/in?refresh=wait_for"
