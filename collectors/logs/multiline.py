@@ -2,8 +2,9 @@
 
 Runs per source after the decoder's partial joining (``_Joiner``), per stream. Each mode is a small state machine
 of compiled regexes: a line either continues the event held for its stream (a rule of the event's state matches;
-the state moves on) or it begins a new event and the held one is finished. A line stays held until the next line
-of its stream shows whether it continues, until ``timeout`` passes with no new line (``expired``), until the file
+the state moves on) or it begins a new event and the held one is finished. A line that nothing could continue (a
+plain line in the go, python and ruby modes) is a record at once; any other stays held until the next line of its
+stream shows whether it continues, until ``timeout`` passes with no new line (``expired``), until the file
 ends (``flush``), or until the joined text reaches ``max_line_bytes`` (cut there, marked truncated, finished).
 
 The joined message is the lines joined with ``\\n``; the record keeps its first line's time and offset, and
@@ -312,7 +313,7 @@ class Multiline:
                 emit(_finished(event))
             found = begin.match(text) if begin is not None else None
             state = begin_states[found.lastindex - 1] if found is not None else default  # type: ignore[operator]
-            if state is None:
+            if state is None or state not in conts:  # nothing can continue it: out at once, never held
                 held.pop(stream, None)
                 emit(record)
                 continue

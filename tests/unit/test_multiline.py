@@ -327,3 +327,12 @@ def test_http_routes_keep_the_multiline_options_to_themselves() -> None:
     target = Target.from_route("http://127.0.0.1:9/in?multiline=regex&multiline_start=%5E%5Cd&multiline_timeout=2s"
                                "&refresh=wait_for", "http")
     assert target.url == "http://127.0.0.1:9/in?refresh=wait_for"
+
+
+@pytest.mark.parametrize("mode", ["go", "python", "ruby"])
+def test_a_line_nothing_could_continue_is_never_held(mode: str) -> None:
+    joiner = Multiline(MultilineSpec(mode), 1 << 20)
+    assert joiner.feed(records(["2026/12/04 plain line"]), "f") == records(["2026/12/04 plain line"])
+    assert not joiner.held and joiner.safe_offset("f") is None
+    java = Multiline(MultilineSpec("java"), 1 << 20)  # a java line may still get its exception line
+    assert java.feed(records(["plain"]), "f") == [] and java.safe_offset("f") == 0
