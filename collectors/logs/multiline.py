@@ -36,6 +36,7 @@ import re
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from agent.model import LogRecord
@@ -148,7 +149,12 @@ _RUBY = Mode("ruby", begin=((_RB_ERROR, "error"), (r"Traceback \(most recent cal
 _INDENTED_MODE = Mode("indented", begin=(), cont={"line": ((r"[ \t]", "line"),)})
 
 MODES: dict[str, Mode] = {mode.name: mode for mode in (_JAVA, _PYTHON, _GO, _RUBY, _INDENTED_MODE)}
-_COMPILED: dict[str, _Compiled] = {name: _Compiled(mode) for name, mode in MODES.items()}
+
+
+@cache
+def _compiled(name: str) -> _Compiled:
+    """A mode's regexes, compiled on first use (the agent's start pays nothing for modes no source uses)."""
+    return _Compiled(MODES[name])
 
 
 def compile_start(pattern: str) -> re.Pattern[str]:
@@ -245,7 +251,7 @@ class Multiline:
             self._mode: _Compiled | None = None
         else:
             self._start = None
-            self._mode = _COMPILED[spec.mode]
+            self._mode = _compiled(spec.mode)
 
     def safe_offset(self, file: str) -> int | None:
         """The first offset of an event of ``file`` still held (None when none is)."""
