@@ -134,3 +134,40 @@ def test_bad_route_options_are_refused_naming_the_option(tmp_path: Path, query: 
         found = check_route(f"{base}?{query}", tmp_path)
         assert found is not None and problem in found, found
     assert check_route("http://127.0.0.1:9/logs?multiline=regex&multiline_start=%5E%5Cd", tmp_path) is None
+
+
+async def test_cri_pod_with_the_annotation_joins_go_panics_after_partial_lines(harness: Harness):
+    """A containerd pod whose ``lookout.multiline`` annotation is passed to the container's bundle (containerd's
+    ``pod_annotations``): its CRI log, with a frame split into ``P`` partials, ships Go panics whole."""
+    go = events_of("go.log")
+    long_frame = "main.handler(" + "0xc000010000, " * 2000 + "0x1)"  # 28 KB: written as two P parts and an F
+    go[1] = go[1].replace("main.main()", long_frame, 1)
+    host = harness.tmp / "host"
+    uid = "8712f785-1a3e-41ec-a00b-e2dcc77431cb"
+    cid = "e" * 64
+    pod_dir = host / "var/log/pods" / f"shop_api-0_{uid}" / "app"
+    pod_dir.mkdir(parents=True)
+    links = host / "var/log/containers"
+    links.mkdir(parents=True)
+    (links / f"api-0_shop_app-{cid}.log").symlink_to(pod_dir / "0.log")
+    bundle = host / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_bytes(orjson.dumps({"annotations": {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-name": "api-0",
+        "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app",
+        "lookout.multiline": "go"}}))
+    out = bytearray()
+    for n, line in enumerate(line for event in go for line in event.split("\n")):
+        stamp = f"2026-12-04T10:00:00.{n:09d}Z".encode()
+        data = line.encode()
+        parts = [data[i:i + 16384] for i in range(0, len(data), 16384)] or [b""]
+        for i, part in enumerate(parts):
+            out += stamp + b" stderr " + (b"F " if i == len(parts) - 1 else b"P ") + part + b"\n"
+        if n == 3:
+            out += b"2026-12-04T10:00:00.5Z stdout F an unrelated stdout line\n"
+    (pod_dir / "0.log").write_bytes(bytes(out))
+    harness.start(f"file://{harness.out}?multiline_timeout=0.2")
+    await wait_for(lambda: [r["message"] for r in records(harness.out) if r["stream"] == "stderr"] == go)
+    got = records(harness.out)
+    assert [r["message"] for r in got if r["stream"] == "stdout"] == ["an unrelated stdout line"]
+    assert {r["pod"] for r in got} == {"api-0"} and got[0]["labels"]["lookout.multiline"] == "go"
