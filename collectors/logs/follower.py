@@ -193,7 +193,7 @@ class Follower:
                 state = self.states[sid]
                 multiline = state.decoder.multiline
                 # A multiline event still held is finished by its timeout first (``RouteRunner``), then dropped.
-                if all(t.unread() == 0 for t in state.tails) and (multiline is None or not multiline.held):
+                if all(t.unread() == 0 and (multiline is None or not multiline.holds(t.key)) for t in state.tails):
                     for tail in state.tails:
                         self.on_close(tail.key)
                     state.close()
@@ -265,9 +265,10 @@ class Follower:
         return src
 
     def read(self, state: SourceState, acks: Acks) -> tuple[Tail, bytes, int] | bool:
-        """One read from the source's active file: (file, complete lines, their offset) to decode, else True if
-        it moved anything (a file finished, an over-long line skipped: ``acks`` has the offset), False if not.
-        After decoding the lines, the caller acknowledges them with ``ack``."""
+        """One read from the source's active file: (file, complete lines, their offset) to decode (no lines: the file
+        ends, finish its multiline events), else True if it moved anything (a file finished, an over-long line
+        skipped: ``acks`` has the offset), False if not. After decoding the lines, the caller acknowledges them with
+        ``ack``."""
         if not self.resolve(state) or state.skip:
             return False
         watched = self._watched(state)
@@ -279,6 +280,8 @@ class Follower:
         try:
             data, start, skipped = tail.read(READ_CHUNK)
         except OSError as exc:
+            if self._holds(state, tail):
+                return tail, b"", tail.offset  # the codec finishes the file's multiline events first
             log.warning("log_read_failed", route=self.label, file=tail.path, error=str(exc))
             self._finish(state, tail, acks)
             return True
@@ -303,8 +306,7 @@ class Follower:
             data, start, _ = tail.read(READ_CHUNK)
             if data:
                 return tail, data, start
-            multiline = state.decoder.multiline
-            if multiline is not None and multiline.holds(tail.key):
+            if self._holds(state, tail):
                 return tail, b"", tail.offset  # no event spans two files: the codec finishes those held in this one
             self._finish(state, tail, acks)
             if len(state.tails) == 0:
@@ -319,6 +321,13 @@ class Follower:
                 state.tails.append(tail)
             return True
         return False
+
+    @staticmethod
+    def _holds(state: SourceState, tail: Tail) -> bool:
+        """Whether the source's decoder holds a multiline event of ``tail``: an empty chunk for the codec (read
+        returns ``(tail, b"", offset)``) finishes it before the file is closed."""
+        multiline = state.decoder.multiline
+        return multiline is not None and multiline.holds(tail.key)
 
     def _watched(self, state: SourceState) -> bool:
         """No file was created in the source's directory since its last complete listing, as the directory watch
