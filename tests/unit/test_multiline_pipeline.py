@@ -171,3 +171,29 @@ async def test_cri_pod_with_the_annotation_joins_go_panics_after_partial_lines(h
     got = records(harness.out)
     assert [r["message"] for r in got if r["stream"] == "stdout"] == ["an unrelated stdout line"]
     assert {r["pod"] for r in got} == {"api-0"} and got[0]["labels"]["lookout.multiline"] == "go"
+
+
+async def test_a_removed_containers_held_event_ships_before_its_source_is_dropped(harness: Harness):
+    import shutil
+
+    c = harness.container("gone")
+    write_events(c, JAVA[:2])
+    pipeline = harness.start(f"file://{harness.out}?multiline=java&multiline_timeout=60", run=False)
+    runner = pipeline.runners[0]
+    follower = runner.follower
+    follower.offer(pipeline.scan())
+
+    def shipped() -> list[str]:
+        return [r[2] for seg in runner.read_batch(100, 1 << 20).segments for r in seg.records]
+
+    assert shipped() == JAVA[:1]  # the trace is held: the next line may continue it
+    assert [s.decoder.multiline.first_offset("stdout") for s in follower.states.values()  # type: ignore[union-attr]
+            ] == [len(c.log.read_bytes().split(b"\n")[0]) + 1]
+    shutil.rmtree(c.dir)  # the container is removed: its file has ended (still open, read to its end)
+    follower.offer(pipeline.scan())
+    follower.collect_garbage()
+    out = shipped()
+    assert out == [JAVA[1]], "the held trace ships when its file ends, long before its timeout"
+    follower.collect_garbage()
+    shipped()
+    assert not follower.states
