@@ -282,49 +282,63 @@ class Multiline:
         out: list[LogRecord] = []
         if not records:
             return out
+        held = self.held
+        if held and any(h[_FILE] != file for h in held.values()):  # never across files (a file's end finishes them)
+            out += self._take([s for s, h in held.items() if h[_FILE] != file])
+        if self._mode is None:
+            self._feed_regex(records, file, out)
+        else:
+            self._feed_mode(records, file, out)
+        return out
+
+    def _feed_mode(self, records: list[LogRecord], file: str, out: list[LogRecord]) -> None:
         now = self.clock()
         held = self.held
         emit = out.append
         append = self._append
         mode = self._mode
-        start = self._start
-        if mode is not None:
-            conts, begin, begin_states, default = mode.cont, mode.begin, mode.begin_states, mode.default
+        assert mode is not None
+        conts, begin, begin_states, default = mode.cont, mode.begin, mode.begin_states, mode.default
+        no_rules = (None, ())
         for record in records:
             stream = record[1]
             text = record[2]
             event = held.get(stream)
-            if event is not None and event[_FILE] != file:  # never across files (a file's end finishes its events)
-                emit(_finished(event))
-                del held[stream]
-                event = None
-            if mode is None:  # regex: a line the start pattern matches begins an event, any other continues it
-                assert start is not None
-                if start.search(text) is None:
-                    if event is not None:
-                        append(event, record, "line", now, out)
-                    else:
-                        emit(record)
-                    continue
-                if event is not None:
-                    emit(_finished(event))
-                held[stream] = [record, "line", now, file, None, 0, record[4]]
-                continue
             if event is not None:
-                pattern, states = conts.get(event[_STATE], (None, ()))
+                pattern, states = conts.get(event[_STATE], no_rules)
                 match = pattern.match(text) if pattern is not None else None
                 if match is not None:
                     append(event, record, states[match.lastindex - 1], now, out)  # type: ignore[operator]
                     continue
-                emit(_finished(event))
+                emit(event[_REC] if event[_PARTS] is None else _finished(event))
             found = begin.match(text) if begin is not None else None
             state = begin_states[found.lastindex - 1] if found is not None else default  # type: ignore[operator]
             if state is None or state not in conts:  # nothing can continue it: out at once, never held
-                held.pop(stream, None)
+                if event is not None:
+                    del held[stream]
                 emit(record)
                 continue
             held[stream] = [record, state, now, file, None, 0, record[4]]
-        return out
+
+    def _feed_regex(self, records: list[LogRecord], file: str, out: list[LogRecord]) -> None:
+        """A line the start pattern matches begins an event, any other continues the held one (or is a record of
+        its own when none is held)."""
+        now = self.clock()
+        held = self.held
+        emit = out.append
+        search = self._start.search  # type: ignore[union-attr]
+        for record in records:
+            stream = record[1]
+            event = held.get(stream)
+            if search(record[2]) is None:
+                if event is not None:
+                    self._append(event, record, "line", now, out)
+                else:
+                    emit(record)
+                continue
+            if event is not None:
+                emit(_finished(event))
+            held[stream] = [record, "line", now, file, None, 0, record[4]]
 
     def _append(self, event: Held, record: LogRecord, state: str, now: float, out: list[LogRecord]) -> None:
         text = record[2]
