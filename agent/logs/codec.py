@@ -14,6 +14,7 @@ sources found nothing more to read at once.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,8 @@ class InlineCodec:
 
     def expire(self, batch: Batch) -> float | None:
         """Add the multiline events that saw no new line for their timeout to ``batch`` and acknowledge past them;
-        when the next held event is due (monotonic), None when none is held."""
+        when the next held event is due (monotonic), None when none is held. An event whose file has bytes not read
+        yet (its next line may be there, or is being written) is not finished: the reader gets to them first."""
         follower = self.follower
         if not follower.joining:
             return None
@@ -94,6 +96,11 @@ class InlineCodec:
                 tail = follower.tail_of(state, key)
                 if tail is None:
                     continue  # cannot happen: a file's events are finished before it is closed
+                try:
+                    if os.fstat(tail.fd).st_size > tail.offset:
+                        continue
+                except OSError:
+                    pass  # the read reports it; the file's end finishes its events
                 records = multiline.expired(now, key)
                 if records:
                     self._add(state, tail, records, batch)

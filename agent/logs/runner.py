@@ -41,6 +41,7 @@ QUEUE_BATCHES = 4
 # reached it, and the reader waits for new lines (``LogOptions.poll_interval``, or a wake) instead of visiting
 # every source again to find nothing.
 MORE_AFTER = 64 << 10
+EXPIRE_EVERY = 0.25  # seconds: how often held multiline events are looked at while the reader is never idle
 
 
 class RouteRunner:
@@ -64,6 +65,7 @@ class RouteRunner:
         self.lines: Counter[str] = Counter()  # records delivered, by container id (the API's log rates)
         self.last_record_time = ""  # the time of the last record delivered, when the reader decoded it
         self.multiline_due: float | None = None  # when the next held multiline event expires (monotonic)
+        self._expired_at = 0.0  # when codec.expire last ran
         self._reading = threading.Lock()  # held by read_batch: a removed route closes its files after it
         self.files_open = self.lag_bytes = 0  # as of the last gauge update
         self.started_at = time.time()
@@ -120,7 +122,11 @@ class RouteRunner:
                 self.codec.chunk(state, tail, data, start, batch)
                 if len(data) >= MORE_AFTER or not data:  # no data: a file's end finished its multiline events
                     self.more = True
-        if not self.more:  # every source read to its end: held multiline events with no new line can expire
+        # Held multiline events with no new line expire: after a pass that read every source to its end, and at
+        # least every EXPIRE_EVERY while other sources keep the reader busy.
+        now = time.monotonic()
+        if not self.more or now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
             self.multiline_due = self.codec.expire(batch)
         return batch
 

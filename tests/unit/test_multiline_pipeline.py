@@ -197,3 +197,23 @@ async def test_a_removed_containers_held_event_ships_before_its_source_is_droppe
     follower.collect_garbage()
     shipped()
     assert not follower.states
+
+
+async def test_a_held_event_expires_while_another_container_keeps_the_reader_busy(harness: Harness):
+    """The timeout holds when the reader never finds every source at its end: a backlog elsewhere does not keep a
+    quiet container's last trace waiting."""
+    quiet = harness.container("quiet")
+    write_events(quiet, JAVA[:2])
+    busy = harness.container("busy")
+    lines = 150_000
+    busy.write(lines)  # a backlog of about 15 MB, read a chunk per visit
+    harness.start(f"file://{harness.out}?multiline=java&multiline_timeout=0.2&batch=2000")
+
+    def count(name: str) -> int:
+        return harness.out.read_bytes().count(f'"container_name":"{name}"'.encode()) if harness.out.exists() else 0
+
+    await wait_for(lambda: count("quiet") == 2, timeout=60)  # the log line and the whole trace
+    busy_out = count("busy")
+    await wait_for(lambda: count("busy") == lines, timeout=120)
+    assert out_of(harness.out, "quiet") == JAVA[:2]
+    assert busy_out < lines, "the trace waited for the whole backlog"
