@@ -92,12 +92,14 @@ class InlineCodec:
             multiline = state.decoder.multiline
             if multiline is None or not multiline.held:
                 continue
+            unread = False
             for key in multiline.files():
                 tail = follower.tail_of(state, key)
                 if tail is None:
                     continue  # cannot happen: a file's events are finished before it is closed
                 try:
                     if os.fstat(tail.fd).st_size > tail.offset:
+                        unread = True  # the reader's next visit reads it; no early wake for this one
                         continue
                 except OSError:
                     pass  # the read reports it; the file's end finishes its events
@@ -105,7 +107,7 @@ class InlineCodec:
                 if records:
                     self._add(state, tail, records, batch)
                     follower.ack(batch.acks, state, tail)
-            next_due = multiline.due()
+            next_due = None if unread else multiline.due()
             if next_due is not None and (due is None or next_due < due):
                 due = next_due
         return due

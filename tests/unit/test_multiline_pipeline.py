@@ -217,3 +217,23 @@ async def test_a_held_event_expires_while_another_container_keeps_the_reader_bus
     await wait_for(lambda: count("busy") == lines, timeout=120)
     assert out_of(harness.out, "quiet") == JAVA[:2]
     assert busy_out < lines, "the trace waited for the whole backlog"
+
+
+async def test_a_line_still_being_written_keeps_its_event_open_without_spinning(harness: Harness):
+    c = harness.container("slow")
+    write_events(c, JAVA[:2])
+    c.write_raw(b'{"log":"\\tat A.b(A.java:1)\\n","stream":"stdout","ti')  # the runtime is writing the next line
+    pipeline = harness.start(f"file://{harness.out}?multiline=java&multiline_timeout=0.1", run=False)
+    runner = pipeline.runners[0]
+    runner.follower.offer(pipeline.scan())
+    assert [r[2] for seg in runner.read_batch(100, 1 << 20).segments for r in seg.records] == JAVA[:1]
+    import time
+
+    time.sleep(0.2)
+    assert runner.read_batch(100, 1 << 20).count == 0  # its next line may continue it: not expired
+    assert runner.multiline_due is None  # and the reader does not wake for it before its next poll
+    c.write_raw(b'me":"2026-12-04T10:00:01Z"}\n')
+    runner.read_batch(100, 1 << 20)
+    time.sleep(0.2)
+    got = [r[2] for seg in runner.read_batch(100, 1 << 20).segments for r in seg.records]
+    assert got == [JAVA[1] + "\n\tat A.b(A.java:1)"]
