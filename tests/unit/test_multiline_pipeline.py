@@ -237,3 +237,21 @@ async def test_a_line_still_being_written_keeps_its_event_open_without_spinning(
     time.sleep(0.2)
     got = [r[2] for seg in runner.read_batch(100, 1 << 20).segments for r in seg.records]
     assert got == [JAVA[1] + "\n\tat A.b(A.java:1)"]
+
+
+def test_check_config_refuses_bad_multiline_options_naming_them(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    args = ["check-config", "--state-dir", str(tmp_path / "s"), "--multiline-timeout=0",
+            "--route", "file:///tmp/a.ndjson?multiline=cobol",
+            "--route", "syslog+tcp://127.0.0.1:514?multiline=regex&multiline_start=%5B",
+            "--route", "http://127.0.0.1:9/in?multiline=java&multiline_timeout=never"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for problem in ("--multiline-timeout", "multiline: 'cobol'", "multiline_start: not a regular expression",
+                    "multiline_timeout: expected a duration"):
+        assert problem in err, f"{problem!r} not in {err}"
+    good = ["check-config", "--state-dir", str(tmp_path / "s"), "--multiline-timeout", "2s",
+            "--route", "file:///tmp/a.ndjson?multiline=go&multiline_timeout=500ms"]
+    assert main(good) == 0, capsys.readouterr().err
