@@ -32,6 +32,7 @@ from agent.params import (  # re-exported: the parsers of flags and files
     parse_list,
     parse_listen,
     parse_rate,
+    parse_seconds,
     parse_size,
     redact_uri,
     split_uri,
@@ -111,6 +112,7 @@ class Config:
     routes: tuple[str, ...] = ()
     read_from: str = "head"
     max_line_bytes: int = 1 << 20
+    multiline_timeout: float = 1.0
     log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
     log_rate_limit: RateLimit | None = None  # each container's records per second/minute/hour (agent.logs.process)
     api_token_file: Path | None = None
@@ -143,6 +145,13 @@ class Option:
     metavar: str | None = None
     number: Callable[[int | float], Any] | None = None
     expected: str = "a string"
+
+
+def _positive_seconds(value: int | float) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {_toml(value)}")
+    return seconds
 
 
 def _seconds(value: int | float) -> float:
@@ -246,6 +255,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-line-bytes", "longest log record; longer ones are cut there and marked truncated "
            "(default 1MiB)", parse_size, metavar="BYTES", number=_bytes,
            expected="a number of bytes or a size like 1MiB"),
+    Option("multiline-timeout", "a multiline event (route option multiline, label lookout.multiline) is finished "
+           "after this long with no new line; a route's multiline_timeout wins (default 1s)", parse_seconds,
+           metavar="DURATION", number=_positive_seconds, expected=_A_DURATION),
     Option("log-workers", "processes that decode and encode log chunks beside each file and syslog TCP/TLS "
            "route's reader: auto (one per CPU, at most 4; none on one CPU) or a number, 0 for none (default auto)",
            parse_workers, metavar="N|auto", number=_workers, expected="auto or a number from 0 to 64"),
@@ -602,6 +614,8 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     kwargs["read_from"] = read_from
     if "max-line-bytes" in values:
         kwargs["max_line_bytes"] = values["max-line-bytes"]
+    if "multiline-timeout" in values:
+        kwargs["multiline_timeout"] = values["multiline-timeout"]
     if "log-workers" in values:
         kwargs["log_workers"] = values["log-workers"]
     if "log-rate-limit" in values:

@@ -80,7 +80,7 @@ class RouteTable:
         self._graph_root: Path | None = None
         self._lock = asyncio.Lock()
         self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host,
-                                   rate_limit=config.log_rate_limit)
+                                   rate_limit=config.log_rate_limit, multiline_timeout=config.multiline_timeout)
 
     # --- building ---
 

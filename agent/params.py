@@ -293,6 +293,9 @@ def client_tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+# The multiline modes (collectors.logs.multiline.MODES, and ``regex`` with a start pattern); ``off`` disables it.
+MULTILINE_MODES = ("java", "python", "go", "ruby", "indented", "regex")
+
 # The options every route URI takes, whatever its sink: a stable checkpoint name, the batch limits (defaults by
 # the route's kind, agent.logs.routes) and logspout-style filters. A sink's own options are declared with it.
 ROUTE_PARAMS: tuple[Param, ...] = (
@@ -306,6 +309,13 @@ ROUTE_PARAMS: tuple[Param, ...] = (
     Param("filter.image", text, "", "glob on the image"),
     Param("filter.sources", text, "", "stdout, stderr or both (comma-separated)"),
     Param("filter.namespace", text, "", "glob on the Kubernetes namespace"),
+    Param("multiline", one_of(*MULTILINE_MODES, "off"), "",
+          "join the lines of one event: java, python, go, ruby, indented, regex (with multiline_start) or off "
+          "(default: the container's lookout.multiline label, else off)"),
+    Param("multiline_start", text, "", "with multiline=regex: a regular expression the first line of an event "
+          "matches (re.search)"),
+    Param("multiline_timeout", parse_seconds, None, "finish a held event after this long with no new line "
+          "(default --multiline-timeout, 1s)"),
 )
 
 

@@ -20,7 +20,11 @@ by Lookout and, in the same run on the same file and the same kind of sink, by r
   ``<data>/cri-host/var/log/pods/<ns>_<pod>_<uid>/<container>/0.log`` (``<time> <stream> F <message>``
   lines), shipped with ``--host-root <data>/cri-host`` and no Docker root (``lookout-cri``);
   ``no-hostconfig`` a second Docker root whose container has no ``hostconfig.json``, its log a hard link
-  to the json-file log (``lookout-no-hostconfig``). A run that fails is recorded with its error.
+  to the json-file log (``lookout-no-hostconfig``); ``ml-plain`` and ``ml-java`` a container whose log is the
+  same lines with 20 % Java stack trace lines (bench/multiline_data.py), shipped by the plain route and by the
+  route with ``?multiline=java&multiline_timeout=100ms`` (fewer frames: a trace is one record; the short timeout
+  only lets the last line go sooner). Per-line numbers are per line read. A run that fails is recorded with its
+  error.
 - ``--parse json`` (#14): two more Lookout runs per round, interleaved with the others, on a third Docker root
   whose container writes the same records as JSON objects the way zap does (``{"level":"info","ts":...,
   "caller":...,"msg":"<text>","i":N}``, ``error`` on stderr): ``lookout-json-plain`` ships them with the plain
@@ -60,6 +64,7 @@ from typing import Any
 
 import orjson
 from benchlib import tree_cpu_seconds, tree_peak_rss_kb
+from multiline_data import events, make_multiline
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -535,8 +540,9 @@ def inclusive(raw: Path, names: list[str]) -> dict[str, float]:
     return {k: round(100 * v / max(total, 1), 1) for k, v in totals.items()}
 
 
-CASES = ("json-file", "cri", "no-hostconfig")
+CASES = ("json-file", "cri", "no-hostconfig", "ml-plain", "ml-java")
 PARSE_CASES = ("json-plain", "json-parse")  # with --parse json
+CASE_QUERY = {"ml-java": "multiline=java&multiline_timeout=100ms", "json-parse": "parse=json"}
 
 
 def main() -> int:
@@ -580,6 +586,10 @@ def main() -> int:
         cases += list(PARSE_CASES)
         docker_roots["json-plain"] = docker_roots["json-parse"] = make_json_lines(data, args.lines)
         files["json-lines"] = docker_roots["json-plain"] / "containers" / CID_JSON / f"{CID_JSON}-json.log"
+    if "ml-plain" in cases or "ml-java" in cases:
+        docker_roots["ml-plain"] = docker_roots["ml-java"] = make_multiline(
+            data, args.lines, bench_records(args.lines), CONFIG_V2)
+        files["ml"] = docker_roots["ml-plain"] / "containers" / ("d" * 64) / f"{'d' * 64}-json.log"
     print(f"data: {log} ({args.lines:,} lines, {size / 1e6:.1f} MB; ready in {time.monotonic() - t0:.1f} s)")
     if "cri" in cases:
         print(f"      {files['cri']} ({files['cri'].stat().st_size / 1e6:.1f} MB, the same records in CRI lines)")
@@ -608,12 +618,12 @@ def main() -> int:
             for name, shipper, case in plan:
                 work = Path(tmp) / f"{name}-{rnd}"
                 work.mkdir()
-                sink = Sink(args.lines, work, args.framing)
+                sink = Sink(events(args.lines) if case == "ml-java" else args.lines, work, args.framing)
                 try:
                     if shipper == "lookout":
                         host_root = data / "cri-host" if case == "cri" else None
                         cmd = lookout_cmd(docker_roots[case], host_root, work, sink.port, args.framing,
-                                          args.lookout_arg, "parse=json" if case == "json-parse" else "")
+                                          args.lookout_arg, CASE_QUERY.get(case, ""))
                         raw = work / "pyspy.txt" if args.profile and rnd == 0 else None
                         result = measure(name, cmd, sink, args.lines, work / "lookout.log", profile=raw)
                         if raw is not None and raw.exists():
@@ -661,6 +671,11 @@ def main() -> int:
                  and "error" not in p and "error" not in q]
         summary["parse_extra_cpu_us_per_line_by_round"] = [round(q["cpu_us_per_line"] - p["cpu_us_per_line"], 2)
                                                            for p, q in pairs]
+    if "lookout-ml-plain" in ok and "lookout-ml-java" in ok:  # same lines read; multiline=java's cost per line
+        plain, java = ok["lookout-ml-plain"], ok["lookout-ml-java"]
+        summary["ml_java_vs_plain_cpu_per_line"] = round(java["cpu_us_per_line"] / plain["cpu_us_per_line"], 2)
+        summary["ml_java_extra_cpu_us_per_line"] = round(java["cpu_us_per_line"] - plain["cpu_us_per_line"], 3)
+        summary["ml_java_vs_plain_lines_per_s"] = round(java["lines_per_s"] / plain["lines_per_s"], 2)
     for name in ("lookout-cri", "lookout-no-hostconfig"):
         if "lookout" in ok and name in ok:  # lines/s of the case over json-file's, same records and route
             summary[f"{name.removeprefix('lookout-')}_vs_json_file"] = round(

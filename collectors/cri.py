@@ -48,6 +48,29 @@ def _first(annotations: dict[str, str], keys: tuple[str, ...]) -> str:
     return ""
 
 
+# Pod annotations that choose a container's multiline mode (as the labels of the same name do on Docker). They
+# are in the container's bundle when the runtime passes them through: containerd's ``pod_annotations`` and
+# CRI-O's ``allowed_annotations`` put them in the OCI annotations, and CRI-O keeps the container's own annotations
+# as JSON under ``io.kubernetes.cri-o.Annotations``.
+_MULTILINE_KEYS = ("lookout.multiline", "lookout.multiline_start")
+_CRIO_ANNOTATIONS = "io.kubernetes.cri-o.Annotations"
+
+
+def _multiline_annotations(ann: dict[str, str]) -> dict[str, str]:
+    found = {key: ann[key] for key in _MULTILINE_KEYS if isinstance(ann.get(key), str)}
+    nested = ann.get(_CRIO_ANNOTATIONS)
+    if isinstance(nested, str) and "lookout.multiline" in nested:
+        try:
+            inner = orjson.loads(nested)
+        except orjson.JSONDecodeError:
+            inner = None
+        if isinstance(inner, dict):
+            for key in _MULTILINE_KEYS:
+                if isinstance(inner.get(key), str):
+                    found.setdefault(key, inner[key])
+    return found
+
+
 class CriMetadata:
     """Container id -> ``ContainerInfo`` template for every runtime but Docker (collectors/docker.py)."""
 
@@ -145,6 +168,8 @@ class CriMetadata:
                 labels.setdefault("io.kubernetes.pod.uid", ref.pod_uid)
             if container and not sandbox:
                 labels.setdefault("io.kubernetes.container.name", container)
+        for key, value in _multiline_annotations(ann).items():
+            labels.setdefault(key, value)  # the log shipper's multiline mode (collectors.logs.multiline)
         if not (bundle or record or link or names or pod):
             return None  # nothing known yet; try again next cycle
         info = ContainerInfo(

@@ -6,19 +6,25 @@
   of a file ahead and hands them to the agent's chunk workers (agent.logs.offload, one pool for every route), and
   takes a worker's encoded payload for a chunk only when the worker saw exactly the bytes read now and the
   source's decoder holds nothing; anything else is decoded inline, in order. A worker can only save work, never
-  change what is shipped. Chunks of a container that the route's processing stage must see (agent.logs.process:
-  its labels ask for parsing or a rate limit) are always decoded inline.
+  change what is shipped. A source with a multiline mode is always decoded inline (a worker does not join events),
+  and so are the chunks of a container that the route's processing stage must see (agent.logs.process: its labels
+  ask for parsing or a rate limit).
+
+Both finish the multiline events held past their timeout (``expire``), which the reader calls when a pass over the
+sources found nothing more to read at once; records finished that way go through the processing stage too.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
 from agent.logs.batch import Batch, EncodedSegment
 from agent.logs.metrics import LogMetrics
-from agent.model import Segment
+from agent.model import LogRecord, Segment
 from collectors.logs.files import Tail
 from collectors.logs.follower import Follower, SourceState
 
@@ -60,7 +66,12 @@ class InlineCodec:
                 log.warning("log_line_unparseable", route=label, file=tail.path, offset=offset, reason=reason)
         if out.truncated:
             metrics.truncated.labels(label).inc(out.truncated)
-        records = out.records
+        self._add(state, tail, out.records, batch)
+        batch.size += len(data)
+        self.follower.ack(batch.acks, state, tail)
+
+    def _add(self, state: SourceState, tail: Tail, records: list[LogRecord], batch: Batch) -> None:
+        metrics, label = self.metrics, self.label
         metrics.records_read.labels(label).inc(len(records))
         streams = self.streams
         if streams:
@@ -73,8 +84,39 @@ class InlineCodec:
         elif records:
             batch.segments.append(Segment(self.follower.source(state, tail), records))
             batch.count += len(records)
-        batch.size += len(data)
-        self.follower.ack(batch.acks, state, tail)
+
+    def expire(self, batch: Batch) -> float | None:
+        """Add the multiline events that saw no new line for their timeout to ``batch`` and acknowledge past them;
+        when the next held event is due (monotonic), None when none is held. An event whose file has bytes not read
+        yet (its next line may be there, or is being written) is not finished: the reader gets to them first."""
+        follower = self.follower
+        if not follower.joining:
+            return None
+        now = time.monotonic()
+        due: float | None = None
+        for state in follower.joining.values():
+            multiline = state.decoder.multiline
+            if multiline is None or not multiline.held:
+                continue
+            unread = False
+            for key in multiline.files():
+                tail = follower.tail_of(state, key)
+                if tail is None:
+                    continue  # cannot happen: a file's events are finished before it is closed
+                try:
+                    if os.fstat(tail.fd).st_size > tail.offset:
+                        unread = True  # the reader's next visit reads it; no early wake for this one
+                        continue
+                except OSError:
+                    pass  # the read reports it; the file's end finishes its events
+                records = multiline.expired(now, key)
+                if records:
+                    self._add(state, tail, records, batch)
+                    follower.ack(batch.acks, state, tail)
+            next_due = None if unread else multiline.due()
+            if next_due is not None and (due is None or next_due < due):
+                due = next_due
+        return due
 
     def forget(self, key: str) -> None:
         """The follower closed file ``key``."""
@@ -92,8 +134,11 @@ class WorkerCodec(InlineCodec):
 
     def chunk(self, state: SourceState, tail: Tail, data: bytes, start: int, batch: Batch) -> None:
         job = self._jobs.pop((tail.key, start), None)
-        if self.process is not None and self.process.active(self.follower.source(state, tail)):
-            if job is not None:  # a container whose labels ask for processing: its chunks are decoded here
+        # Events are joined by the reader (nothing read ahead), and a container whose labels ask for processing has
+        # its chunks decoded here.
+        if state.decoder.multiline is not None or (
+                self.process is not None and self.process.active(self.follower.source(state, tail))):
+            if job is not None:
                 self.workers.drop(job)
             super().chunk(state, tail, data, start, batch)
             return

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from agent.model import ContainerInfo
 from agent.params import ROUTE_PARAMS, Param, RateLimit, parse_params, redact_uri, split_uri
+from collectors.logs.multiline import MultilineSpec
 
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink
@@ -132,6 +133,11 @@ class LogOptions:
     batch_records: int = BATCH_RECORDS
     flush_interval: float = 0.0  # wait this long for a batch to fill before sending it anyway
     rate_limit: RateLimit | None = None  # --log-rate-limit: each container's (agent.logs.process)
+    multiline_timeout: float = 1.0  # --multiline-timeout, or the route's multiline_timeout
+    # The route's own multiline setting (None: off); ``multiline_set`` when the route gave multiline= at all (then
+    # the containers' lookout.multiline labels are not looked at).
+    multiline: MultilineSpec | None = None
+    multiline_set: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,12 +214,17 @@ def make_sink(route: Route, state_dir: Path) -> Sink:
 
 
 def route_options(route: Route, base: LogOptions) -> LogOptions:
-    """The route's batch limits: its ``batch``, ``batch_bytes`` and ``flush`` options, else its kind's."""
+    """The route's batch limits: its ``batch``, ``batch_bytes`` and ``flush`` options, else its kind's; its
+    multiline options (a ``ValueError`` naming the one that is wrong)."""
     kind = route_kind(route)
     opts = parse_params(ROUTE_PARAMS, route.params, route.scheme, pass_through=True)
+    timeout = base.multiline_timeout if opts["multiline_timeout"] is None else opts["multiline_timeout"]
+    multiline = MultilineSpec.parse(opts["multiline"], opts["multiline_start"], timeout)
     return dataclasses.replace(base, batch_records=opts["batch"] or kind.records,
                                batch_bytes=opts["batch_bytes"] or kind.size,
-                               flush_interval=kind.flush if opts["flush"] is None else opts["flush"])
+                               flush_interval=kind.flush if opts["flush"] is None else opts["flush"],
+                               multiline_timeout=timeout, multiline=multiline,
+                               multiline_set="multiline" in route.params)
 
 
 def check_route(uri: str, state_dir: Path) -> str | None:

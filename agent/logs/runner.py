@@ -42,6 +42,7 @@ QUEUE_BATCHES = 4
 # reached it, and the reader waits for new lines (``LogOptions.poll_interval``, or a wake) instead of visiting
 # every source again to find nothing.
 MORE_AFTER = 64 << 10
+EXPIRE_EVERY = 0.25  # seconds: how often held multiline events are looked at while the reader is never idle
 
 
 class RouteRunner:
@@ -64,6 +65,8 @@ class RouteRunner:
         self.on_acked: Callable[[], None] = lambda: None  # the pipeline's group commit of the checkpoints
         self.lines: Counter[str] = Counter()  # records delivered, by container id (the API's log rates)
         self.last_record_time = ""  # the time of the last record delivered, when the reader decoded it
+        self.multiline_due: float | None = None  # when the next held multiline event expires (monotonic)
+        self._expired_at = 0.0  # when codec.expire last ran
         self._reading = threading.Lock()  # held by read_batch: a removed route closes its files after it
         self.files_open = self.lag_bytes = 0  # as of the last gauge update
         self.started_at = time.time()
@@ -71,7 +74,8 @@ class RouteRunner:
             route.id, label, store, lookup, route.filter.match, read_from=options.read_from,
             max_line_bytes=options.max_line_bytes, host=options.host, fresh_start=fresh_start,
             on_lost=metrics.files_lost.labels(label).inc, on_skipped=metrics.parse_errors.labels(label).inc,
-            on_close=lambda key: self.codec.forget(key))
+            on_close=lambda key: self.codec.forget(key), multiline=options.multiline,
+            multiline_set=options.multiline_set, multiline_timeout=options.multiline_timeout)
         # The agent's chunk workers (shared by the routes) decode for sinks whose payload is one buffer, when the
         # route reads every stream; else the reader decodes every chunk itself.
         # The processing stage (agent.logs.process; not for the live stream's tap, which shows lines as written): a
@@ -121,8 +125,14 @@ class RouteRunner:
                 tail, data, start = got
                 assert state is not None
                 self.codec.chunk(state, tail, data, start, batch)
-                if len(data) >= MORE_AFTER:
+                if len(data) >= MORE_AFTER or not data:  # no data: a file's end finished its multiline events
                     self.more = True
+        # Held multiline events with no new line expire: after a pass that read every source to its end, and at
+        # least every EXPIRE_EVERY while other sources keep the reader busy.
+        now = time.monotonic()
+        if not self.more or now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
+            self.multiline_due = self.codec.expire(batch)
         if self.process is not None:
             self.process.flush_due(batch)  # rate-limit summaries of containers gone quiet (agent.logs.process)
         return batch
@@ -208,6 +218,9 @@ class RouteRunner:
             timeout = poll
             if pending.count:
                 timeout = max(0.0, min(timeout, opts.flush_interval - waited))
+            due = self.multiline_due
+            if due is not None:  # a held multiline event expires before the wait would end
+                timeout = max(0.0, min(timeout, due - time.monotonic()))
             self.wake.clear()
             await wait_event(self.wake, timeout)
 

@@ -19,6 +19,7 @@ import msgspec
 import orjson
 
 from agent.model import LogRecord
+from collectors.logs.multiline import Multiline
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 _STREAMS = frozenset({"stdout", "stderr"})
@@ -152,18 +153,45 @@ class Decoded:
 
 
 class _Joiner:
-    """Per-stream partial joining and the ``max_line_bytes`` cap, shared by both formats."""
+    """Per-stream partial joining and the ``max_line_bytes`` cap, shared by both formats; then, when the source has
+    a multiline mode (``multiline``, collectors.logs.multiline), the joining of an event's lines."""
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self.max_line_bytes = max_line_bytes
         self.pending: dict[str, _Pending] = {}
         # Identity of the file being decoded, so held parts know which file's checkpoint they pin.
         self.file = ""
+        self.multiline: Multiline | None = None
 
     def safe_offset(self, end_offset: int, file: str = "") -> int:
-        """Where ``file``'s checkpoint may point: before the first part of any record still being joined."""
+        """Where ``file``'s checkpoint may point: before the first part of any record still being joined, and
+        before the first line of any multiline event still held."""
         offsets = [p.offset for p in self.pending.values() if p.file == file]
+        multiline = self.multiline
+        if multiline is not None and multiline.held:
+            held = multiline.safe_offset(file)
+            if held is not None:
+                offsets.append(held)
         return min(offsets) if offsets else end_offset
+
+    def decode(self, chunk: bytes, base_offset: int) -> Decoded:
+        """The records of ``chunk`` (complete lines from ``base_offset``) finished so far. With a multiline mode, an
+        empty chunk means the file ``file`` ended: the events held from it are finished."""
+        multiline = self.multiline
+        if multiline is None:
+            return self._decode(chunk, base_offset)
+        if not chunk:
+            out = Decoded()
+            out.records = multiline.flush(self.file)
+            return out
+        out = self._decode(chunk, base_offset)
+        before = multiline.truncated
+        out.records = multiline.feed(out.records, self.file)
+        out.truncated += multiline.truncated - before
+        return out
+
+    def _decode(self, chunk: bytes, base_offset: int) -> Decoded:
+        raise NotImplementedError
 
     def _part(self, out: Decoded, time: str, stream: str, text: str, offset: int, last: bool) -> None:
         pending = self.pending.get(stream)
@@ -197,7 +225,7 @@ class _Joiner:
 class JsonFileDecoder(_Joiner):
     """Docker json-file: ``{"log": "...\\n", "stream": "stdout", "time": "..."}`` per line."""
 
-    def decode(self, chunk: bytes, base_offset: int) -> Decoded:
+    def _decode(self, chunk: bytes, base_offset: int) -> Decoded:
         out = Decoded()
         lines = chunk.split(b"\n")
         if lines and not lines[-1]:
@@ -293,7 +321,7 @@ class JsonFileDecoder(_Joiner):
 class CriDecoder(_Joiner):
     """CRI: ``<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <content>`` per line."""
 
-    def decode(self, chunk: bytes, base_offset: int) -> Decoded:
+    def _decode(self, chunk: bytes, base_offset: int) -> Decoded:
         out = Decoded()
         if not self.pending:
             fast = self._decode_fast(chunk, base_offset)

@@ -27,6 +27,7 @@ from agent.model import ContainerInfo, LogSource
 from collectors.logs.checkpoints import CheckpointStore
 from collectors.logs.decoders import CriDecoder, JsonFileDecoder, time_order_key
 from collectors.logs.files import READ_CHUNK, Tail
+from collectors.logs.multiline import Multiline, MultilineSpec, container_spec
 from collectors.logs.sources import SourceSpec
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ class Follower:
                  lookup: Callable[[SourceSpec], ContainerInfo | None], ship: Callable[[ContainerInfo], bool], *,
                  read_from: str = "head", max_line_bytes: int = 1 << 20, host: str = "", fresh_start: bool = False,
                  on_lost: Callable[[int], None] = lambda n: None, on_skipped: Callable[[], None] = lambda: None,
-                 on_close: Callable[[str], None] = lambda k: None) -> None:
+                 on_close: Callable[[str], None] = lambda k: None, multiline: MultilineSpec | None = None,
+                 multiline_set: bool = False, multiline_timeout: float = 1.0) -> None:
         self.route_id = route_id
         self.label = label
         self.store = store
@@ -118,6 +120,11 @@ class Follower:
         self.on_lost = on_lost
         self.on_skipped = on_skipped
         self.on_close = on_close
+        # The route's multiline setting; when the route set none, each container's lookout.multiline label.
+        self.multiline = multiline
+        self.multiline_set = multiline_set
+        self.multiline_timeout = multiline_timeout
+        self.joining: dict[str, SourceState] = {}  # the sources with a multiline mode, by source id
         self.states: dict[str, SourceState] = {}
         self.watch: LogWatch | None = None  # set by the pipeline: counts the files runtimes create
         # Files present at the very first start (no checkpoints at all) honour --read-from.
@@ -184,11 +191,14 @@ class Follower:
         with self.lock:
             for sid in [sid for sid, st in self.states.items() if st.gone]:
                 state = self.states[sid]
-                if all(t.unread() == 0 for t in state.tails):
+                multiline = state.decoder.multiline
+                # A multiline event still held is finished by its timeout first (``RouteRunner``), then dropped.
+                if all(t.unread() == 0 and (multiline is None or not multiline.holds(t.key)) for t in state.tails):
                     for tail in state.tails:
                         self.on_close(tail.key)
                     state.close()
                     del self.states[sid]
+                    self.joining.pop(sid, None)
             self._order = sorted(self.states)
 
     def next_state(self) -> SourceState | None:
@@ -219,7 +229,33 @@ class Follower:
             state.info = info
             state.skip = not self.ship(info)
             state.sources.clear()
+            self._set_multiline(state, info)
         return True
+
+    def _set_multiline(self, state: SourceState, info: ContainerInfo) -> None:
+        """The source's multiline mode: the route's when it sets one (``multiline=off`` too), else the container's
+        ``lookout.multiline`` label (a bad label is logged and ignored). Kept while an event is held."""
+        spec = self.multiline
+        if not self.multiline_set:
+            try:
+                spec = container_spec(info.labels, self.multiline_timeout)
+            except ValueError as exc:
+                log.warning("multiline_label_invalid", route=self.label, container=info.name or info.container_id,
+                            error=str(exc))
+                spec = None
+        decoder = state.decoder
+        current = decoder.multiline
+        if current is not None and (current.held or current.spec == spec):
+            return
+        decoder.multiline = Multiline(spec, self.max_line_bytes) if spec is not None else None
+        if spec is not None:
+            self.joining[state.spec.source_id] = state
+        else:
+            self.joining.pop(state.spec.source_id, None)
+
+    def tail_of(self, state: SourceState, key: str) -> Tail | None:
+        """The source's open file ``key`` (None when it is closed)."""
+        return next((t for t in state.tails if t.key == key), None)
 
     def source(self, state: SourceState, tail: Tail) -> LogSource:
         src = state.sources.get(tail.key)
@@ -229,9 +265,10 @@ class Follower:
         return src
 
     def read(self, state: SourceState, acks: Acks) -> tuple[Tail, bytes, int] | bool:
-        """One read from the source's active file: (file, complete lines, their offset) to decode, else True if
-        it moved anything (a file finished, an over-long line skipped: ``acks`` has the offset), False if not.
-        After decoding the lines, the caller acknowledges them with ``ack``."""
+        """One read from the source's active file: (file, complete lines, their offset) to decode (no lines: the file
+        ends, finish its multiline events), else True if it moved anything (a file finished, an over-long line
+        skipped: ``acks`` has the offset), False if not. After decoding the lines, the caller acknowledges them with
+        ``ack``."""
         if not self.resolve(state) or state.skip:
             return False
         watched = self._watched(state)
@@ -243,6 +280,8 @@ class Follower:
         try:
             data, start, skipped = tail.read(READ_CHUNK)
         except OSError as exc:
+            if self._holds(state, tail):
+                return tail, b"", tail.offset  # the codec finishes the file's multiline events first
             log.warning("log_read_failed", route=self.label, file=tail.path, error=str(exc))
             self._finish(state, tail, acks)
             return True
@@ -267,6 +306,8 @@ class Follower:
             data, start, _ = tail.read(READ_CHUNK)
             if data:
                 return tail, data, start
+            if self._holds(state, tail):
+                return tail, b"", tail.offset  # no event spans two files: the codec finishes those held in this one
             self._finish(state, tail, acks)
             if len(state.tails) == 0:
                 self._refresh_files(state, force=True)
@@ -280,6 +321,13 @@ class Follower:
                 state.tails.append(tail)
             return True
         return False
+
+    @staticmethod
+    def _holds(state: SourceState, tail: Tail) -> bool:
+        """Whether the source's decoder holds a multiline event of ``tail``: an empty chunk for the codec (read
+        returns ``(tail, b"", offset)``) finishes it before the file is closed."""
+        multiline = state.decoder.multiline
+        return multiline is not None and multiline.holds(tail.key)
 
     def _watched(self, state: SourceState) -> bool:
         """No file was created in the source's directory since its last complete listing, as the directory watch
