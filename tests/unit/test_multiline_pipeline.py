@@ -4,14 +4,16 @@ of a stack trace."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
 
 from agent.logs.codec import WorkerCodec
 from agent.logs.routes import check_route
-from tests.unit.test_log_pipeline import FakeContainer, Harness, idle, records, wait_for
+from tests.unit.test_log_pipeline import FakeContainer, Harness, acked_to_end, idle, records, wait_for
 from tests.unit.test_multiline import events_of
 
 JAVA = events_of("java.log")
@@ -255,3 +257,22 @@ def test_check_config_refuses_bad_multiline_options_naming_them(tmp_path: Path,
     good = ["check-config", "--state-dir", str(tmp_path / "s"), "--multiline-timeout", "2s",
             "--route", "file:///tmp/a.ndjson?multiline=go&multiline_timeout=500ms"]
     assert main(good) == 0, capsys.readouterr().err
+
+
+async def test_processing_applies_to_joined_events_also_those_the_timeout_finishes(harness: Harness):
+    """multiline and processing on one route: every joined event goes through the route's processing stage, the last
+    one too, which only the timeout finishes (InlineCodec._add for both ways); excluded events are counted and the
+    checkpoint still passes them."""
+    c = harness.container("shop")
+    write_events(c, JAVA)
+    # An exclude that matches the last event only: the one the timeout ships.
+    last = JAVA[-1].split("\n")[0]
+    harness.start(f"file://{harness.out}?multiline=java&multiline_timeout=0.3&add_field=team:shop"
+                  f"&exclude={quote(re.escape(last), safe='')}")
+    await wait_for(lambda: out_of(harness.out, "shop") == JAVA[:-1])
+    # The last event is held until the timeout: it is past once the route acknowledged the whole file.
+    await wait_for(lambda: acked_to_end(harness, c))
+    await wait_for(lambda: idle(harness))
+    got = [r for r in records(harness.out) if r["container_name"] == "shop"]
+    assert [r["message"] for r in got] == JAVA[:-1]
+    assert all(r.get("fields") == {"team": "shop"} for r in got), got[:2]
