@@ -53,6 +53,12 @@ class LogMetrics:
                                        "retries included.", ["route"],
                                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120), registry=r)
 
+        self.journal_restarts = Counter("lookout_journal_reader_restarts", "Times the journal reader (journalctl) "
+                                        "exited or was killed and was started again from the saved cursor.",
+                                        registry=r)
+        self.journal_skipped = Counter("lookout_journal_entries_skipped", "Journal entries of a container or "
+                                       "--journal-units unit not spooled: unreadable, or without a message or time "
+                                       "(each logged).", registry=r)
         self.failed = Gauge("lookout_route_failed", "1 once the route stopped on a bug in its sink (logged once with "
                             "the traceback; its records stay in their files), else 0.", ["route"], registry=r)
 

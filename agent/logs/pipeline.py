@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -47,6 +48,8 @@ class LogPipeline:
         self._started = False
         self._watch: LogWatch | None = None
         self._specs: dict[str, SourceSpec] | None = None  # the last scan
+        # Other long-running parts started with the pipeline's tasks (the journal spool's reader, agent.control).
+        self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         for runner in runners:
             self.add(runner)
 
@@ -122,6 +125,7 @@ class LogPipeline:
         self._started = True
         out = [asyncio.create_task(self.discover(), name="log-discovery"),
                asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
+        out += [asyncio.create_task(service(), name=f"log-service-{n}") for n, service in enumerate(self.services)]
         for runner in self.runners:
             out += runner.start()
         return out
