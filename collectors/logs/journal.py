@@ -12,7 +12,9 @@ The reader's position is the journal's own cursor, saved in ``<state-dir>/journa
 the lines of every entry up to it are written and fsynced: after a crash the entries since the last save (what
 journalctl printed in one go, at most ``COMMIT_INTERVAL`` seconds of them) are written to the spool a second time,
 nothing is skipped. Without a saved cursor the reader starts where ``--read-from`` says: ``head``, every entry the
-journal holds for the matches; ``tail``, after the journal's last entry at start.
+journal holds for the matches; ``tail``, after the journal's last entry at start. journalctl starts at the saved
+entry (``--cursor``), which the reader drops, rather than after it (``--after-cursor``): systemd 252's
+``--after-cursor`` skips the first matching entry when the cursor's own entry does not match.
 
 ``journalctl`` rather than the ``systemd`` Python binding: its JSON output is a documented, stable interface
 (systemd's JSON export format), it needs no compiler or libsystemd headers to install, and it reads a host's journal
@@ -119,10 +121,11 @@ def classify(entry: dict[str, Any], units: dict[str, str]) -> tuple[str, str] | 
 
 
 def to_line(entry: dict[str, Any]) -> bytes | None:
-    """The Docker json-file line for an entry; None when it has no message or no time. A part of a line Docker split
-    at 16 KiB (``CONTAINER_PARTIAL_MESSAGE=true``) has no trailing newline, as in a json-file; a message that is not
-    UTF-8 has its bad bytes replaced by U+FFFD, as Docker's json-file does. Priority 0-3 (error and worse; Docker
-    writes stderr as 3) is ``stderr``, anything else ``stdout``."""
+    """The Docker json-file line for an entry; None when it has no message or no time. A part of a line split at
+    16 KiB (``CONTAINER_PARTIAL_MESSAGE=true``, by Docker or conmon) has no trailing newline, as in a json-file; a
+    complete line gets one (Docker's messages have none, conmon's keep theirs). A message that is not UTF-8 has its
+    bad bytes replaced by U+FFFD, as Docker's json-file does. Priority 0-3 (error and worse; Docker and conmon write
+    stderr as 3) is ``stderr``, anything else ``stdout``."""
     message = field_bytes(entry.get("MESSAGE"))
     try:
         micros = int(entry["__REALTIME_TIMESTAMP"])
@@ -134,7 +137,7 @@ def to_line(entry: dict[str, Any]) -> bytes | None:
     stream = "stderr" if priority in ("0", "1", "2", "3") else "stdout"
     partial = _text(entry.get("CONTAINER_PARTIAL_MESSAGE")) == "true"
     text = message.decode("utf-8", "replace")
-    if not partial:
+    if not partial and not text.endswith("\n"):  # Docker's messages have no newline; conmon's keep theirs
         text += "\n"
     seconds, fraction = divmod(micros, 1_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
@@ -250,7 +253,9 @@ class JournalSpool:
     def command(self) -> list[str]:
         cmd = [*self._base(), "--output=json", "--all", "--follow", f"--output-fields={','.join(FIELDS)}"]
         if self.cursor:
-            cmd.append(f"--after-cursor={self.cursor}")
+            # From the saved entry on, that one dropped by ``handle``: journalctl 252's --after-cursor skips one more
+            # entry than the cursor's when that entry does not match (a unit no longer asked for, the tail cursor).
+            cmd.append(f"--cursor={self.cursor}")
         elif self.read_from == "tail":
             cmd.append("--lines=0")
         else:
@@ -280,6 +285,8 @@ class JournalSpool:
             self.on_skipped()
             return
         cursor = entry.get("__CURSOR")
+        if cursor == self.cursor:  # the saved entry itself, where --cursor starts: already spooled
+            return
         source = classify(entry, self.units)
         line = to_line(entry) if source is not None else None
         if source is not None and line is None:

@@ -1,7 +1,7 @@
 """A stand-in for ``journalctl`` in unit tests of the journal spool's restart and resume logic (the integration
 tests use the real one): it prints the entries of ``LOOKOUT_REPLAY_FILE`` (``journalctl -o json`` output captured
-from a real journal, tests/fixtures/data/journal) as journalctl does with ``--after-cursor`` (only the entries
-after the one with that cursor), ``--lines=0`` (none of them), ``--lines=1`` (the last) or ``--no-tail`` (all),
+from a real journal, tests/fixtures/data/journal) as journalctl does with ``--cursor`` (the entries from the one
+with that cursor on), ``--lines=0`` (none of them), ``--lines=1`` (the last) or ``--no-tail`` (all),
 and appends its arguments as one JSON line to ``LOOKOUT_REPLAY_CALLS``. With ``LOOKOUT_REPLAY_DIE_AFTER=N`` it
 exits with status 1 after printing N entries, the first time only (a journalctl that crashed); otherwise, with
 ``--follow``, it then waits to be terminated as journalctl does.
@@ -24,10 +24,10 @@ def main(argv: list[str]) -> int:
     calls = Path(os.environ["LOOKOUT_REPLAY_CALLS"])
     with calls.open("a") as fh:
         fh.write(json.dumps(argv) + "\n")
-    after = next((a.split("=", 1)[1] for a in argv if a.startswith("--after-cursor=")), None)
-    if after is not None:
+    start = next((a.split("=", 1)[1] for a in argv if a.startswith("--cursor=")), None)
+    if start is not None:
         cursors = [json.loads(e)["__CURSOR"] for e in entries]
-        entries = entries[cursors.index(after) + 1:] if after in cursors else []
+        entries = entries[cursors.index(start):] if start in cursors else []
     elif "--lines=0" in argv:
         entries = []
     elif "--lines=1" in argv:

@@ -197,3 +197,30 @@ def test_a_host_roots_journal_is_read_with_root(journald: str, tmp_path: Path) -
         spool.stop()
         thread.join(10)
     assert [x["log"] for x in spool_lines(tmp_path / "state", "units", f"{ident}.service")] == ["from the host\n"]
+
+
+def test_resuming_from_a_cursor_whose_entry_is_not_matched_loses_no_entry(journald: str, tmp_path: Path) -> None:
+    """The saved cursor may name an entry the matches no longer select (a unit dropped from --journal-units; the
+    journal's last entry, where --read-from tail starts): the first matching entry after it is still spooled
+    (journalctl 252's --after-cursor would skip it; the reader uses --cursor and drops the saved entry itself)."""
+    ident, other = f"lookout-test-cur-{secrets.token_hex(3)}", f"lookout-test-cur-other-{secrets.token_hex(3)}"
+    systemd_cat(ident, "before\n")
+    systemd_cat(other, "the cursor's entry\n")
+    systemd_cat(ident, "right after\n")
+    systemd_cat(ident, "later\n")
+    saved = wait_for(lambda: journal(f"SYSLOG_IDENTIFIER={other}"), timeout=10, message="the other entry")
+    wait_for(lambda: len(journal(f"SYSLOG_IDENTIFIER={ident}")) == 3, timeout=10, message="the unit's entries")
+    root = tmp_path / "state" / "journal"
+    root.mkdir(parents=True)
+    (root / "cursor").write_text(saved[0]["__CURSOR"])
+    spool = JournalSpool(root, Path("/"), [ident], "head")
+    thread = threading.Thread(target=spool.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(spool_lines(tmp_path / "state", "units", f"{ident}.service")) >= 2, timeout=30,
+                 message="the entries after the cursor spooled")
+    finally:
+        spool.stop()
+        thread.join(10)
+    assert [x["log"] for x in spool_lines(tmp_path / "state", "units", f"{ident}.service")] == \
+        ["right after\n", "later\n"]

@@ -79,6 +79,26 @@ def test_converted_lines_decode_to_whole_records_with_the_journal_time() -> None
     assert {r[1] for r in records if r[2] in ("to-stderr", "last")} == {"stderr"}
 
 
+def test_podman_entries_keep_their_newline_once_and_join_their_partials() -> None:
+    """conmon (Podman's journald driver) keeps each line's newline in MESSAGE and splits long lines in parts of its
+    own size; the lines decode to what the container printed, as Docker's entries do."""
+    podman = entries("podman-entries.ndjson")
+    cid = field_bytes(podman[0]["CONTAINER_ID_FULL"])
+    assert cid is not None and all(classify(e, {}) == ("podman", cid.decode()) for e in podman)
+    assert sum(e.get("CONTAINER_PARTIAL_MESSAGE") == "true" for e in podman) == 2
+    lines = [line for line in map(to_line, podman) if line is not None]
+    assert len(lines) == len(podman)
+    decoded = JsonFileDecoder(1 << 20).decode(b"".join(lines), 0)
+    assert decoded.errors == []
+    got = {"stdout": [r[2] for r in decoded.records if r[1] == "stdout"],
+           "stderr": [r[2] for r in decoded.records if r[1] == "stderr"]}
+    # What the script printed (tests/fixtures/capture_journal.py), as Docker's json-file of it decodes.
+    oracle = JsonFileDecoder(1 << 20).decode((DATA / "docker-json.log").read_bytes(), 0).records
+    assert got["stdout"] == [r[2] for r in oracle if r[1] == "stdout"]
+    assert got["stdout"] == ["first", "x" * 17000, "bad-\ufffd-utf8", "", 'tab\tand "quotes" and \\ backslash']
+    assert got["stderr"] == ["to-stderr", "last"]
+
+
 def test_systemd_cat_entries_belong_to_the_unit_by_identifier_without_systemd() -> None:
     unit_entries = entries("unit-entries.ndjson")
     spool_units = {"lookout-fixture-unit.service": "lookout-fixture-unit.service",
@@ -200,15 +220,15 @@ def test_cursor_is_saved_after_the_lines_and_a_new_reader_resumes_after_it(tmp_p
     stop()
     assert len(spooled(root)) == 8 + 3
     first = json.loads(calls.read_text().splitlines()[0])
-    assert "--no-tail" in first and not any(a.startswith("--after-cursor") for a in first)
+    assert "--no-tail" in first and not any(a.startswith("--cursor") for a in first)
     # A new reader (the agent restarted) starts after the saved cursor: nothing is written twice.
     again = JournalSpool(root, Path("/"), ["lookout-fixture-unit"], "head", journalctl=journalctl)
     assert again.cursor == last
     stop = running(again)
     wait_for(lambda: len(calls.read_text().splitlines()) == 2, timeout=10, message="the second journalctl")
     stop()
-    assert f"--after-cursor={last}" in json.loads(calls.read_text().splitlines()[1])
-    assert len(spooled(root)) == 11
+    assert f"--cursor={last}" in json.loads(calls.read_text().splitlines()[1])
+    assert len(spooled(root)) == 11  # the saved entry, printed again by --cursor, is not spooled again
 
 
 def test_tail_starts_after_the_journals_last_entry(tmp_path: Path) -> None:
@@ -220,7 +240,7 @@ def test_tail_starts_after_the_journals_last_entry(tmp_path: Path) -> None:
     stop()
     last = entries("unit-entries.ndjson")[-1]["__CURSOR"]
     assert (root / "cursor").read_text() == last
-    assert f"--after-cursor={last}" in json.loads(calls.read_text().splitlines()[1])
+    assert f"--cursor={last}" in json.loads(calls.read_text().splitlines()[1])
     assert spooled(root) == []
 
 
@@ -234,7 +254,7 @@ def test_a_journalctl_that_dies_is_restarted_from_the_saved_cursor(tmp_path: Pat
     wait_for(lambda: len(spooled(root)) == 8, timeout=10, message="every container entry spooled")
     stop()
     docker = entries("docker-entries.ndjson")
-    assert f"--after-cursor={docker[3]['__CURSOR']}" in json.loads(calls.read_text().splitlines()[1])
+    assert f"--cursor={docker[3]['__CURSOR']}" in json.loads(calls.read_text().splitlines()[1])
     assert restarts == [1] and spool.restarts == 1
     assert [d["log"] for d in spooled(root)] == [orjson.loads(to_line(e) or b"")["log"] for e in docker]
 
