@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ FIELDS = ("MESSAGE", "PRIORITY", "CONTAINER_ID_FULL", "CONTAINER_PARTIAL_MESSAGE
           "SYSLOG_IDENTIFIER")
 RUNTIME_COMMS = {"dockerd": "docker", "conmon": "podman"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ERROR_PRIORITIES = frozenset({"0", "1", "2", "3"})
 
 
 def unit_name(unit: str) -> str:
@@ -99,8 +101,16 @@ def field_bytes(value: Any) -> bytes | None:
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:  # nearly always: no round trip through bytes
+        return value
     raw = field_bytes(value)
     return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+@lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    """RFC 3339 UTC to the second (cached: a burst of entries shares its seconds)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def classify(entry: dict[str, Any], units: dict[str, str]) -> tuple[str, str] | None:
@@ -126,22 +136,23 @@ def to_line(entry: dict[str, Any]) -> bytes | None:
     complete line gets one (Docker's messages have none, conmon's keep theirs). A message that is not UTF-8 has its
     bad bytes replaced by U+FFFD, as Docker's json-file does. Priority 0-3 (error and worse; Docker and conmon write
     stderr as 3) is ``stderr``, anything else ``stdout``."""
-    message = field_bytes(entry.get("MESSAGE"))
+    message = entry.get("MESSAGE")
     try:
         micros = int(entry["__REALTIME_TIMESTAMP"])
     except (KeyError, TypeError, ValueError):
         return None
-    if message is None:
-        return None
-    priority = _text(entry.get("PRIORITY"))
-    stream = "stderr" if priority in ("0", "1", "2", "3") else "stdout"
-    partial = _text(entry.get("CONTAINER_PARTIAL_MESSAGE")) == "true"
-    text = message.decode("utf-8", "replace")
-    if not partial and not text.endswith("\n"):  # Docker's messages have no newline; conmon's keep theirs
-        text += "\n"
+    if type(message) is str:
+        text = message
+    else:
+        raw = field_bytes(message)
+        if raw is None:
+            return None
+        text = raw.decode("utf-8", "replace")
+    stream = "stderr" if _text(entry.get("PRIORITY")) in _ERROR_PRIORITIES else "stdout"
+    if _text(entry.get("CONTAINER_PARTIAL_MESSAGE")) != "true" and not text.endswith("\n"):
+        text += "\n"  # Docker's messages have no newline; conmon's keep theirs
     seconds, fraction = divmod(micros, 1_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
-    return orjson.dumps({"log": text, "stream": stream, "time": stamp}) + b"\n"
+    return orjson.dumps({"log": text, "stream": stream, "time": f"{_second(seconds)}.{fraction:06d}Z"}) + b"\n"
 
 
 class SpoolFile:
@@ -157,17 +168,27 @@ class SpoolFile:
         self.size = os.fstat(self.fd).st_size
         self.dirty = False
         self.used = time.monotonic()
+        self.pending: list[bytes] = []
 
     def write(self, line: bytes) -> None:
+        """Buffered until ``flush`` (the reader flushes after each read of journalctl's output)."""
         if self.size and self.size + len(line) > self.max_size:
             self.rotate()
-        os.write(self.fd, line)
+        self.pending.append(line)
         self.size += len(line)
-        self.dirty = True
-        self.used = time.monotonic()
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            while data:
+                data = data[os.write(self.fd, data):]
+            self.dirty = True
+            self.used = time.monotonic()
 
     def rotate(self) -> None:
         """As Docker's json-file: ``.N-1`` -> ``.N`` (the oldest removed), live -> ``.1``, a new live file."""
+        self.flush()
         self.sync()
         os.close(self.fd)
         name = str(self.base)
@@ -184,6 +205,7 @@ class SpoolFile:
         self.size = 0
 
     def sync(self) -> None:
+        self.flush()
         if self.dirty:
             os.fsync(self.fd)
             self.dirty = False
@@ -385,6 +407,8 @@ class JournalSpool:
                     for raw in lines:
                         if raw:
                             self.handle(raw)
+                    for spool in self.files.values():
+                        spool.flush()
                 now = time.monotonic()
                 # Saved once journalctl has printed all it had (a burst is written), but not more often than every
                 # COMMIT_GAP, and every COMMIT_INTERVAL under a steady stream: a crash writes again at most that much.
