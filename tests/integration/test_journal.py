@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.helpers.agent import AgentProcess
 from tests.helpers.deps import unavailable
 from tests.helpers.docker import IMAGE, ContainerRunner
 from tests.helpers.journald import JournaldUnavailable, ensure_journald, journal_files
+from tests.helpers.runtimes import PODMAN_IMAGE, PodmanRunner
 from tests.helpers.wait import wait_for
 from tests.integration.test_logs_docker import Ndjson, acked_offset, gaps, numbers, settled
 
@@ -224,3 +225,45 @@ def test_resuming_from_a_cursor_whose_entry_is_not_matched_loses_no_entry(journa
         thread.join(10)
     assert [x["log"] for x in spool_lines(tmp_path / "state", "units", f"{ident}.service")] == \
         ["right after\n", "later\n"]
+
+
+# --- Podman's journald driver (conmon) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pods() -> Iterator[PodmanRunner]:
+    from tests.helpers.runtimes import RuntimeCommandError, RuntimeUnavailable, ensure_podman
+
+    try:
+        ensure_podman()
+    except (RuntimeUnavailable, RuntimeCommandError) as exc:
+        unavailable(f"no usable podman: {exc}")
+    runner = PodmanRunner()
+    try:
+        yield runner
+    finally:
+        runner.cleanup()
+
+
+@pytest.mark.podman
+def test_podman_journald_container_is_shipped_with_its_metadata(journald: str, agent: AgentFactory,
+                                                                 pods: PodmanRunner, tmp_path: Path) -> None:
+    out = Ndjson(tmp_path / "out.ndjson")
+    a = agent("--route", f"file://{out.path}?filter.name=lookout-test-podjournal-*", "--read-from", "tail")
+    wait_for(lambda: journalctl_children(a), timeout=20, message="the agent's journalctl")
+    script = "seq 1 500; echo oops >&2; printf 'y%.0s' $(seq 1 20000); echo; echo done"
+    c = pods.run("--log-driver", "journald", "--label", "com.example.team=journal", cmd=["sh", "-c", script],
+                 purpose="podjournal")
+
+    def mine() -> list[dict[str, Any]]:
+        return [r for r in out.poll() if r["container_id"] == c.id]
+
+    wait_for(lambda: len(mine()) >= 503, timeout=30, message="the container's 503 lines",
+             describe=lambda: f"got {len(mine())}; log:\n{a.log(30)}")
+    got = mine()
+    assert [r["message"] for r in got if r["stream"] == "stdout"] == [str(n) for n in range(1, 501)] + \
+        ["y" * 20000, "done"]
+    assert [r["message"] for r in got if r["stream"] == "stderr"] == ["oops"]
+    assert {(r["container_name"], r["image"]) for r in got} == {(c.name, PODMAN_IMAGE)}
+    assert got[0]["labels"]["com.example.team"] == "journal"
+    assert got[0]["file"].startswith(str(a.state_dir / "journal" / "podman" / c.id))
