@@ -270,3 +270,30 @@ def test_unreadable_output_is_counted_and_skipped(tmp_path: Path) -> None:
     assert len(skipped) == 2
     assert len(spooled(tmp_path)) == 1
     assert (tmp_path / "cursor").read_text() == entry["__CURSOR"]
+
+
+def test_a_removed_containers_spool_is_deleted_once_idle(tmp_path: Path) -> None:
+    docker_root = tmp_path / "docker"
+    root = tmp_path / "journal"
+    spool = JournalSpool(root, Path("/"), ["nginx"], "head", docker_root=docker_root)
+    old = 10_000.0  # seconds ago: past GONE_IDLE, not past PODMAN_IDLE
+
+    def spool_dir(kind: str, key: str, age: float) -> Path:
+        directory = root / kind / key
+        directory.mkdir(parents=True)
+        f = directory / f"{key}-json.log"
+        f.write_bytes(b"{}\n")
+        stamp = os.stat(f).st_mtime - age
+        os.utime(f, (stamp, stamp))
+        return directory
+
+    removed = spool_dir("docker", "a" * 64, old)  # its container directory is gone
+    running = spool_dir("docker", "b" * 64, old)
+    (docker_root / "containers" / ("b" * 64)).mkdir(parents=True)
+    recent = spool_dir("docker", "c" * 64, 10.0)  # gone, but written to moments ago: the routes may still read it
+    podman_recent = spool_dir("podman", "d" * 64, old)
+    podman_old = spool_dir("podman", "e" * 64, 100_000.0)
+    unit = spool_dir("units", "nginx.service", 100_000.0)
+    spool.collect_garbage()
+    assert [d.exists() for d in (removed, running, recent, podman_recent, podman_old, unit)] == \
+        [False, True, True, True, False, True]
