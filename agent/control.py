@@ -133,7 +133,7 @@ class RouteTable:
         """The journal spool, if the host keeps a journal and journalctl is installed (else logged once)."""
         import shutil
 
-        from collectors.logs.journal import JournalSpool, journal_present
+        from collectors.logs.journal import JournalSpool, journal_present, read_by_routes
 
         if not journal_present(self.config.host_root):
             self._journal_note = "no journal files under /var/log/journal or /run/log/journal"
@@ -142,12 +142,13 @@ class RouteTable:
         if journalctl is None:
             self._journal_note = "journalctl is not installed"
             return
-        assert self._metrics is not None
-        metrics = self._metrics
+        assert self._metrics is not None and self._store is not None
+        metrics, store = self._metrics, self._store
         self._journal = JournalSpool(self.config.state_dir / "journal", self.config.host_root,
                                      self.config.journal_units, self.config.read_from,
                                      docker_root=self.config.docker_root, journalctl=journalctl,
-                                     on_restart=metrics.journal_restarts.inc, on_skipped=metrics.journal_skipped.inc)
+                                     on_restart=metrics.journal_restarts.inc, on_skipped=metrics.journal_skipped.inc,
+                                     finished=lambda path, sid: read_by_routes(store.routes(), path, sid))
 
     async def _journal_service(self) -> None:
         """The journal spool's reader thread, from the pipeline's first scan on until the pipeline stops."""

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +54,7 @@ STABLE_RUN = 60.0  # a journalctl that ran this long restarts after the shortest
 GONE_IDLE = 300.0  # a removed Docker container's spool is deleted once it was not written for this long
 PODMAN_IDLE = 86400.0  # a Podman container's spool (whose removal is not looked for) after this long unwritten
 GC_INTERVAL = 60.0
+ROTATE_WAIT = 300.0  # seconds a rotation waits at most for the routes to be done with the file it deletes
 CURSOR_FILE = "cursor"
 KINDS = ("docker", "podman", "units")
 # The fields the reader asks journalctl for (besides __CURSOR and __REALTIME_TIMESTAMP, always printed).
@@ -155,10 +156,16 @@ def to_line(entry: dict[str, Any]) -> bytes | None:
     return orjson.dumps({"log": text, "stream": stream, "time": f"{_second(seconds)}.{fraction:06d}Z"}) + b"\n"
 
 
+class _Stopped(Exception):
+    """The reader was stopped while a rotation waited for the routes."""
+
+
 class SpoolFile:
     """One source's json-file files: the live ``<name>-json.log`` and its rotated ``.1`` … ``.<max_files - 1>``."""
 
-    def __init__(self, directory: Path, name: str, max_size: int, max_files: int) -> None:
+    def __init__(self, directory: Path, name: str, max_size: int, max_files: int,
+                 before_delete: Callable[[str], None] = lambda path: None) -> None:
+        self.before_delete = before_delete  # told of the file a rotation is about to delete (may wait)
         self.directory = directory
         self.base = directory / f"{name}-json.log"
         self.max_size = max_size
@@ -190,8 +197,11 @@ class SpoolFile:
         """As Docker's json-file: ``.N-1`` -> ``.N`` (the oldest removed), live -> ``.1``, a new live file."""
         self.flush()
         self.sync()
-        os.close(self.fd)
         name = str(self.base)
+        oldest = f"{name}.{self.max_files - 1}" if self.max_files > 1 else name
+        if os.path.exists(oldest):
+            self.before_delete(oldest)
+        os.close(self.fd)
         if self.max_files > 1:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{name}.{self.max_files - 1}")
@@ -217,6 +227,30 @@ class SpoolFile:
             os.close(self.fd)
 
 
+def read_by_routes(routes: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str, source_id: str) -> bool:
+    """Whether every route that ships ``source_id`` is done with ``path``, the spool file a rotation would delete, by
+    the routes' acknowledged offsets (``CheckpointStore.routes()``: file keys ``<dev>:<ino>:<crc>``). A route is done
+    when it acknowledged the file to its end, or holds an offset in a newer file of the source (it reads oldest
+    first); it is behind when its offsets are only in files already deleted. A route with no offset in the source
+    (one that filters it out, or has not begun it) does not hold the spool."""
+    try:
+        st = os.stat(path)
+        newer = {os.stat(e.path).st_ino for e in os.scandir(os.path.dirname(path)) if e.path != path}
+    except OSError:
+        return True
+    for files in routes.values():
+        mine = [(key.split(":", 2), entry) for key, entry in files.items() if entry.get("source") == source_id]
+        if not mine:
+            continue
+        here = [entry for parts, entry in mine if parts[:2] == [str(st.st_dev), str(st.st_ino)]]
+        if here:
+            if any(int(entry["offset"]) < st.st_size for entry in here):
+                return False
+        elif not any(len(parts) == 3 and parts[1].isdigit() and int(parts[1]) in newer for parts, _ in mine):
+            return False
+    return True
+
+
 def journal_present(host_root: Path) -> bool:
     """Whether the host keeps a journal (persistent ``/var/log/journal`` or volatile ``/run/log/journal``)."""
     for base in ("var/log/journal", "run/log/journal"):
@@ -233,7 +267,9 @@ class JournalSpool:
     def __init__(self, root: Path, host_root: Path, units: Iterable[str], read_from: str, *,
                  docker_root: Path | None = None, journalctl: str = "journalctl", max_size: int = MAX_SIZE,
                  max_files: int = MAX_FILES, on_restart: Callable[[], None] = lambda: None,
-                 on_skipped: Callable[[], None] = lambda: None) -> None:
+                 on_skipped: Callable[[], None] = lambda: None,
+                 finished: Callable[[str, str], bool] = lambda path, source_id: True,
+                 rotate_wait: float = ROTATE_WAIT) -> None:
         self.root = root
         self.host_root = host_root
         self.units: dict[str, str] = {}
@@ -246,6 +282,8 @@ class JournalSpool:
         self.max_files = max_files
         self.on_restart = on_restart
         self.on_skipped = on_skipped
+        self.finished = finished  # (spool file, source id) -> every route that ships the source is done with it
+        self.rotate_wait = rotate_wait
         self.cursor_path = root / CURSOR_FILE
         self.files: dict[tuple[str, str], SpoolFile] = {}
         self.entries = 0  # entries written to the spool
@@ -317,12 +355,30 @@ class JournalSpool:
         elif source is not None and line is not None:
             spool = self.files.get(source)
             if spool is None:
+                sid = f"journal:{source[0]}:{source[1]}"
                 spool = self.files[source] = SpoolFile(self.root / source[0] / source[1], source[1], self.max_size,
-                                                       self.max_files)
+                                                       self.max_files, lambda path: self._wait_read(path, sid))
             spool.write(line)
             self.entries += 1
         if isinstance(cursor, str):  # only once the entry's line is written: a failed write is read again
             self._pending = cursor
+
+    def _wait_read(self, path: str, source_id: str) -> None:
+        """Hold the reader (journalctl waits on its pipe; the journal keeps the entries) until every route that ships
+        the source is done with the spool file a rotation would delete, at most ``rotate_wait`` seconds: a route
+        stuck longer loses the file, as with a json-file rotated away unread (counted by the route)."""
+        deadline = time.monotonic() + self.rotate_wait
+        waited = False
+        while not self.finished(path, source_id):
+            if self._stop.is_set():
+                raise _Stopped
+            if time.monotonic() >= deadline:
+                log.warning("journal_spool_rotated_unread", source=source_id, file=path, waited=self.rotate_wait)
+                return
+            if not waited:
+                log.info("journal_spool_waiting", source=source_id, file=path)
+                waited = True
+            self._stop.wait(0.1)
 
     def commit(self) -> None:
         """Every spool file written to is fsynced, then the cursor of the last entry handled is saved."""
@@ -350,6 +406,9 @@ class JournalSpool:
             try:
                 rc, errors = self._read_once()
                 self.commit()
+            except _Stopped:  # stopped while a rotation waited for the routes: the entries before it are written
+                self.commit()
+                break
             except OSError as exc:  # the spool or the cursor cannot be written (a full disk): read again later
                 rc, errors = None, f"spool not written: {exc}"
                 for spool in self.files.values():

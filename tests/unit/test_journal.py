@@ -20,10 +20,12 @@ from collectors.logs.decoders import JsonFileDecoder
 from collectors.logs.journal import (
     JournalSpool,
     SpoolFile,
+    _Stopped,
     classify,
     field_bytes,
     journal_present,
     matches,
+    read_by_routes,
     to_line,
     unit_identifier,
     unit_name,
@@ -297,3 +299,78 @@ def test_a_removed_containers_spool_is_deleted_once_idle(tmp_path: Path) -> None
     spool.collect_garbage()
     assert [d.exists() for d in (removed, running, recent, podman_recent, podman_old, unit)] == \
         [False, True, True, True, False, True]
+
+
+def test_a_rotation_waits_until_the_routes_are_done_with_the_file_it_deletes(tmp_path: Path) -> None:
+    """The spool's bound holds no route's unread lines: the rotation that would delete the oldest file waits (here
+    until a route, played by the test, acknowledges it) and only then deletes it."""
+    directory = tmp_path / "docker" / "c1"
+    sid = "journal:docker:c1"
+    routes: dict[str, dict[str, dict[str, Any]]] = {}
+    waits: list[str] = []
+
+    def finished(path: str) -> None:
+        waits.append(path)
+        assert read_by_routes(routes, path, sid) is False  # the route holds an offset in the file's middle
+        st = os.stat(path)
+        key = next(k for k in routes["r"] if k.startswith(f"{st.st_dev}:{st.st_ino}:"))
+        routes["r"][key]["offset"] = st.st_size  # ... and now acknowledged it to its end
+        assert read_by_routes(routes, path, sid) is True
+
+    spool = SpoolFile(directory, "c1", max_size=100, max_files=2, before_delete=finished)
+    line = b'{"log":"x\\n","stream":"stdout","time":"1970-01-01T00:00:00.000000Z"}\n'  # 67 bytes: one per file
+    spool.write(line)
+    spool.write(line)  # live -> .1: nothing deleted yet
+    spool.flush()
+    st = os.stat(directory / "c1-json.log.1")
+    routes["r"] = {f"{st.st_dev}:{st.st_ino}:abcd": {"path": str(directory / "c1-json.log.1"), "offset": 10,
+                                                     "source": sid},
+                   "other:1:ffff": {"path": "/elsewhere", "offset": 0, "source": "docker:x"}}
+    routes["filtered"] = {"1:2:3": {"path": "/x", "offset": 0, "source": "journal:docker:c2"}}
+    spool.write(line)  # .1 would be deleted: waits for the route
+    spool.close()
+    assert waits == [str(directory / "c1-json.log.1")]
+
+
+def test_read_by_routes_by_offsets_and_newer_files(tmp_path: Path) -> None:
+    directory = tmp_path / "units" / "u"
+    directory.mkdir(parents=True)
+    old, live = directory / "u-json.log.1", directory / "u-json.log"
+    old.write_bytes(b"a" * 50)
+    live.write_bytes(b"b" * 10)
+    sid = "journal:units:u"
+    so, sl = os.stat(old), os.stat(live)
+    in_old = {f"{so.st_dev}:{so.st_ino}:1": {"path": str(old), "offset": 50, "source": sid}}
+    in_live = {f"{sl.st_dev}:{sl.st_ino}:2": {"path": str(live), "offset": 3, "source": sid}}
+    in_gone = {f"{so.st_dev}:999999999:3": {"path": str(old) + ".2", "offset": 7, "source": sid}}
+    assert read_by_routes({}, str(old), sid)  # no route
+    assert read_by_routes({"r": in_old}, str(old), sid)  # acknowledged to its end
+    assert not read_by_routes({"r": {k: {**e, "offset": 49} for k, e in in_old.items()}}, str(old), sid)
+    assert read_by_routes({"r": in_live}, str(old), sid)  # already in a newer file
+    assert not read_by_routes({"r": in_gone}, str(old), sid)  # still in a file deleted before: behind
+    assert not read_by_routes({"a": in_live, "b": in_gone}, str(old), sid)  # every route counts
+    assert read_by_routes({"r": {"1:2:3": {"path": "/x", "offset": 0, "source": "docker:x"}}}, str(old), sid)
+    assert read_by_routes({"r": in_gone}, str(directory / "missing"), sid)  # nothing to delete
+
+
+def test_a_rotation_waits_at_most_rotate_wait_and_not_past_a_stop(tmp_path: Path) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def never(path: str, sid: str) -> bool:
+        asked.append((path, sid))
+        return False
+
+    spool = JournalSpool(tmp_path, Path("/"), [], "head", max_size=100, max_files=2, finished=never, rotate_wait=0.3)
+    entry = entries("docker-entries.ndjson")[0]
+    cid = entry["CONTAINER_ID_FULL"]
+    for n in range(3):  # the third rotation deletes a file: it waits 0.3 s for the route, then goes on
+        spool.handle(orjson.dumps({**entry, "__CURSOR": f"c{n}"}))
+    spool.commit()
+    assert asked and all(a == (str(tmp_path / "docker" / cid / f"{cid}-json.log.1"), f"journal:docker:{cid}")
+                         for a in asked)
+    assert (tmp_path / "cursor").read_text() == "c2"
+    spool.stop()  # stopped: a rotation that waits gives up without deleting, and the entry is not covered
+    with pytest.raises(_Stopped):
+        spool.handle(orjson.dumps({**entry, "__CURSOR": "c3"}))
+    spool.commit()
+    assert (tmp_path / "cursor").read_text() == "c2"
