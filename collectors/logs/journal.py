@@ -284,6 +284,7 @@ class JournalSpool:
         self.on_skipped = on_skipped
         self.finished = finished  # (spool file, source id) -> every route that ships the source is done with it
         self.rotate_wait = rotate_wait
+        self._gave_up: set[str] = set()  # sources whose last rotation wait timed out
         self.cursor_path = root / CURSOR_FILE
         self.files: dict[tuple[str, str], SpoolFile] = {}
         self.entries = 0  # entries written to the spool
@@ -366,19 +367,25 @@ class JournalSpool:
     def _wait_read(self, path: str, source_id: str) -> None:
         """Hold the reader (journalctl waits on its pipe; the journal keeps the entries) until every route that ships
         the source is done with the spool file a rotation would delete, at most ``rotate_wait`` seconds: a route
-        stuck longer loses the file, as with a json-file rotated away unread (counted by the route)."""
+        stuck longer loses the file, as with a json-file rotated away unread (counted by the route), and so do its
+        next ones until it is found done at a rotation again."""
         deadline = time.monotonic() + self.rotate_wait
         waited = False
         while not self.finished(path, source_id):
             if self._stop.is_set():
                 raise _Stopped
-            if time.monotonic() >= deadline:
-                log.warning("journal_spool_rotated_unread", source=source_id, file=path, waited=self.rotate_wait)
+            if source_id in self._gave_up or time.monotonic() >= deadline:
+                # Once given up on, a source's rotations wait no more until its routes are found done in time: a
+                # route that stopped for good must not stall every container's journal at each rotation.
+                if source_id not in self._gave_up:
+                    log.warning("journal_spool_rotated_unread", source=source_id, file=path, waited=self.rotate_wait)
+                self._gave_up.add(source_id)
                 return
             if not waited:
                 log.info("journal_spool_waiting", source=source_id, file=path)
                 waited = True
             self._stop.wait(0.1)
+        self._gave_up.discard(source_id)
 
     def commit(self) -> None:
         """Every spool file written to is fsynced, then the cursor of the last entry handled is saved."""

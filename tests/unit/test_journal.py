@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -363,14 +364,20 @@ def test_a_rotation_waits_at_most_rotate_wait_and_not_past_a_stop(tmp_path: Path
     spool = JournalSpool(tmp_path, Path("/"), [], "head", max_size=100, max_files=2, finished=never, rotate_wait=0.3)
     entry = entries("docker-entries.ndjson")[0]
     cid = entry["CONTAINER_ID_FULL"]
+    started = time.monotonic()
     for n in range(3):  # the third rotation deletes a file: it waits 0.3 s for the route, then goes on
         spool.handle(orjson.dumps({**entry, "__CURSOR": f"c{n}"}))
+    assert time.monotonic() - started >= 0.3
+    asked_once = len(asked)
+    spool.handle(orjson.dumps({**entry, "__CURSOR": "c2b"}))  # given up on: the next rotation asks once, no wait
+    assert len(asked) == asked_once + 1
     spool.commit()
     assert asked and all(a == (str(tmp_path / "docker" / cid / f"{cid}-json.log.1"), f"journal:docker:{cid}")
                          for a in asked)
-    assert (tmp_path / "cursor").read_text() == "c2"
+    assert (tmp_path / "cursor").read_text() == "c2b"
+    spool._gave_up.clear()
     spool.stop()  # stopped: a rotation that waits gives up without deleting, and the entry is not covered
     with pytest.raises(_Stopped):
         spool.handle(orjson.dumps({**entry, "__CURSOR": "c3"}))
     spool.commit()
-    assert (tmp_path / "cursor").read_text() == "c2"
+    assert (tmp_path / "cursor").read_text() == "c2b"
