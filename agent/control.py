@@ -80,7 +80,7 @@ class RouteTable:
         self._hub: LogHub | None = None
         self._graph_root: Path | None = None
         self._journal: JournalSpool | None = None  # the journal spool's reader, once the pipeline exists
-        self._journal_checked = False
+        self._journal_scanned = False
         self._journal_note = ""  # why the journal is not read
         self._lock = asyncio.Lock()
         self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host)
@@ -114,10 +114,10 @@ class RouteTable:
 
         specs = scan(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root(),
                      self._journal_root())
-        if self._journal is not None and not self._journal_checked:
+        if self._journal is not None and not self._journal_scanned:
             # Started after the first scan: its files are new sources to every route, read from their head (the
             # spool itself starts where --read-from says).
-            self._journal_checked = True
+            self._journal_scanned = True
         return specs
 
     def _parents(self) -> list[str]:
@@ -156,7 +156,7 @@ class RouteTable:
 
         if self._journal is None:
             return
-        while not self._journal_checked:  # set by the first scan, in discovery's thread
+        while not self._journal_scanned:  # set by the first scan, in discovery's thread
             await asyncio.sleep(0.05)
         spool = self._journal
         thread = threading.Thread(target=spool.run, name="journal-spool", daemon=True)

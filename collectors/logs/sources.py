@@ -75,16 +75,7 @@ class SourceSpec:
 
 def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None,
          journal_root: Path | None = None) -> dict[str, SourceSpec]:
-    specs: dict[str, SourceSpec] = {}
-    for kind in JOURNAL_KINDS:
-        if journal_root is None:
-            break
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(journal_root / kind):
-                if entry.is_dir():
-                    sid = f"journal:{kind}:{entry.name}"
-                    # The unit or id names the files (``<name>-json.log``); metadata goes by the source id.
-                    specs[sid] = SourceSpec(sid, "json-file", entry.path, container_id=entry.name)
+    specs: dict[str, SourceSpec] = _journal_specs(journal_root) if journal_root is not None else {}
     for storage_dir in _podman_dirs(podman_root):
         try:
             entries = [e for e in os.scandir(storage_dir) if _HEX64.match(e.name)]
@@ -117,6 +108,19 @@ def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None,
                                             pod_uid=uid, container=cont.name)
     except OSError:
         pass
+    return specs
+
+
+def _journal_specs(journal_root: Path) -> dict[str, SourceSpec]:
+    """The journal spool's sources: json-file files named after the container id or the unit (``<name>-json.log``);
+    their metadata is looked up by the source id (collectors.logs.metadata)."""
+    specs = {}
+    for kind in JOURNAL_KINDS:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(journal_root / kind):
+                if entry.is_dir():
+                    sid = f"journal:{kind}:{entry.name}"
+                    specs[sid] = SourceSpec(sid, "json-file", entry.path, container_id=entry.name)
     return specs
 
 
