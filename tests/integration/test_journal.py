@@ -267,3 +267,23 @@ def test_podman_journald_container_is_shipped_with_its_metadata(journald: str, a
     assert {(r["container_name"], r["image"]) for r in got} == {(c.name, PODMAN_IMAGE)}
     assert got[0]["labels"]["com.example.team"] == "journal"
     assert got[0]["file"].startswith(str(a.state_dir / "journal" / "podman" / c.id))
+
+
+@pytest.mark.docker
+def test_read_from_head_ships_what_the_journal_holds_and_tail_only_what_comes_after(
+        journald: str, agent: AgentFactory, containers: ContainerRunner, tmp_path: Path) -> None:
+    before = containers.run("--log-driver", "journald", cmd=["sh", "-c", "seq 1 100"], purpose="jhead")
+    wait_for(lambda: not before.inspect()["State"]["Running"], timeout=30, message="the first container exited")
+    wait_for(lambda: len(journal(f"CONTAINER_ID_FULL={before.id}", "--output-fields=MESSAGE")) == 100, timeout=10,
+             message="its 100 entries in the journal")
+    head, tail = Ndjson(tmp_path / "head.ndjson"), Ndjson(tmp_path / "tail.ndjson")
+    a_head = agent("--route", f"file://{head.path}?filter.name=lookout-test-jhead-*")
+    a_tail = agent("--route", f"file://{tail.path}?filter.name=lookout-test-jhead-*", "--read-from", "tail")
+    wait_for(lambda: journalctl_children(a_tail), timeout=20, message="the tail agent's journalctl")
+    after = containers.run("--log-driver", "journald", cmd=["sh", "-c", "seq 101 150"], purpose="jhead")
+    wait_for(lambda: len(head.of(before)) >= 100 and len(head.of(after)) >= 50, timeout=90,
+             message="head: both containers' lines", describe=lambda: a_head.log(20))
+    wait_for(lambda: len(tail.of(after)) >= 50, timeout=60, message="tail: the later container's lines")
+    settled(a_tail, str(tail.path))
+    assert numbers(head.of(before)) == list(range(1, 101)) and numbers(head.of(after)) == list(range(101, 151))
+    assert tail.of(before) == [] and numbers(tail.of(after)) == list(range(101, 151))
