@@ -115,6 +115,7 @@ class Config:
     multiline_timeout: float = 1.0
     log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
     log_rate_limit: RateLimit | None = None  # each container's records per second/minute/hour (agent.logs.process)
+    journal_units: tuple[str, ...] = ()  # systemd units whose journal entries are shipped (collectors.logs.journal)
     api_token_file: Path | None = None
     api_token: str | None = field(default=None, repr=False)  # read from api_token_file; never logged or shown
     tls_cert: Path | None = None
@@ -264,6 +265,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-rate-limit", "at most this many log records per container and route, e.g. 1000/s, 30000/m; beyond "
            "it records are dropped, counted, and summarized in one record per interval; a container's label "
            "lookout.ratelimit overrides it (default off)", parse_rate, metavar="N/s", expected="a rate like 1000/s"),
+    Option("journal-units", "systemd units whose journal entries the routes ship besides containers' (comma list, "
+           "e.g. nginx,cron.service; a name without a type is a .service): an entry is a unit's when its _SYSTEMD_UNIT "
+           "is it, or, written with no unit (no systemd), when its SYSLOG_IDENTIFIER is the unit's name without the "
+           "type", parse_list, "list", metavar="UNIT,...", expected=_A_LIST),
     Option("api-token-file", "file holding the bearer token that the API's guarded endpoints (adding and removing "
            "routes, /logs) require; without it they answer 403", str, metavar="FILE", expected=_A_PATH),
     Option("tls-cert", "serve HTTPS with this certificate (PEM, the chain after it); needs --tls-key", str,
@@ -612,6 +617,10 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     if read_from not in ("head", "tail"):
         problems.append(f"{where('read-from')}: use head or tail, not {read_from!r}")
     kwargs["read_from"] = read_from
+    kwargs["journal_units"] = tuple(u.strip() for u in values.get("journal-units", ()) if u.strip())
+    bad_units = [u for u in kwargs["journal_units"] if "/" in u or u.startswith(".") or u.endswith(".")]
+    if bad_units:
+        problems.append(f"{where('journal-units')}: not unit names: {', '.join(bad_units)}")
     if "max-line-bytes" in values:
         kwargs["max_line_bytes"] = values["max-line-bytes"]
     if "multiline-timeout" in values:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from agent.logs.runner import RouteRunner
     from collectors.docker import DockerMetadata
     from collectors.logs.checkpoints import CheckpointStore
+    from collectors.logs.journal import JournalSpool
     from collectors.logs.metadata import LogMetadata
 
 log = structlog.get_logger("lookout.control")
@@ -78,6 +79,9 @@ class RouteTable:
         self._workers: ChunkWorkers | None = None
         self._hub: LogHub | None = None
         self._graph_root: Path | None = None
+        self._journal: JournalSpool | None = None  # the journal spool's reader, once the pipeline exists
+        self._journal_scanned = False
+        self._journal_note = ""  # why the journal is not read
         self._lock = asyncio.Lock()
         self._options = LogOptions(read_from=config.read_from, max_line_bytes=config.max_line_bytes, host=host,
                                    rate_limit=config.log_rate_limit, multiline_timeout=config.multiline_timeout)
@@ -99,7 +103,9 @@ class RouteTable:
             self._store = CheckpointStore(self.config.state_dir)
             self._metrics = LogMetrics(self.registry)
             self._lookup = LogMetadata(self.docker, self.config.env_metadata_allowlist, self.config.host_root)
+            self._make_journal()
             self._pipeline = LogPipeline([], self._store, self._scan, self._parents, None, self._spawn, self._metrics)
+            self._pipeline.services.append(self._journal_service)
             if self.started:
                 self._spawn(self._pipeline.tasks())
         return self._pipeline
@@ -107,12 +113,64 @@ class RouteTable:
     def _scan(self) -> dict[str, Any]:
         from collectors.logs.sources import scan
 
-        return scan(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
+        specs = scan(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root(),
+                     self._journal_root())
+        if self._journal is not None and not self._journal_scanned:
+            # Started after the first scan: its files are new sources to every route, read from their head (the
+            # spool itself starts where --read-from says).
+            self._journal_scanned = True
+        return specs
 
     def _parents(self) -> list[str]:
         from collectors.logs.sources import parents
 
-        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root())
+        return parents(self.config.docker_root, self.config.host_path("/var/log/pods"), self._podman_root(),
+                       self._journal_root())
+
+    def _journal_root(self) -> Path | None:
+        return self.config.state_dir / "journal" if self._journal is not None else None
+
+    def _make_journal(self) -> None:
+        """The journal spool, if the host keeps a journal and journalctl is installed (else logged once)."""
+        import shutil
+
+        from collectors.logs.journal import JournalSpool, journal_present, read_by_routes
+
+        if not journal_present(self.config.host_root):
+            self._journal_note = "no journal files under /var/log/journal or /run/log/journal"
+            return
+        journalctl = shutil.which("journalctl")
+        if journalctl is None:
+            self._journal_note = "journalctl is not installed"
+            return
+        assert self._metrics is not None and self._store is not None
+        metrics, store = self._metrics, self._store
+        self._journal = JournalSpool(self.config.state_dir / "journal", self.config.host_root,
+                                     self.config.journal_units, self.config.read_from,
+                                     docker_root=self.config.docker_root, journalctl=journalctl,
+                                     on_restart=metrics.journal_restarts.inc, on_skipped=metrics.journal_skipped.inc,
+                                     finished=lambda path, sid: read_by_routes(store.routes(), path, sid))
+
+    async def _journal_service(self) -> None:
+        """The journal spool's reader thread, from the pipeline's first scan on until the pipeline stops."""
+        import threading
+
+        if self._journal is None:
+            return
+        while not self._journal_scanned:  # set by the first scan, in discovery's thread
+            await asyncio.sleep(0.05)
+        spool = self._journal
+        thread = threading.Thread(target=spool.run, name="journal-spool", daemon=True)
+        thread.start()
+        log.info("journal_reading", units=list(self.config.journal_units), cursor=bool(spool.cursor))
+        try:
+            while thread.is_alive():
+                await asyncio.sleep(1.0)
+            # run() returns only when stopped: an exception in it is a bug, and the supervisor stops the agent
+            raise RuntimeError("the journal reader's thread ended")
+        finally:
+            spool.stop()
+            await asyncio.to_thread(thread.join, 10)
 
     def _podman_root(self) -> Path:
         """containers/storage's graph root (Podman's k8s-file logs), from storage.conf once."""

@@ -71,6 +71,12 @@ class LogMetrics:
             ["reason"], registry=r)
         for reason in ("no_instance", "watch_limit", "overflow"):
             self.watch_fallbacks.labels(reason)
+        self.journal_restarts = Counter("lookout_journal_reader_restarts", "Times the journal reader (journalctl) "
+                                        "exited or was killed and was started again from the saved cursor.",
+                                        registry=r)
+        self.journal_skipped = Counter("lookout_journal_entries_skipped", "Journal entries of a container or "
+                                       "--journal-units unit not spooled: unreadable, or without a message or time "
+                                       "(each logged).", registry=r)
         self.failed = Gauge("lookout_route_failed", "1 once the route stopped on a bug in its sink (logged once with "
                             "the traceback; its records stay in their files), else 0.", ["route"], registry=r)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -53,6 +54,8 @@ class LogPipeline:
         self._write_failing_since = 0.0  # monotonic time of the first failed checkpoint write of a run of them
         self._write_failures = 0
         self._watch_counted: dict[str, int] = {}  # the watch's fallbacks already added to the metric
+        # Other long-running parts started with the pipeline's tasks (the journal spool's reader, agent.control).
+        self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         for runner in runners:
             self.add(runner)
 
@@ -162,6 +165,7 @@ class LogPipeline:
         self._started = True
         out = [asyncio.create_task(self.discover(), name="log-discovery"),
                asyncio.create_task(self.flusher(), name="checkpoint-flusher")]
+        out += [asyncio.create_task(service(), name=f"log-service-{n}") for n, service in enumerate(self.services)]
         for runner in self.runners:
             out += runner.start()
         return out

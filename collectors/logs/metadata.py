@@ -1,6 +1,7 @@
 """Container metadata for a log source: Docker's (its API's cache, else the container's ``config.v2.json``), a
 Podman container's (libpod's database), or a CRI container's (the runtime's bundle annotations, found through
-kubelet's ``/var/log/containers`` links, else what the pod log path tells)."""
+kubelet's ``/var/log/containers`` links, else what the pod log path tells); for the journal spool's sources
+(collectors.logs.journal) the container's by its id, or a ``--journal-units`` unit's own."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class LogMetadata:
         self._disk: dict[str, tuple[float, ContainerInfo | None]] = {}  # id -> (retry after, info or None)
         self._cri_cache: dict[str, tuple[float, ContainerInfo | None]] = {}
         self._podman: dict[str, tuple[float, ContainerInfo | None]] = {}
+        self._units: dict[str, ContainerInfo] = {}  # a --journal-units unit's own metadata (journal spool)
         self._cri_first: dict[str, float] = {}  # pod log directory -> when its container's record was first missed
 
     def _cri_id(self, spec: SourceSpec) -> str:
@@ -60,18 +62,10 @@ class LogMetadata:
         return newest
 
     def __call__(self, spec: SourceSpec) -> ContainerInfo | None:
+        if spec.source_id.startswith("journal:"):
+            return self._journal_info(spec)
         if spec.format == "json-file":
-            info = self.docker.get(spec.container_id)
-            if info is not None:
-                return info
-            now = time.monotonic()
-            cached = self._disk.get(spec.container_id)
-            if cached is None or (cached[1] is None and cached[0] <= now):
-                if len(self._disk) > 10_000:
-                    self._disk.clear()
-                # Unreadable metadata is asked for again only after a while: the reader asks on every read.
-                cached = self._disk[spec.container_id] = (now + MISSING_RETRY, self._from_disk(Path(spec.directory)))
-            return cached[1]
+            return self._docker_info(spec.container_id, Path(spec.directory))
         if spec.source_id.startswith("podman:"):
             return self._podman_info(spec.container_id)
         entry = self._cri_cache.get(spec.directory)
@@ -96,6 +90,33 @@ class LogMetadata:
             return None
         self._cri_cache[spec.directory] = (now + MISSING_RETRY, info)
         return info
+
+    def _journal_info(self, spec: SourceSpec) -> ContainerInfo | None:
+        """A journal spool's source (collectors.logs.journal): a Docker or Podman container's metadata by its id, as
+        for its json-file or k8s-file log; a ``--journal-units`` unit's own: its name is the unit's."""
+        kind = spec.source_id.split(":", 2)[1]
+        if kind == "podman":
+            return self._podman_info(spec.container_id)
+        if kind == "docker":
+            return self._docker_info(spec.container_id, self.docker.docker_root / "containers" / spec.container_id)
+        info = self._units.get(spec.container_id)
+        if info is None:
+            info = self._units[spec.container_id] = ContainerInfo(cgroup="", runtime=Runtime.RAW,
+                                                                  name=spec.container_id)
+        return info
+
+    def _docker_info(self, container_id: str, directory: Path) -> ContainerInfo | None:
+        info = self.docker.get(container_id)
+        if info is not None:
+            return info
+        now = time.monotonic()
+        cached = self._disk.get(container_id)
+        if cached is None or (cached[1] is None and cached[0] <= now):
+            if len(self._disk) > 10_000:
+                self._disk.clear()
+            # Unreadable metadata is asked for again only after a while: the reader asks on every read.
+            cached = self._disk[container_id] = (now + MISSING_RETRY, self._from_disk(directory))
+        return cached[1]
 
     def _podman_info(self, container_id: str) -> ContainerInfo | None:
         """libpod's record, looked at again (a few stats; the database is read only when it changed) at most every

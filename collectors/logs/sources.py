@@ -8,6 +8,9 @@
   written by conmon. One file: at ``--log-opt max-size`` conmon writes a new ``ctr.log`` over the old one, which
   is read to its end as any file whose name now names another. A log path moved elsewhere with
   ``--log-opt path=`` is not found.
+- The journal spool (collectors.logs.journal): ``<state-dir>/journal/{docker,podman,units}/<id or unit>/`` with
+  ``<id or unit>-json.log`` and its rotated siblings, Docker's json-file format and naming, written from the journal
+  for containers run with the ``journald`` log driver and the ``--journal-units`` units.
 Compressed (``.gz``) and temporary (``.tmp``) files are not read: a rotated file the agent already
 holds open is drained before it is compressed away.
 
@@ -26,11 +29,13 @@ from pathlib import Path
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CRI_FILE = re.compile(r"^(\d+)\.log(?:\.(\d{8}-\d{6}))?$")
 PODMAN_LOG = "ctr.log"
+JOURNAL_KINDS = ("docker", "podman", "units")  # the journal spool's directories (collectors.logs.journal.KINDS)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    source_id: str  # "docker:<id>", "cri:<ns>_<pod>_<uid>/<container>" or "podman:<id>"
+    # "docker:<id>", "cri:<ns>_<pod>_<uid>/<container>", "podman:<id>" or "journal:<docker|podman|units>:<id or unit>"
+    source_id: str
     format: str  # "json-file" | "cri"
     directory: str
     container_id: str = ""
@@ -68,8 +73,9 @@ class SourceSpec:
         return [os.path.join(self.directory, n) for _, n in sorted(keyed)]
 
 
-def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None) -> dict[str, SourceSpec]:
-    specs: dict[str, SourceSpec] = {}
+def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None,
+         journal_root: Path | None = None) -> dict[str, SourceSpec]:
+    specs: dict[str, SourceSpec] = _journal_specs(journal_root) if journal_root is not None else {}
     for storage_dir in _podman_dirs(podman_root):
         try:
             entries = [e for e in os.scandir(storage_dir) if _HEX64.match(e.name)]
@@ -105,6 +111,19 @@ def scan(docker_root: Path, pods_root: Path, podman_root: Path | None = None) ->
     return specs
 
 
+def _journal_specs(journal_root: Path) -> dict[str, SourceSpec]:
+    """The journal spool's sources: json-file files named after the container id or the unit (``<name>-json.log``);
+    their metadata is looked up by the source id (collectors.logs.metadata)."""
+    specs = {}
+    for kind in JOURNAL_KINDS:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(journal_root / kind):
+                if entry.is_dir():
+                    sid = f"journal:{kind}:{entry.name}"
+                    specs[sid] = SourceSpec(sid, "json-file", entry.path, container_id=entry.name)
+    return specs
+
+
 def _podman_dirs(podman_root: Path | None) -> list[str]:
     """containers/storage's ``<driver>-containers`` directories."""
     if podman_root is None:
@@ -115,12 +134,15 @@ def _podman_dirs(podman_root: Path | None) -> list[str]:
         return []
 
 
-def parents(docker_root: Path, pods_root: Path, podman_root: Path | None = None) -> list[str]:
+def parents(docker_root: Path, pods_root: Path, podman_root: Path | None = None,
+            journal_root: Path | None = None) -> list[str]:
     """The directories in which new log sources appear: Docker's containers directory, the pod log root and each
     pod's directory (a new container of a pod is a new directory there), containers/storage's containers
     directories (a new Podman container's directory appears there; its ``ctr.log`` a moment later, when it
     starts, found by the next scan)."""
     found = [str(docker_root / "containers"), str(pods_root), *_podman_dirs(podman_root)]
+    if journal_root is not None:
+        found += [str(journal_root / kind) for kind in JOURNAL_KINDS]
     with contextlib.suppress(OSError):
         found += [pod.path for pod in os.scandir(pods_root) if pod.is_dir() and len(pod.name.split("_")) == 3]
     return found

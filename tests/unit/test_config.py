@@ -473,3 +473,16 @@ def test_server_ssl_context_reports_files_that_changed_since(certs: Certs, tmp_p
     cert.unlink()
     with pytest.raises(ConfigError, match=f"--tls-cert: {cert} does not exist"):
         server_ssl_context(c)
+
+
+def test_journal_units_from_flag_env_and_toml(state: str, tmp_path: Path) -> None:
+    assert config_from(["--state-dir", state]).journal_units == ()
+    assert config_from(["--state-dir", state, "--journal-units", "nginx, cron.service"]).journal_units == \
+        ("nginx", "cron.service")
+    assert config_from(["--state-dir", state], {"LOOKOUT_JOURNAL_UNITS": "a,b@1.service"}).journal_units == \
+        ("a", "b@1.service")
+    toml = tmp_path / "lookout.toml"
+    toml.write_text('journal-units = ["sshd", "getty@tty1"]\n')
+    assert config_from(["--state-dir", state, "--config", str(toml)]).journal_units == ("sshd", "getty@tty1")
+    with pytest.raises(ConfigError, match=r"--journal-units: not unit names: a/b, \.service"):
+        config_from(["--state-dir", state, "--journal-units", "ok,a/b,.service"])
