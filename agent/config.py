@@ -115,6 +115,7 @@ class Config:
     multiline_timeout: float = 1.0
     log_workers: int = -1  # -1: one per CPU (agent.logs.offload.default_workers)
     log_rate_limit: RateLimit | None = None  # each container's records per second/minute/hour (agent.logs.process)
+    journal: str = "auto"  # "auto": read the journal when the host has one and journalctl; "off": never
     journal_units: tuple[str, ...] = ()  # systemd units whose journal entries are shipped (collectors.logs.journal)
     api_token_file: Path | None = None
     api_token: str | None = field(default=None, repr=False)  # read from api_token_file; never logged or shown
@@ -265,6 +266,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-rate-limit", "at most this many log records per container and route, e.g. 1000/s, 30000/m; beyond "
            "it records are dropped, counted, and summarized in one record per interval; a container's label "
            "lookout.ratelimit overrides it (default off)", parse_rate, metavar="N/s", expected="a rate like 1000/s"),
+    Option("journal", "read the systemd journal for containers with the journald log driver and --journal-units: "
+           "auto (when the host keeps a journal and journalctl is installed) or off (default auto)", str,
+           metavar="auto|off"),
     Option("journal-units", "systemd units whose journal entries the routes ship besides containers' (comma list, "
            "e.g. nginx,cron.service; a name without a type is a .service): an entry is a unit's when its _SYSTEMD_UNIT "
            "is it, or, written with no unit (no systemd), when its SYSLOG_IDENTIFIER is the unit's name without the "
@@ -617,6 +621,10 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = No
     if read_from not in ("head", "tail"):
         problems.append(f"{where('read-from')}: use head or tail, not {read_from!r}")
     kwargs["read_from"] = read_from
+    journal = str(values.get("journal", "auto")).lower()
+    if journal not in ("auto", "off"):
+        problems.append(f"{where('journal')}: use auto or off, not {journal!r}")
+    kwargs["journal"] = journal
     kwargs["journal_units"] = tuple(u.strip() for u in values.get("journal-units", ()) if u.strip())
     bad_units = [u for u in kwargs["journal_units"] if "/" in u or u.startswith(".") or u.endswith(".")]
     if bad_units:

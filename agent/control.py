@@ -136,6 +136,9 @@ class RouteTable:
 
         from collectors.logs.journal import JournalSpool, journal_present, read_by_routes
 
+        if self.config.journal == "off":
+            self._journal_note = "--journal off"
+            return
         if not journal_present(self.config.host_root):
             self._journal_note = "no journal files under /var/log/journal or /run/log/journal"
             return

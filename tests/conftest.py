@@ -12,11 +12,16 @@ server that was running (sections "lookout agent ..." / "prometheus ...").
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+
+# Agents started by the tests read no systemd journal unless a test asks (--journal auto, tests/integration/
+# test_journal.py): a machine's journal may hold other runs' containers, which a route without filters would ship.
+os.environ.setdefault("LOOKOUT_JOURNAL", "off")
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo root on sys.path

@@ -79,7 +79,8 @@ def test_journald_container_is_shipped_with_metadata_and_a_kill_9_resumes_from_t
     out = Ndjson(tmp_path / "out.ndjson")
     # From the tail: the journal's older entries (other tests' containers) are not read first; the container's,
     # all after the start, are (its spool file appears after the routes' first scan: read from its head).
-    a = agent("--route", f"file://{out.path}?filter.name=lookout-test-journal-*", "--read-from", "tail")
+    a = agent("--journal", "auto", "--route", f"file://{out.path}?filter.name=lookout-test-journal-*",
+              "--read-from", "tail")
     c = containers.run("--log-driver", "journald", cmd=["sh", "-c", SCRIPT], purpose="journal")
     spool_file = str(a.state_dir / "journal" / "docker" / c.id / f"{c.id}-json.log")
 
@@ -143,7 +144,7 @@ def test_journal_units_ship_a_units_entries_and_a_killed_journalctl_is_restarted
     ident = f"lookout-test-unit-{secrets.token_hex(3)}"
     other = f"lookout-test-other-{secrets.token_hex(3)}"
     out = Ndjson(tmp_path / "out.ndjson")
-    a = agent("--route", f"file://{out.path}", "--journal-units", ident, "--read-from", "tail")
+    a = agent("--journal", "auto", "--route", f"file://{out.path}", "--journal-units", ident, "--read-from", "tail")
     unit = f"{ident}.service"
 
     def of_unit() -> list[dict[str, Any]]:
@@ -249,7 +250,8 @@ def pods() -> Iterator[PodmanRunner]:
 def test_podman_journald_container_is_shipped_with_its_metadata(journald: str, agent: AgentFactory,
                                                                  pods: PodmanRunner, tmp_path: Path) -> None:
     out = Ndjson(tmp_path / "out.ndjson")
-    a = agent("--route", f"file://{out.path}?filter.name=lookout-test-podjournal-*", "--read-from", "tail")
+    a = agent("--journal", "auto", "--route", f"file://{out.path}?filter.name=lookout-test-podjournal-*",
+              "--read-from", "tail")
     wait_for(lambda: journalctl_children(a), timeout=20, message="the agent's journalctl")
     script = "seq 1 500; echo oops >&2; printf 'y%.0s' $(seq 1 20000); echo; echo done"
     c = pods.run("--log-driver", "journald", "--label", "com.example.team=journal", cmd=["sh", "-c", script],
@@ -277,8 +279,9 @@ def test_read_from_head_ships_what_the_journal_holds_and_tail_only_what_comes_af
     wait_for(lambda: len(journal(f"CONTAINER_ID_FULL={before.id}", "--output-fields=MESSAGE")) == 100, timeout=10,
              message="its 100 entries in the journal")
     head, tail = Ndjson(tmp_path / "head.ndjson"), Ndjson(tmp_path / "tail.ndjson")
-    a_head = agent("--route", f"file://{head.path}?filter.name=lookout-test-jhead-*")
-    a_tail = agent("--route", f"file://{tail.path}?filter.name=lookout-test-jhead-*", "--read-from", "tail")
+    a_head = agent("--journal", "auto", "--route", f"file://{head.path}?filter.name=lookout-test-jhead-*")
+    a_tail = agent("--journal", "auto", "--route", f"file://{tail.path}?filter.name=lookout-test-jhead-*",
+                   "--read-from", "tail")
     wait_for(lambda: journalctl_children(a_tail), timeout=20, message="the tail agent's journalctl")
     after = containers.run("--log-driver", "journald", cmd=["sh", "-c", "seq 101 150"], purpose="jhead")
     wait_for(lambda: len(head.of(before)) >= 100 and len(head.of(after)) >= 50, timeout=90,

@@ -486,3 +486,12 @@ def test_journal_units_from_flag_env_and_toml(state: str, tmp_path: Path) -> Non
     assert config_from(["--state-dir", state, "--config", str(toml)]).journal_units == ("sshd", "getty@tty1")
     with pytest.raises(ConfigError, match=r"--journal-units: not unit names: a/b, \.service"):
         config_from(["--state-dir", state, "--journal-units", "ok,a/b,.service"])
+
+
+def test_journal_auto_or_off_by_flag_and_env(state: str) -> None:
+    assert config_from(["--state-dir", state]).journal == "auto"
+    assert config_from(["--state-dir", state, "--journal", "off"]).journal == "off"
+    assert config_from(["--state-dir", state], {"LOOKOUT_JOURNAL": "off"}).journal == "off"
+    assert config_from(["--state-dir", state, "--journal", "AUTO"], {"LOOKOUT_JOURNAL": "off"}).journal == "auto"
+    with pytest.raises(ConfigError, match=r"--journal: use auto or off, not 'on'"):
+        config_from(["--state-dir", state, "--journal", "on"])
