@@ -313,6 +313,31 @@ def acked_offset(state_dir: Path, log_path: str) -> int:
     return max(found, default=0)
 
 
+def acked_line(state_dir: Path, log_dir: Path) -> int:
+    """The highest line number of the counted stream (``CRASH_SCRIPT``) the persisted checkpoints acknowledge,
+    across the live file and its rotated siblings: each checkpoint entry's file is found by its inode (its name may
+    have changed by a rotation) and the line at the entry's offset is the first one not acknowledged."""
+    try:
+        doc = orjson.loads((state_dir / "checkpoints.json").read_bytes())
+    except FileNotFoundError:
+        return 0
+    by_inode = {f.stat().st_ino: f for f in log_dir.glob("*-json.log*")}
+    acked = 0
+    for files in doc["routes"].values():
+        for key, entry in files.items():
+            path = by_inode.get(int(key.split(":")[1]))
+            if path is None:
+                continue  # rotated away since: an older file than those left
+            data = path.read_bytes()
+            head, rest = data[:entry["offset"]], data[entry["offset"]:]
+            if rest.strip():
+                first_unacked = int(orjson.loads(rest.split(b"\n", 1)[0])["log"])
+                acked = max(acked, first_unacked - 1)
+            elif head.strip():
+                acked = max(acked, int(orjson.loads(head.rstrip(b"\n").rsplit(b"\n", 1)[-1])["log"]))
+    return acked
+
+
 def kill_9_after(a: AgentProcess, c: Container, out: Ndjson, threshold: int, kill: int) -> None:
     """kill -9 the agent once ``threshold`` of the container's lines are out, while the writer still runs."""
     wait_for(lambda: len(set(numbers(out.of(c)))) >= threshold, timeout=30,
@@ -372,22 +397,33 @@ def test_kill_9_twice_under_rotation_loses_nothing_and_repeats_little(agent: Age
     a = agent("--route", f"file://{out.path}?filter.name=lookout-test-crashrot-*")
     c = containers.run("--log-opt", "max-size=1m", "--log-opt", "max-file=5", cmd=["sh", "-c", CRASH_SCRIPT],
                        purpose="crashrot")
+    files = Path(c.inspect()["LogPath"]).parent
+    windows = []
     for kill, threshold in enumerate((20_000, 45_000), 1):
         kill_9_after(a, c, out, threshold, kill)
+        # What the route wrote beyond the persisted checkpoints is what a restart sends again: read at once, while
+        # the files the checkpoints name are still there (Docker keeps rotating).
+        acked = acked_line(a.state_dir, files)
+        window = sum(1 for n in numbers(out.of(c)) if n > acked)
+        windows.append(window)
+        print(f"kill #{kill}: {len(out.of(c))} records out, checkpoints up to line {acked}, unacknowledged window "
+              f"{window} records")
         a.start()  # same --state-dir
     wait_for(lambda: len(set(numbers(out.of(c)))) >= CRASH_LINES, timeout=60, message=f"all {CRASH_LINES} lines",
              describe=lambda: f"missing {gaps(numbers(out.of(c)), range(1, CRASH_LINES + 1))[:10]}")
     metrics = settled(a, str(out.path), [c])
     got = numbers(out.of(c))
     duplicates = len(got) - CRASH_LINES
-    files = Path(c.inspect()["LogPath"]).parent
     rotated = sorted(p.name.rpartition("-json.log")[2] or "live" for p in files.glob("*-json.log*"))
     print(f"kill -9 twice under rotation: {len(got)} records for {CRASH_LINES} lines, duplicates {duplicates}, "
-          f"files left {rotated}, torn output lines {len(out.bad)}")
+          f"unacknowledged windows {windows}, files left {rotated}, torn output lines {len(out.bad)}")
     assert set(got) == set(range(1, CRASH_LINES + 1))
     assert ".4" in rotated, "Docker rotated less than the test needs"
     assert sum(s.value for s in metrics.select("lookout_log_files_lost_total")) == 0
-    assert 0 <= duplicates <= CRASH_LINES * 0.005, f"{duplicates} duplicates: more than 0.5 %"
+    # A restart repeats what was unacknowledged at the kill, never more (a rotation must not make it re-read a
+    # file it had finished); how much was in flight depends on the machine's load (one burst of 1,500 lines, or
+    # several queued batches on a loaded machine), so the bound is the measured window, as without rotation.
+    assert 0 <= duplicates <= sum(windows), f"{duplicates} duplicates for unacknowledged windows {windows}"
     assert len(out.bad) <= 2
 
 
