@@ -184,7 +184,7 @@ class Follower:
         with self.lock:
             for sid in [sid for sid, st in self.states.items() if st.gone]:
                 state = self.states[sid]
-                if all(t.unread() == 0 for t in state.tails):
+                if all(t.drained() for t in state.tails):
                     for tail in state.tails:
                         self.on_close(tail.key)
                     state.close()
@@ -205,8 +205,12 @@ class Follower:
         return len(self._order)
 
     def resolve(self, state: SourceState) -> bool:
-        """Attach metadata and apply the route filter; False while a new container's name is unknown."""
+        """Attach metadata and apply the route filter; False while a new container's name is unknown. A container
+        removed while its files are still being read (its metadata gone from the API and from disk) keeps the
+        metadata it had: its last lines go where the rest went, under its name, and it stays filtered the same."""
         info = self.lookup(state.spec)
+        if info is None and state.info is not None and state.info is not state.fallback:
+            return True
         if info is None:
             if time.monotonic() - state.first_seen < METADATA_WAIT:
                 return False

@@ -61,7 +61,7 @@ class LogMetadata:
 
     def __call__(self, spec: SourceSpec) -> ContainerInfo | None:
         if spec.format == "json-file":
-            info = self.docker.get(spec.container_id)
+            info = self.docker.get(spec.container_id) or self.docker.removed(spec.container_id)
             if info is not None:
                 return info
             now = time.monotonic()
