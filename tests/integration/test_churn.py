@@ -22,6 +22,7 @@ The engine is the machine's main one, shared with other test sessions: the route
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from collections import Counter
@@ -50,7 +51,7 @@ TOLERANCE = 0.10
 # $HOSTNAME is the container's short id; ten lines, then 0.1 s, ten times: the last ten right before it exits.
 SCRIPT = (f'i=1; while [ $i -le {LINES} ]; do echo "$HOSTNAME $i"; '
           '[ $((i % 10)) -eq 0 ] && usleep 100000; i=$((i+1)); done')
-PURPOSE = "churn"
+PURPOSE = f"churn{secrets.token_hex(2)}"  # this run's containers only, also beside another run of this test
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,9 @@ def test_engine_restart_while_20_containers_log_loses_nothing_and_metadata_comes
     engine2.start()
     assert engine2.pid != pid
     restarted = time.monotonic()
-    wait_for(lambda: any(e.get("event") in ("docker_api_available", "docker_api_reconnected")
-                         for e in agent_events(a)), timeout=60, message="the agent logged the reconnect")
+    wait_for(lambda: any(e.get("event") == "docker_api_available" and e.get("events") == "resubscribed"
+                         and e.get("containers") == CONTAINERS for e in agent_events(a)),
+             timeout=60, message="the agent logged the reconnect: containers listed, events resubscribed")
     reconnect_took = time.monotonic() - restarted
 
     # Metadata again from the API, each container once: the same ids, running again.
