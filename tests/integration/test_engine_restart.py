@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -115,6 +116,30 @@ def shown_once(agent: AgentProcess, names: dict[str, str], image: str) -> bool:
     return all(s.labels.get("image") == image for s in seen if s.labels.get("name") in names.values())
 
 
+class TwiceWatch(threading.Thread):
+    """Through the restart, twice a second: any container id twice in /api/v1/containers, or any of the test's
+    container names on two ``container_last_seen`` series (two cgroups, or one under two names)."""
+
+    def __init__(self, agent: AgentProcess, names: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.agent = agent
+        self.names = names
+        self.twice: list[str] = []
+        self.polls = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            try:
+                ids = Counter(i.get("container_id") for i in api_containers(self.agent))
+                seen = Counter(s.labels.get("name") for s in self.agent.metrics().select("container_last_seen"))
+            except OSError:
+                continue
+            self.polls += 1
+            self.twice += [f"id {cid} x{n}" for cid, n in ids.items() if cid in self.names and n > 1]
+            self.twice += [f"name {name} x{n}" for name, n in seen.items() if name in self.names.values() and n > 1]
+
+
 def test_engine_restart_while_20_containers_log_loses_nothing_and_metadata_comes_back(
         engine2: Engine2, agent: AgentFactory, tmp_path: Path) -> None:
     out = tmp_path / "out.ndjson"
@@ -135,6 +160,8 @@ def test_engine_restart_while_20_containers_log_loses_nothing_and_metadata_comes
     wait_for(lambda: least() >= LINES // 4, timeout=120, message=f"{LINES // 4} lines of every container")
     before_restart = least()
     assert before_restart < LINES, "every container finished before the restart: not mid-way"
+    twice = TwiceWatch(a, dict(names))
+    twice.start()
     pid = engine2.pid
     started = time.monotonic()
     assert engine2.stop() == 0
@@ -154,6 +181,9 @@ def test_engine_restart_while_20_containers_log_loses_nothing_and_metadata_comes
     assert sorted(running) == sorted(names), "the engine brought back its containers (restart always)"
     wait_for(lambda: shown_once(a, names, IMAGE), timeout=60, message="every container once, named, after",
              describe=lambda: f"api: {sorted((i.get('name'), i.get('image')) for i in api_containers(a))}")
+    twice.done.set()
+    twice.join(10)
+    assert twice.polls >= 2 and not twice.twice, f"reported twice during the restart: {twice.twice[:10]}"
 
     # Resubscribed: a container started after the restart gets its name and image in /api/v1/containers (with the
     # API up, the metrics path takes metadata only from the API: the resync at connect, then the event stream).
