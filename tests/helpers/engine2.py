@@ -190,10 +190,15 @@ class Engine2:
         return pids
 
     def _remove_cgroups(self) -> None:
+        """The engine's containers' cgroups, then the parent where it is empty (another test's second engine may
+        still have containers in it: rmdir leaves a cgroup with children alone)."""
         for cid in self.container_ids():
             for path in CGROUP_ROOT.glob(f"*{CGROUP_PARENT}/{cid}"):
                 with contextlib.suppress(OSError):
                     path.rmdir()
+        for path in CGROUP_ROOT.glob(f"*{CGROUP_PARENT}"):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
     def destroy(self) -> list[str]:
         """Stop everything of this engine and remove its tree; returns what had to be cleaned up by force."""
