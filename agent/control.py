@@ -442,6 +442,7 @@ class RouteTable:
         """Records delivered per container id, by the first route that ships each container."""
         out: dict[str, int] = {}
         for runner in self.runners():
+            runner.forget_gone_lines()
             for container_id, count in runner.lines.items():
                 out.setdefault(container_id, count)
             for container_id in runner.shipped():  # read, and silent so far: 0 lines, not unknown

@@ -1,8 +1,11 @@
 """Docker metadata: the Engine API over its unix socket (with the event stream), else config.v2.json on disk.
 
 The API path keeps ``containers`` current from ``/events``; when the socket is absent or the
-daemon restarts, the failure is logged once, the disk files take over, and the API is retried
-with backoff. Both paths produce the same ``ContainerInfo`` template (no cgroup) per container id.
+daemon restarts (the event stream fails or just ends), the outage is logged once, the disk files take
+over, and the API is retried with backoff (from its shortest again after a connection that had worked);
+once it answers, the containers are listed again and the events followed again
+(``docker_api_available``). Both paths produce the same ``ContainerInfo`` template (no cgroup) per
+container id.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lookout.docker")
 
 _HEALTH = {"healthy": 1, "starting": 0, "unhealthy": 0}
+# How long, and for how many containers at most, a removed container's metadata is kept for its last log lines.
+REMOVED_KEEP = 300.0
+REMOVED_MAX = 2000
 
 
 def parse_time(text: str | None) -> float | None:
@@ -145,9 +152,25 @@ class DockerMetadata:
         self._on_change = on_change
         self._disk_mtimes: dict[str, float] = {}
         self._warned = False
+        self._removed: dict[str, tuple[float, ContainerInfo]] = {}  # id -> (when removed, its last metadata)
 
     def get(self, container_id: str) -> ContainerInfo | None:
         return self.containers.get(container_id)
+
+    def removed(self, container_id: str) -> ContainerInfo | None:
+        """The metadata of a container removed within ``REMOVED_KEEP`` seconds (for the log path: a container
+        removed right after its last lines, before a route resolved it, still ships them under its name)."""
+        entry = self._removed.get(container_id)
+        return entry[1] if entry is not None else None
+
+    def _remember_removed(self, container_id: str, info: ContainerInfo) -> None:
+        now = time.monotonic()
+        self._removed[container_id] = (now, info)
+        while self._removed:  # oldest first (insertion order): forget what is past its time, or beyond the cap
+            first, (when, _) = next(iter(self._removed.items()))
+            if now - when < REMOVED_KEEP and len(self._removed) <= REMOVED_MAX:
+                break
+            del self._removed[first]
 
     # --- disk fallback (runs in the housekeeping thread) ---
 
@@ -196,14 +219,18 @@ class DockerMetadata:
         while True:
             try:
                 await self._follow()
-                delay = 0.5
+                error = "the event stream ended (the daemon stopped or restarts)"
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-                if not self._warned:
-                    log.warning("docker_api_unavailable", socket=self.socket_path, error=str(exc),
-                                fallback=str(self.docker_root / "containers"))
-                    self._warned = True
+                error = str(exc)
+            if not self._warned:
+                # Once per outage; ``docker_api_available`` says when the API and its events are back.
+                log.warning("docker_api_unavailable", socket=self.socket_path, error=error,
+                            fallback=str(self.docker_root / "containers"))
+                self._warned = True
+            if self.api_ok:  # it had worked: a restarting daemon is back in seconds, look again soon
+                delay = 0.5
             self.api_ok = False
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
@@ -231,7 +258,9 @@ class DockerMetadata:
                 self.containers = fresh
                 self.api_ok = True
                 if self._warned:
-                    log.info("docker_api_available", socket=self.socket_path, containers=len(fresh))
+                    # Listed again and subscribed to the events again: metadata is the API's from here on.
+                    log.info("docker_api_available", socket=self.socket_path, containers=len(fresh),
+                             events="resubscribed")
                     self._warned = False
                 self._changed()
                 async for line in events.content:
@@ -244,7 +273,9 @@ class DockerMetadata:
         if not cid or action.startswith(("exec_", "attach", "top", "resize", "export", "commit", "copy")):
             return
         if action == "destroy":
-            self.containers.pop(cid, None)
+            gone = self.containers.pop(cid, None)
+            if gone is not None:
+                self._remember_removed(cid, gone)
         else:
             doc = await self._inspect(session, cid, driver)
             if doc is not None:

@@ -255,6 +255,16 @@ class RouteRunner:
                 last = seg.records[-1][0]
         self.last_record_time = last
 
+    def forget_gone_lines(self) -> None:
+        """Drop the delivered-records counts of containers whose source the follower dropped (removed containers):
+        under churn they would otherwise pile up for the agent's lifetime. On the event loop, as the sender that
+        counts them."""
+        follower = self.follower
+        with follower.lock:
+            live = {st.spec.container_id for st in follower.states.values()}
+        for container_id in self.lines.keys() - live:
+            del self.lines[container_id]
+
     def shipped(self) -> list[str]:
         """The ids of the containers this route reads."""
         follower = self.follower

@@ -130,5 +130,11 @@ class Tail:
         except OSError:
             return True
 
-    def unread(self) -> int:
-        return max(self.size - self.offset, 0)
+    def drained(self) -> bool:
+        """No complete line left to read in the file as it is now. ``size`` is as of the last read: a removed
+        container's last lines may have come after it, and its directory's deletion may be seen before them."""
+        try:
+            self.size = os.fstat(self.fd).st_size
+            return self.size <= self.offset or (self.size - self.offset < READ_CHUNK and not self.peek(self.offset))
+        except OSError:
+            return True

@@ -193,7 +193,7 @@ class Follower:
                 state = self.states[sid]
                 multiline = state.decoder.multiline
                 # A multiline event still held is finished by its timeout first (``RouteRunner``), then dropped.
-                if all(t.unread() == 0 and (multiline is None or not multiline.holds(t.key)) for t in state.tails):
+                if all(t.drained() and (multiline is None or not multiline.holds(t.key)) for t in state.tails):
                     for tail in state.tails:
                         self.on_close(tail.key)
                     state.close()
@@ -215,8 +215,12 @@ class Follower:
         return len(self._order)
 
     def resolve(self, state: SourceState) -> bool:
-        """Attach metadata and apply the route filter; False while a new container's name is unknown."""
+        """Attach metadata and apply the route filter; False while a new container's name is unknown. A container
+        removed while its files are still being read (its metadata gone from the API and from disk) keeps the
+        metadata it had: its last lines go where the rest went, under its name, and it stays filtered the same."""
         info = self.lookup(state.spec)
+        if info is None and state.info is not None and state.info is not state.fallback:
+            return True
         if info is None:
             if time.monotonic() - state.first_seen < METADATA_WAIT:
                 return False

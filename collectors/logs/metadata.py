@@ -106,7 +106,7 @@ class LogMetadata:
         return info
 
     def _docker_info(self, container_id: str, directory: Path) -> ContainerInfo | None:
-        info = self.docker.get(container_id)
+        info = self.docker.get(container_id) or self.docker.removed(container_id)
         if info is not None:
             return info
         now = time.monotonic()
