@@ -84,14 +84,14 @@ def test_stack_traces_to_rsyslog_by_route_option_and_by_label(
     inputs = [Input("tcp", name="java"), Input("tcp", name="go")]
     server = rsyslogd(inputs)
     port = {i.name: i.port for i in inputs}
-    agent("--docker-root", docker_engine.root_dir, "--docker-socket", docker_engine.socket,
-          "--multiline-timeout", "500ms",
-          "--route", f"syslog+tcp://127.0.0.1:{port['java']}?multiline=java&filter.labels=lookout.route.test:j{token}",
-          "--route", f"syslog+tcp://127.0.0.1:{port['go']}?filter.labels=lookout.route.test:g{token}")
-    got = wait_records(server, "java", len(JAVA))
+    routes = {"java": f"syslog+tcp://127.0.0.1:{port['java']}?multiline=java&filter.labels=lookout.route.test:j{token}",
+              "go": f"syslog+tcp://127.0.0.1:{port['go']}?filter.labels=lookout.route.test:g{token}"}
+    proc = agent("--docker-root", docker_engine.root_dir, "--docker-socket", docker_engine.socket,
+                 "--multiline-timeout", "500ms", "--route", routes["java"], "--route", routes["go"])
+    got = wait_records(server, "java", len(JAVA), proc, routes["java"])
     assert [r["msg"] for r in got] == JAVA
     assert {r["app"] for r in got} == {java.name}
-    got = wait_records(server, "go", len(GO) + 2)
+    got = wait_records(server, "go", len(GO) + 2, proc, routes["go"])
     assert sorted(r["msg"] for r in got if r["pri"] == "11") == sorted(GO)  # user.err: stderr
     assert [r["msg"] for r in got if r["pri"] == "11"] == GO
     # The mode is the container's, per stream: go joins an indented line only inside an event a go line began.
