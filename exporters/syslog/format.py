@@ -37,6 +37,7 @@ FACILITIES = {
 SEVERITY = {"stdout": 6, "stderr": 3}  # info, err
 SD_ID = "lookout@32473"
 FIELDS_SD_ID = "fields@32473"
+_SD_START = f" - - [{SD_ID} ".encode()  # where the origin's SD element begins in an RFC 5424 header
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _NOT_TAG = re.compile(r"[^A-Za-z0-9_.\-/]")
@@ -353,6 +354,13 @@ class SyslogEncoder:
         marked = suffix[:-2] + b' truncated="true"]' + sd + b" "
         if sd and len(prefix) + len(stamp) + len(marked) > limit:  # the fields alone do not fit: leave them out
             marked = suffix[:-2] + b' truncated="true"] '
+        if len(prefix) + len(stamp) + len(marked) > limit:
+            # The container's metadata alone does not fit (long pod, image or names under a small maximum, e.g.
+            # UDP's 480): its parameters go, the element says the message was cut. HOSTNAME and APP-NAME hold no
+            # space, so the first " - - [<SD-ID> " is where the element begins.
+            start = suffix.find(_SD_START)
+            if start >= 0:
+                marked = suffix[:start] + _SD_START + b'truncated="true"] '
         room = limit - len(prefix) - len(stamp) - len(marked)
         return prefix + stamp + marked + cut_utf8(body, max(room, 0)), True
 

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.model import RFC3339_UTC, ContainerInfo, LogRecord, LogSource, Segment
+from agent.model import RFC3339_UTC, ContainerInfo, LogRecord, LogSource, Runtime, Segment
 from collectors.cgroups import parsers as p
 from collectors.cgroups.mounts import parse_mountinfo
 from collectors.diskstats import parse_diskstats
@@ -214,6 +214,12 @@ def check_syslog(src: LogSource, records: list[LogRecord], rfc: str, framing: st
                 assert m.timestamp[:19] == time[:19] and m.timestamp.endswith("Z")
             assert (m.procid, m.msgid) == ("-", "-")
             params = m.sd["lookout@32473"]
+            if "container_id" not in params:
+                # The container's metadata alone is over the maximum: only the mark is left, and the message cut.
+                prefix, suffix = encoder._head(src, stream)
+                assert params == {"truncated": "true"} and len(prefix) + 27 + len(suffix) > limit - 20
+                assert sent.startswith(m.msg)
+                continue
 
             def sd(value: str) -> str:
                 return value.replace("\n", " ") if framing == "lf" else value
@@ -363,3 +369,24 @@ def check_machine_info(contents: dict[str, bytes]) -> None:
 
 
 test_machine_info_survives_any_proc_files, test_machine_info_survives_any_proc_files_at_scale = check_machine_info
+
+
+def test_syslog_header_over_the_maximum_keeps_the_limit() -> None:
+    """Found by the slow run: a pod's metadata (long names in 4-byte characters) larger than UDP's 480 bytes made an
+    RFC 5424 message of 498. The metadata's parameters go, ``truncated="true"`` stays, the message is cut."""
+    info = ContainerInfo(cgroup="", runtime=Runtime.RAW, container_id="0" * 64, pod="p" * 8 + "\U00010000" * 60,
+                         namespace="\xf7\x9e\x83\xd2\x8a\xee\x86\U000ca2c7",
+                         container="\xa1\x00\U000daa91\xde\\S\xb8\U0007af8c\xdb\xb8\xc9")
+    src = LogSource("", "", info)
+    for framing in ("octet", "lf", "none"):
+        encoder = SyslogEncoder(SyslogFormat(rfc="rfc5424", framing=framing, hostname="h" * 8 + "\U00010000" * 40,
+                                             tag="{pod}", max_message_bytes=480))
+        records: list[LogRecord] = [("1970-01-01T00:00:00Z", "stdout", "", 0, False),
+                                    ("1970-01-01T00:00:00Z", "stderr", "x" * 600, 1, False)]
+        seg = Segment(src, records)
+        frames = encoder.messages([seg]) if framing == "none" else (
+            octet_frames(encoder.encode([seg])) if framing == "octet" else encoder.encode([seg])[:-1].split(b"\n"))
+        assert len(frames) == 2
+        for frame in frames:
+            assert len(frame) <= 480, len(frame)
+            assert parse_5424(frame).sd["lookout@32473"] == {"truncated": "true"}
