@@ -23,6 +23,7 @@ The engine is the machine's main one, shared with other test sessions: the route
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -232,10 +233,15 @@ def test_container_churn_every_line_no_stale_series_resources_back(
     wait_for(lambda: out.complete(warm) == len(warm) and out.count(burst) == BURST,
              timeout=120, message="the warm-up containers' lines",
              describe=lambda: f"lines per container: {[out.count(c) for c in [burst, *warm]]}")
-    wait_for(lambda: settled(a, str(out.path)), timeout=60, message="settled after the warm-up")
+    # The gauges are refreshed every 5 s and start at 0: settled also needs them to show the burst container's file
+    # (it stays, exited, until the end), or the base would be read before any file was counted.
+    def warm_settled() -> float | None:
+        m = a.metrics()
+        files = m.value("lookout_log_files_watched", route=route_of(m, str(out.path)))
+        return files if settled(a, str(out.path)) and files >= 1 else None
+
+    base_files = wait_for(warm_settled, timeout=60, message="settled after the warm-up, the burst's file counted")
     base, base_dirs, base_children = usage(pid), container_dirs(root), len(children(pid))
-    m = a.metrics()
-    base_files = m.value("lookout_log_files_watched", route=route_of(m, str(out.path)))
 
     scraper = Scraper(a)
     scraper.start()
@@ -257,7 +263,10 @@ def test_container_churn_every_line_no_stale_series_resources_back(
         return settled(a, str(out.path)) and m.value("lookout_log_files_watched",
                                                      route=route_of(m, str(out.path))) <= base_files
 
-    wait_for(files_back, timeout=60, message="the route settled and closed the removed containers' files")
+    wait_for(files_back, timeout=60, message="the route settled and closed the removed containers' files",
+             describe=lambda: f"files watched at the warm-up: {base_files}; now: "
+                              + a.metrics().describe(None, route=route_of(a.metrics(), str(out.path)))
+                              + "\nlog files open: " + str(open_logs(pid)))
     removed = {c.name for c in made} | {c.name for c in warm}
     removed_ids = {c.id for c in made} | {c.id for c in warm}
 
@@ -293,3 +302,14 @@ def test_container_churn_every_line_no_stale_series_resources_back(
           f"{scraper.failures} failed, {seen} of the containers seen on /metrics while alive); "
           f"baseline {base}; peak {peak}; after {after}; other sessions' container dirs "
           f"{container_dirs(root) - base_dirs:+d}; child processes {base_children} -> {len(children(pid))}")
+
+
+def open_logs(pid: int) -> list[str]:
+    """The container log files the agent holds open (a deleted one ends in " (deleted)")."""
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "-json.log" in target:
+                out.append(target)
+    return out
