@@ -25,6 +25,7 @@ from tests.helpers.docker import Container, ContainerRunner, DockerEngine
 from tests.helpers.es_standin import EsStandin
 from tests.helpers.rsyslog import Input, Rsyslog
 from tests.helpers.wait import wait_for
+from tests.integration.test_routes_syslog import wait_records
 
 pytestmark = pytest.mark.docker
 
@@ -86,10 +87,7 @@ def test_json_and_logfmt_lines_to_rsyslog_as_structured_data(
         uri = f"syslog+tcp://127.0.0.1:{port}?parse=json&facility=local0&filter.labels=lookout.route.test:{token}"
         proc = agent("--docker-root", docker_engine.root_dir, "--docker-socket", docker_engine.socket,
                      "--route", uri)
-        wait_for(lambda: len(server.records("in")) >= JSON_LINES + 2, 30, message="8 records at rsyslog",
-                 describe=server.describe)
-        time.sleep(0.3)  # anything beyond would arrive now
-        got = server.records("in")
+        got = wait_records(server, "in", JSON_LINES + 2, proc, uri)  # and the route sent exactly that many
         assert len(got) == JSON_LINES + 2
         mine = [r for r in got if r["app"] == app.name]
         theirs = [r for r in got if r["app"] == legacy.name]
