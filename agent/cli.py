@@ -9,7 +9,8 @@ from typing import NoReturn, TypeVar
 
 from agent import __version__, tail, top
 from agent.client import base_url
-from agent.config import STORAGE_DURATION_NOTE, Config, ConfigError, add_arguments, load_config
+from agent.config import STORAGE_DURATION_NOTE, Config, ConfigError, load_config
+from agent.options import add_arguments
 from agent.params import parse_duration
 
 T = TypeVar("T")

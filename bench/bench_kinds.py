@@ -33,7 +33,7 @@ KINDS = ("hugetlb", "memory_numa", "cpuset", "tcp", "udp", "advtcp", "sched", "r
 
 def defaults() -> list[str]:
     bl.ensure_repo_importable()
-    from agent.config import DEFAULT_DISABLED_METRICS, METRIC_KINDS
+    from agent.options import DEFAULT_DISABLED_METRICS, METRIC_KINDS
 
     return sorted(METRIC_KINDS - DEFAULT_DISABLED_METRICS)
 

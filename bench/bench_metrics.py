@@ -51,7 +51,8 @@ TARGET_RSS_MB = 80.0
 def _config(tree: Path, state_dir: Path, extra: list[str]) -> object:
     import argparse as ap
 
-    from agent.config import add_arguments, load_config
+    from agent.config import load_config
+    from agent.options import add_arguments
 
     parser = ap.ArgumentParser()
     add_arguments(parser)
@@ -157,7 +158,7 @@ def in_process(tree: Path, state_dir: Path, cycles: int, extra: list[str]) -> di
 def cpu_phase(tree: Path, state_dir: Path, workdir: Path, n_cycles: int, interval: str, extra: list[str],
               prom_scrapes: int, profile: float, tag: str) -> dict[str, object]:
     """CPU per cycle without scrapes, then with one Prometheus-style scrape per cycle; optional py-spy."""
-    from agent.config import parse_duration
+    from agent.params import parse_duration
 
     args = ["--host-root", str(tree), "--docker-socket", "", "--state-dir", str(state_dir),
             "--housekeeping-interval", interval, "--fs-usage-interval", "1h", "--log-level", "warning", *extra]

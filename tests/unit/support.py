@@ -10,8 +10,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import Config, add_arguments, load_config
+from agent.config import Config, load_config
 from agent.model import ContainerSample, Snapshot
+from agent.options import add_arguments
 from agent.wiring import Agent, build, check_kinds, check_route
 from tests.fixtures.trees import Tree
 

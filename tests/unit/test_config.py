@@ -13,15 +13,8 @@ import pytest
 
 from agent import __version__
 from agent.cli import main
-from agent.config import (
-    DEFAULT_DISABLED_METRICS,
-    METRIC_KINDS,
-    Config,
-    ConfigError,
-    add_arguments,
-    load_config,
-    server_ssl_context,
-)
+from agent.config import Config, ConfigError, load_config, server_ssl_context
+from agent.options import DEFAULT_DISABLED_METRICS, METRIC_KINDS, add_arguments
 from agent.wiring import check_route
 from tests.helpers.rsyslog import Certs, make_certs
 from tests.unit.support import config_from

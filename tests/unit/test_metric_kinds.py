@@ -11,8 +11,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
-from agent.config import DEFAULT_DISABLED_METRICS, UNSERVED_METRICS, ConfigError
+from agent.config import ConfigError
 from agent.model import ContainerStats, SchedStats, UdpStats
+from agent.options import DEFAULT_DISABLED_METRICS, UNSERVED_METRICS
 from collectors.cgroups import parsers as p
 from collectors.hostkinds import unfed_kinds
 from collectors.procstats import ProcKinds, ProcKindsWanted

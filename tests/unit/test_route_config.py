@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import parse_listen
 from agent.logs.routes import LogOptions, make_sink, parse_route, route_options
+from agent.params import parse_listen
 from tests.helpers.rsyslog import Certs, make_certs
 
 # The route URIs of README's "Shipping logs" table, with every parameter it documents.
