@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from agent.model import ContainerInfo, Snapshot
-from exporters.prometheus.table import FAMILIES, MACHINE_FAMILIES, Family, _esc
+from exporters.prometheus.machine_table import MACHINE_FAMILIES
+from exporters.prometheus.table import FAMILIES, Family, label_escape
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 # Lines per chunk at most (plus one container's): ~1 MB of text, so the transient strings of a render
@@ -68,7 +69,7 @@ class Renderer:
         cached = self._labels.get(info.cgroup)
         if cached is not None and cached[0] is info:
             return cached[1]
-        text = ",".join(f'{k}="{_esc(v)}"' for k, v in self.policy.labels(info))
+        text = ",".join(f'{k}="{label_escape(v)}"' for k, v in self.policy.labels(info))
         self._labels[info.cgroup] = (info, text)
         return text
 
@@ -132,8 +133,8 @@ class Renderer:
                          "1 if there was an error while getting machine metrics, 0 otherwise.", openmetrics)
             add("machine_scrape_error 1\n")  # type: ignore[operator]
             return
-        labels = (f'boot_id="{_esc(m.boot_id)}",machine_id="{_esc(m.machine_id)}",'
-                  f'system_uuid="{_esc(m.system_uuid)}"')
+        labels = (f'boot_id="{label_escape(m.boot_id)}",machine_id="{label_escape(m.machine_id)}",'
+                  f'system_uuid="{label_escape(m.system_uuid)}"')
         for name, help_text, value in (
             ("machine_cpu_cores", "Number of logical CPU cores.", m.cpu_cores),
             ("machine_cpu_physical_cores", "Number of physical CPU cores.", m.cpu_physical_cores),
@@ -156,9 +157,9 @@ class Renderer:
                      "A metric with a constant '1' value labeled by kernel version, OS version, docker version, "
                      "cadvisor version & cadvisor revision.", openmetrics)
         add(  # type: ignore[operator]
-            f'cadvisor_version_info{{cadvisorRevision="{_esc(self.revision)}",'
-            f'cadvisorVersion="{_esc(self.version)}",dockerVersion="{_esc(snap.docker_version)}",'
-            f'kernelVersion="{_esc(m.kernel_version)}",osVersion="{_esc(m.os_version)}"}} 1\n'
+            f'cadvisor_version_info{{cadvisorRevision="{label_escape(self.revision)}",'
+            f'cadvisorVersion="{label_escape(self.version)}",dockerVersion="{label_escape(snap.docker_version)}",'
+            f'kernelVersion="{label_escape(m.kernel_version)}",osVersion="{label_escape(m.os_version)}"}} 1\n'
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.model import ContainerInfo, ContainerStats, MachineInfo
+from agent.model import ContainerInfo, ContainerStats
 
 Samples = Iterable[tuple[str, int | float]]
 Getter = Callable[[ContainerInfo, ContainerStats], Samples]
@@ -31,7 +31,7 @@ class Family:
     timestamped: bool = True  # cAdvisor timestamps stats families, not spec/lifetime ones
 
 
-def _esc(value: str) -> str:
+def label_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -99,7 +99,7 @@ def _net(attr: str) -> Getter:
         net = s.network
         if not net:
             return ()
-        return [(f',interface="{_esc(i.name)}"', getattr(i, attr)) for i in net]
+        return [(f',interface="{label_escape(i.name)}"', getattr(i, attr)) for i in net]
     return get
 
 
@@ -108,7 +108,7 @@ def _fs(attr: str) -> Getter:
         fss = s.filesystems
         if not fss:
             return ()
-        return [(f',device="{_esc(f.device)}"', getattr(f, attr)) for f in fss]
+        return [(f',device="{label_escape(f.device)}"', getattr(f, attr)) for f in fss]
     return get
 
 
@@ -123,7 +123,7 @@ def _blkio(table: str, op: str, disk: str = "") -> Getter:
         for d in devs or ():
             v = getattr(d, table).get(op)
             if v is not None:
-                out.append((f',device="{_esc(d.device)}"', v))
+                out.append((f',device="{label_escape(d.device)}"', v))
         if per_fs is not None and s.filesystems:
             named = {label for label, _ in out}
             out.extend(sample for sample in per_fs(info, s) if sample[0] not in named)
@@ -138,8 +138,9 @@ def _disk(attr: str, ms: bool = False) -> Getter:
         if not fss:
             return ()
         if ms:
-            return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr) / 1000) for f in fss if f.disk is not None]
-        return [(f',device="{_esc(f.device)}"', getattr(f.disk, attr)) for f in fss if f.disk is not None]
+            return [(f',device="{label_escape(f.device)}"', getattr(f.disk, attr) / 1000)
+                    for f in fss if f.disk is not None]
+        return [(f',device="{label_escape(f.device)}"', getattr(f.disk, attr)) for f in fss if f.disk is not None]
     return get
 
 
@@ -148,7 +149,7 @@ def _io_cost(key: str) -> Getter:
         devs = s.blkio
         if not devs:
             return ()
-        return [(f',device="{_esc(d.device)}"', d.cost[key] / 1e6) for d in devs if d.cost]
+        return [(f',device="{label_escape(d.device)}"', d.cost[key] / 1e6) for d in devs if d.cost]
     return get
 
 
@@ -157,7 +158,7 @@ def _blkio_usage(info: ContainerInfo, s: ContainerStats) -> Samples:
     if not devs:
         return ()
     return [
-        (f',device="{_esc(d.device)}",major="{d.major}",minor="{d.minor}",operation="{op}"', v)
+        (f',device="{label_escape(d.device)}",major="{d.major}",minor="{d.minor}",operation="{op}"', v)
         for d in devs
         for op, v in d.service_bytes.items()
     ]
@@ -500,76 +501,4 @@ FAMILIES: tuple[Family, ...] = (
            "counted with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("memory_bandwidth", 1)),
     Family("container_llc_occupancy_bytes", G, "Last level cache usage statistics for container counted with RDT "
            "Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("llc_occupancy")),
-)
-
-
-# --- machine families beyond cAdvisor's always-on five (render.Renderer._machine), each served only where the host
-# feeds it: books and drawers on s390x, DIMMs where EDAC reports them, the topology with the cpu_topology kind.
-
-
-@dataclass(frozen=True, slots=True)
-class MachineFamily:
-    name: str
-    help: str
-    get: Callable[[MachineInfo], Samples]  # (extra labels after the machine labels, value); nothing: no family
-
-
-def _books(m: MachineInfo) -> Samples:
-    return (("", m.cpu_books),) if m.cpu_books else ()
-
-
-def _drawers(m: MachineInfo) -> Samples:
-    return (("", m.cpu_drawers),) if m.cpu_drawers else ()
-
-
-def _dimm(index: int) -> Callable[[MachineInfo], Samples]:
-    def get(m: MachineInfo) -> Samples:
-        return [(f',type="{_esc(kind)}"', v[index]) for kind, v in sorted((m.dimms or {}).items())]
-    return get
-
-
-def _cache_capacity(m: MachineInfo) -> Samples:
-    out: list[tuple[str, int | float]] = []
-    for node in m.topology or ():
-        for core in node.cores:
-            out.extend((f',node_id="{node.id}",core_id="{core.id}",type="{_esc(c.type)}",level="{c.level}"', c.size)
-                       for c in core.caches)
-        out.extend((f',node_id="{node.id}",core_id="",type="{_esc(c.type)}",level="{c.level}"', c.size)
-                   for c in node.caches)
-    return out
-
-
-def _thread_siblings(m: MachineInfo) -> Samples:
-    return [(f',node_id="{node.id}",core_id="{core.id}",thread_id="{thread}"', len(core.threads))
-            for node in m.topology or () for core in node.cores for thread in core.threads]
-
-
-def _node_memory(m: MachineInfo) -> Samples:
-    return [(f',node_id="{node.id}"', node.memory) for node in m.topology or () if node.memory is not None]
-
-
-def _node_hugepages(m: MachineInfo) -> Samples:
-    return [(f',node_id="{node.id}",page_size="{size}"', pages)
-            for node in m.topology or () for size, pages in node.hugepages.items()]
-
-
-def _node_distance(m: MachineInfo) -> Samples:
-    return [(f',node_id="{node.id}",target_node_id="{i}"', d)
-            for node in m.topology or () for i, d in enumerate(node.distances)]
-
-
-MACHINE_FAMILIES: tuple[MachineFamily, ...] = (
-    MachineFamily("machine_cpu_books", "Number of CPU books.", _books),
-    MachineFamily("machine_cpu_drawers", "Number of CPU drawers.", _drawers),
-    MachineFamily("machine_dimm_count", "Number of RAM DIMM (all types memory modules) value labeled by dimm type.",
-                  _dimm(0)),
-    MachineFamily("machine_dimm_capacity_bytes", "Total RAM DIMM capacity (all types memory modules) value labeled "
-                  "by dimm type.", _dimm(1)),
-    # cpu_topology (read only when the kind is on)
-    MachineFamily("machine_cpu_cache_capacity_bytes", "Cache size in bytes assigned to NUMA node and CPU core.",
-                  _cache_capacity),
-    MachineFamily("machine_thread_siblings_count", "Number of CPU thread siblings.", _thread_siblings),
-    MachineFamily("machine_node_memory_capacity_bytes", "Amount of memory assigned to NUMA node.", _node_memory),
-    MachineFamily("machine_node_hugepages_count", "Numer of hugepages assigned to NUMA node.", _node_hugepages),
-    MachineFamily("machine_node_distance", "Distance between NUMA node and target NUMA node.", _node_distance),
 )
