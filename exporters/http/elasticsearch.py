@@ -219,7 +219,16 @@ class ElasticsearchSink(PostingSink):
         result = DeliveryResult()
         while pending := payload.pending():
             chunk = pending[: self._chunk]
-            answered = await self._bulk(payload.data, chunk)
+            try:
+                answered = await self._bulk(payload.data, chunk)
+            except RetryableError as exc:
+                if not (result.delivered or result.dead_lettered):
+                    raise
+                # Earlier requests of this send (a 413 split it) were answered: their outcomes are this send's,
+                # so that the dead-lettered ones are not counted as delivered with the whole request's retry.
+                result.retry, result.retry_after = len(pending), exc.retry_after
+                result.error = str(exc)
+                break
             if answered is None:
                 continue  # 413: the chunk was halved; send again right away
             retry, dead, hint = answered

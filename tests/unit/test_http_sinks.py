@@ -305,6 +305,36 @@ async def test_es_413_halves_the_request_and_dead_letters_a_single_oversized_doc
     assert dead["status"] == 413 and dead["document"]["message"] == "x" * 7000
 
 
+async def test_es_a_split_send_keeps_the_outcomes_of_its_answered_requests(tmp_path: Path) -> None:
+    """413 halves the request; the first half is answered (one document refused), the second 429: the send says
+    19 delivered, 1 dead-lettered and 20 to retry, instead of raising and leaving the dead letter to be counted as
+    delivered with the retry."""
+    recs = records(40)
+    recs[3] = (recs[3][0], "stdout", "a POISON message", recs[3][3], False)
+    probe = EsStandin().start()
+    try:
+        size = sum(len(item) for item in es_sink(probe, tmp_path / "probe").encode([Segment(source(), recs)]).data)
+    finally:
+        probe.stop()
+    es = EsStandin(poison=("POISON",), max_content_length=size * 6 // 10).start()
+    try:
+        uri = f"elasticsearch+http://127.0.0.1:{es.port}/logs"
+        sink = ElasticsearchSink(uri, "http", tmp_path, parse_route(uri).id)
+        payload = sink.encode([Segment(source(), recs)])
+        es.slow_next(0.01, times=2)  # the 413 and the first half: answered as usual
+        es.fail_next(429, retry_after="0")  # the second half
+        first = await sink.send(payload)
+        assert (first.delivered, first.dead_lettered, first.retry) == (19, 1, 20), first
+        assert "429" in first.error
+        second = await sink.send(payload)
+        assert (second.delivered, second.dead_lettered, second.retry) == (20, 0, 0), second
+        await sink.close()
+    finally:
+        es.stop()
+    assert [r.status for r in es.bulk_requests()] == [413, 200, 429, 200]
+    assert len(es.docs("logs")) == 39 and set(es.writes.values()) == {1}
+
+
 async def test_es_op_index_overwrites_instead_of_duplicating(tmp_path: Path, es: EsStandin) -> None:
     sink = es_sink(es, tmp_path, index="logs", query="?op=index")
     recs = records(20)
