@@ -34,17 +34,19 @@ def file_key(st: os.stat_result, fp: str) -> str:
 class Tail:
     """One open log file; ``offset`` is where the next read starts."""
 
-    __slots__ = ("begun", "fd", "ino", "key", "offset", "order", "path", "size")
+    __slots__ = ("begun", "fd", "fp", "ino", "key", "offset", "order", "path", "size", "truncated")
 
-    def __init__(self, path: str, fd: int, key: str, ino: int, offset: int) -> None:
+    def __init__(self, path: str, fd: int, key: str, ino: int, offset: int, fp: str | None = None) -> None:
         self.path = path
         self.fd = fd
         self.key = key
+        self.fp = fp  # the first line's CRC the file was opened with (None: not checked for truncation)
         self.ino = ino
         self.offset = offset
         self.size = 0
         self.order = ""  # the first record's time, normalized (see first_line); "" if unknown
         self.begun = False  # read from at least once
+        self.truncated = False  # found truncated in place (copytruncate) by a read, which started over at 0
 
     def first_line(self, limit: int = FIRST_LINE_MAX) -> bytes:
         """The file's first line without its newline (b"" if it is longer than ``limit`` or unreadable)."""
@@ -71,7 +73,7 @@ class Tail:
         if fp is None:
             os.close(fd)
             return None
-        tail = cls(path, fd, file_key(st, fp), st.st_ino, 0)
+        tail = cls(path, fd, file_key(st, fp), st.st_ino, 0, fp)
         tail.size = st.st_size
         return tail
 
@@ -84,8 +86,12 @@ class Tail:
         """(complete lines, their start offset, bytes skipped as an over-long line)."""
         st = os.fstat(self.fd)
         self.size = st.st_size
-        if st.st_size < self.offset:
-            self.offset = 0  # copytruncate: the file was truncated in place; start over
+        if st.st_size < self.offset or (st.st_size > self.offset > 0 and self.fp is not None
+                                        and fingerprint(self.fd) != self.fp):
+            # copytruncate: the file was truncated in place (and, when it is not shorter, written past the old
+            # offset again before this read: its first line is another); start over
+            self.offset = 0
+            self.truncated = True
         elif st.st_size == self.offset:
             return b"", self.offset, 0  # nothing new: no read
         data = os.pread(self.fd, limit, self.offset)

@@ -1,9 +1,9 @@
 """The file follower: one route's log sources and their files in reading order, through rotation and truncation.
 
 Per log source (one container): rotated files are read oldest first; a renamed or deleted file stays open until
-read to its end, then the next file is followed; a file that shrinks (copytruncate) is read again from 0
-(``Tail.read``); identity is (device, inode, first-line CRC). Files the runtime created and deleted before they
-could be opened are counted (``Births``).
+read to its end, then the next file is followed; a file that shrinks (copytruncate) is taken up again from 0 as a
+new file (``_truncated``); identity is (device, inode, first-line CRC). Files the runtime created and deleted before
+they could be opened are counted (``Births``).
 
 Ownership: the route's reader thread owns the follower's sources. Discovery only hands it work: it offers the
 latest scan (``offer``) and asks for gone sources to be dropped (``collect_garbage``), which the reader takes at
@@ -125,6 +125,7 @@ class Follower:
         self.multiline_set = multiline_set
         self.multiline_timeout = multiline_timeout
         self.joining: dict[str, SourceState] = {}  # the sources with a multiline mode, by source id
+        self.truncations = 0  # files truncated in place with the same first line as before (their keys' suffix)
         self.states: dict[str, SourceState] = {}
         self.watch: LogWatch | None = None  # set by the pipeline: counts the files runtimes create
         # Files present at the very first start (no checkpoints at all) honour --read-from.
@@ -289,6 +290,10 @@ class Follower:
             log.warning("log_read_failed", route=self.label, file=tail.path, error=str(exc))
             self._finish(state, tail, acks)
             return True
+        if tail.truncated:  # what was read is the new content: it is read again under the file's new key
+            if self._holds(state, tail):
+                return tail, b"", tail.offset  # the codec finishes the old content's multiline events first
+            return self._truncated(state, tail, acks)
         if skipped:
             self.on_skipped()
             log.warning("log_line_too_long_skipped", route=self.label, file=tail.path, offset=start, bytes=skipped)
@@ -373,6 +378,30 @@ class Follower:
             state.tails.remove(tail)
             state.done[tail.key] = tail.ino
         state.sources.pop(tail.key, None)
+
+    def _truncated(self, state: SourceState, tail: Tail, acks: Acks) -> bool:
+        """The active file was truncated in place (copytruncate): what it held is gone, and what is written to it
+        now is a new file's content at the same offsets. The old content is finished as a rotated file is; the
+        file is taken up again as a new one, read from 0 under a key of its new first line, so that neither its
+        checkpoint nor the Elasticsearch ids of its records (file key and offset) are the old content's: a
+        restart resumes it where it was acknowledged, and no id repeats an earlier record's. False until the
+        new first line is complete."""
+        new = Tail.open(tail.path)
+        if new is None:
+            return False
+        if new.ino != tail.ino:  # the name was rotated meanwhile: the old file is read again from 0, as it is
+            new.close()
+            tail.offset, tail.fp, tail.truncated = 0, None, False
+            return False
+        if new.key == tail.key:  # the same first line as before: a key no earlier content had
+            self.truncations += 1
+            new.key = f"{new.key}:t{self.truncations}"
+        log.info("log_file_truncated", route=self.label, file=tail.path, size=new.size)
+        self._finish(state, tail, acks)  # its checkpoint is forgotten with the next listing, as a rotated file's
+        with self.lock:
+            new.order = time_order_key(new.first_line(), state.spec.format)
+            state.tails.insert(0, new)
+        return True
 
     # --- opening files (the reader's thread) ---
 

@@ -27,6 +27,7 @@ from collectors.docker import DockerMetadata
 from collectors.logs.files import Tail
 from collectors.logs.follower import SourceState
 from tests.fixtures import trees
+from tests.helpers.es_standin import EsStandin
 
 
 class FakeContainer:
@@ -510,6 +511,48 @@ async def test_copytruncate_restarts_at_zero(harness: Harness):
     more = c.write(5, prefix="after")
     await wait_for(lambda: len(records(harness.out)) == 35)
     assert messages(harness.out) == sent + more
+
+
+async def test_copytruncate_is_a_new_file_a_restart_resumes_without_repeats(harness: Harness):
+    """The truncated file is taken up under a key of its new first line: its checkpoint is found again after a
+    restart (the old key would name a file whose first line is gone), so nothing is sent twice."""
+    c = harness.container("trunc")
+    sent = c.write(30)
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) == 30)
+    os.truncate(c.log, 0)
+    sent += c.write(5, prefix="after")
+    await wait_for(lambda: len(records(harness.out)) == 35)
+    await wait_for(lambda: idle(harness))
+    await harness.stop()
+    keys = next(iter(orjson.loads((harness.state / "checkpoints.json").read_bytes())["routes"].values()))
+    new_key = Tail.open(str(c.log)).key  # type: ignore[union-attr]
+    assert keys[new_key]["offset"] == c.log.stat().st_size
+    sent += c.write(3, prefix="late")
+    harness.start()
+    await wait_for(lambda: len(records(harness.out)) >= 38)
+    await wait_for(lambda: idle(harness))
+    assert messages(harness.out) == sent
+
+
+async def test_copytruncate_gives_elasticsearch_new_ids(harness: Harness):
+    """Elasticsearch ids are the file key and the offset: the truncated file's records are at the old content's
+    offsets, and under the old key they would be answered 409 (create) as if indexed already, and be lost."""
+    es = EsStandin().start()
+    try:
+        c = harness.container("trunc-es")
+        sent = c.write(30)
+        harness.start(f"elasticsearch+http://127.0.0.1:{es.port}/logs")
+        await wait_for(lambda: len(es.docs("logs")) == 30)
+        os.truncate(c.log, 0)
+        sent += c.write(30, prefix="aftr")  # past the old offset: the size alone may not show the truncation
+        await wait_for(lambda: len(es.docs("logs")) >= 60)
+        await wait_for(lambda: idle(harness))
+        assert sorted(d["message"] for d in es.docs("logs")) == sorted(sent)
+        assert set(es.writes.values()) == {1}
+    finally:
+        await harness.stop()
+        es.stop()
 
 
 async def test_restart_after_a_crash_resumes_without_loss(harness: Harness):
