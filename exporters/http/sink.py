@@ -54,10 +54,13 @@ class HttpSink(PostingSink):
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise self.timed_out() from exc
-        # Final refusal (4xx other than 429): keep the records in the dead-letter file, move on.
-        raw = gzip.decompress(payload.data) if self.target.gzip else payload.data
-        lines = [orjson.loads(line) for line in raw.splitlines() if line]
-        entries: list[dict[str, object]] = [{"status": resp.status, "error": text[:1000], "record": r} for r in lines]
-        await asyncio.to_thread(self.dead.write, entries)
+        # Final refusal (4xx other than 429): keep the records in the dead-letter file, move on. Decompressing and
+        # parsing a batch of megabytes is done beside the event loop, as the write is.
+        await asyncio.to_thread(self._dead_letter, payload.data, resp.status, text[:1000])
         return DeliveryResult(dead_lettered=payload.count)
+
+    def _dead_letter(self, data: bytes, status: int, error: str) -> None:
+        raw = gzip.decompress(data) if self.target.gzip else data
+        self.dead.write([{"status": status, "error": error, "record": orjson.loads(line)}
+                         for line in raw.splitlines() if line])
 

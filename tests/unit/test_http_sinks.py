@@ -472,8 +472,9 @@ async def test_http_sink_posts_ndjson_records(tmp_path: Path, receiver: NdjsonRe
     assert req.records == [record_dict(src, r) for r in recs]
 
 
-async def test_http_sink_retry_classes_and_dead_letters(tmp_path: Path, receiver: NdjsonReceiver) -> None:
-    uri = f"http://127.0.0.1:{receiver.port}/ingest"
+@pytest.mark.parametrize("query", ["", "?gzip=true"])
+async def test_http_sink_retry_classes_and_dead_letters(tmp_path: Path, receiver: NdjsonReceiver, query: str) -> None:
+    uri = f"http://127.0.0.1:{receiver.port}/ingest{query}"
     sink = HttpSink(uri, "http", tmp_path, parse_route(uri).id)
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     receiver.fail_next(503, retry_after="2")
