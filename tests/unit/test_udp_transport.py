@@ -384,3 +384,57 @@ def test_a_relp_answer_with_a_bad_transaction_number_is_a_retryable_transport_er
         transport.close()
         server.close()
         thread.join(5)
+
+
+def test_a_relp_message_answered_500_is_not_delivered_and_is_sent_again_alone() -> None:
+    """rsp 500 for one message: it stays unacknowledged (a RelpError, retried by the pipeline after reconnecting, as
+    rsyslog's omrelp retries); the message answered 200 is acknowledged and is not sent again."""
+    import socket
+    import threading
+
+    from exporters.syslog.transport import RelpBatch, RelpError, RelpTransport
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    resent: list[bytes] = []
+
+    def read_until(conn: socket.socket, count: int) -> bytes:
+        data = b""
+        while data.count(b"\n") < count:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        read_until(conn, 1)  # open
+        conn.sendall(b"1 rsp 6 200 OK\n")
+        read_until(conn, 2)  # txnr 2: "first", txnr 3: "second"
+        conn.sendall(b"3 rsp 6 200 OK\n2 rsp 9 500 error\n")
+        conn.close()
+        again, _ = server.accept()
+        read_until(again, 1)
+        again.sendall(b"1 rsp 6 200 OK\n")
+        resent.append(read_until(again, 1))
+        again.sendall(b"2 rsp 6 200 OK\n")
+        read_until(again, 1)  # close
+        again.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    transport = RelpTransport("127.0.0.1", server.getsockname()[1])
+    batch = RelpBatch([b"<14>1 - - - - - - first", b"<14>1 - - - - - - second"])
+    try:
+        with pytest.raises(RelpError, match="refused a message"):
+            transport.send(batch)
+        assert batch.acked == [False, True]
+        transport.send(RelpBatch(batch.messages, batch.acked))
+        assert batch.acked == [True, True]
+        assert resent[0].endswith(b"first\n") and b"second" not in resent[0]
+    finally:
+        transport.close()
+        server.close()
+        thread.join(5)
