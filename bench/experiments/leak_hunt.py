@@ -37,6 +37,10 @@ Measured 2026-12-04 19:51-20:28, beside the running soak (everything here under 
   the RSS was free heap that glibc keeps below ``TRIM_THRESHOLD``, agent/runtime.py). The rest of the early slope
   is the heap's high-water mark (a 429 and its Retry-After make a larger transient peak now and then), which
   malloc_trim gives back: not Python objects.
+- untraced, the same, 3fc43e0: 68.5 MiB at 1 min, 71.67 at 3, 72.50 at 5, 72.57 at 8, 72.80 at 10, 72.84 at 13,
+  73.14 at 16; ``malloc_trim(0)``: 73.2 -> 64.8 MiB (8.4 MiB free heap). 0.06 MiB/min from 5 to 16 min against
+  0.15 before, but in 16 minutes the fix's ~0.6 MB is within the allocator's steps; after the trim both are at
+  64.4-64.8 MiB.
 """
 
 from __future__ import annotations
