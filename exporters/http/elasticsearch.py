@@ -31,7 +31,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiohttp
 import orjson
 
-from agent.model import RFC3339_UTC, DeliveryResult, LogSource, Payload, RetryableError, Segment, utc_now_rfc3339
+from agent.model import (
+    RFC3339_UTC,
+    ContainerInfo,
+    DeliveryResult,
+    LogSource,
+    Payload,
+    RetryableError,
+    Segment,
+    utc_now_rfc3339,
+)
 from agent.params import parse_params
 from exporters.http.common import (
     ES_PARAMS,
@@ -146,7 +155,9 @@ class ElasticsearchSink(PostingSink):
         extra = {"pipeline": opts["pipeline"]} if opts["pipeline"] else {}
         target = Target.from_route(uri, http_scheme, path="/_bulk", extra_query=extra, table=ES_PARAMS)
         super().__init__(target, state_dir, route_id)
-        self._frags: dict[int, tuple[LogSource, bytes, bytes]] = {}
+        # Per container metadata object, host and file name (what the templates hold), not per LogSource: a source
+        # is made for every file, and a cache of them would keep every rotated file's until it fills (see _fragment).
+        self._frags: dict[tuple[int, str, str], tuple[ContainerInfo, bytes, bytes]] = {}
         self._index_cache: dict[str, str] = {}
         # Items per request for the payload being sent (halved on 413); starts whole for each payload.
         self._chunk_of: Payload | None = None
@@ -173,8 +184,14 @@ class ElasticsearchSink(PostingSink):
         return name
 
     def _fragment(self, source: LogSource) -> tuple[bytes, bytes]:
-        cached = self._frags.get(id(source))
-        if cached is None or cached[0] is not source:
+        """The document templates of ``source``'s records. Cached by what they are made of (the container's metadata
+        object, the host, the file's name), so that the file a rotation opens under the live file's name takes
+        the same entry: keyed by the ``LogSource``, made once per file, the cache grew by ~2 KB per rotated file
+        and kept each one's source until it reached its cap (hours of rotations at a soak's pace)."""
+        info = source.container
+        key = (id(info), source.host, source.path)
+        cached = self._frags.get(key)
+        if cached is None or cached[0] is not info:
             if len(self._frags) > 4096:
                 self._frags.clear()
             frag = _ecs_fragment(source).replace(b"%", b"%%")
@@ -182,7 +199,7 @@ class ElasticsearchSink(PostingSink):
             tmpl = (b'{"@timestamp":"%s","message":%s,"stream":"%s",' + frag +
                     b',"log":{"file":{"path":' + path + b'},"offset":%d}}\n')
             tmpl_x = tmpl[:-3] + b"%s}%s}\n"  # with log.level, and the fields after the log object
-            cached = self._frags[id(source)] = (source, tmpl, tmpl_x)
+            cached = self._frags[key] = (info, tmpl, tmpl_x)
         return cached[1], cached[2]
 
     def encode(self, segments: Sequence[Segment]) -> Payload:

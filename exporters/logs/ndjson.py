@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import msgspec
 import orjson
 
-from agent.model import Fields, LogRecord, LogSource, Segment
+from agent.model import ContainerInfo, Fields, LogRecord, LogSource, Segment
 
 DEFAULT_FIELDS_KEY = "fields"
 # Keys of a record that parsed fields may not be put under.
@@ -76,15 +76,21 @@ class NdjsonEncoder:
     the same bytes for every record msgspec takes, and raises as it always did for the rest."""
 
     def __init__(self, fields_key: str = "") -> None:
-        self._sources: dict[int, tuple[LogSource, bytes, bytes, msgspec.Raw]] = {}
+        # By container metadata object, host and file name, not by LogSource (one per file): see ``_source``.
+        self._sources: dict[tuple[int, str, str], tuple[ContainerInfo, bytes, bytes, msgspec.Raw]] = {}
         key = fields_key or DEFAULT_FIELDS_KEY
         if key in RESERVED_KEYS:
             raise ValueError(f"fields_key: {key!r} is a field of every NDJSON record (use another name, e.g. fields)")
         self.fields_key = b',"' + key.encode() + b'":'
 
     def _source(self, source: LogSource) -> tuple[bytes, bytes, msgspec.Raw]:
-        cached = self._sources.get(id(source))
-        if cached is None or cached[0] is not source:
+        """The source's pre-encoded part and templates, cached by what they are made of: the file a rotation opens
+        under the live file's name takes the same entry (keyed by each file's ``LogSource``, the cache grew with
+        every rotation and kept the rotated files' sources until it reached its cap)."""
+        info = source.container
+        key = (id(info), source.host, source.path)
+        cached = self._sources.get(key)
+        if cached is None or cached[0] is not info:
             if len(self._sources) > 4096:
                 self._sources.clear()
             frag = source_fragment(source)
@@ -93,7 +99,7 @@ class NdjsonEncoder:
             frag = frag.replace(b"%", b"%%")
             plain = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d}\n'
             cut = b'{"time":"%s","stream":"%s","message":%s,' + frag + b',"offset":%d,"truncated":true}\n'
-            cached = self._sources[id(source)] = (source, plain, cut, raw)
+            cached = self._sources[key] = (info, plain, cut, raw)
         return cached[1], cached[2], cached[3]
 
     def encode(self, segments: Sequence[Segment]) -> bytes:

@@ -27,7 +27,7 @@ from operator import itemgetter
 
 import orjson
 
-from agent.model import RFC3339_UTC, LogSource, Segment, utc_now_rfc3339
+from agent.model import RFC3339_UTC, ContainerInfo, LogSource, Segment, utc_now_rfc3339
 
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
@@ -156,14 +156,19 @@ class SyslogEncoder:
 
     def __init__(self, fmt: SyslogFormat) -> None:
         self.fmt = fmt
-        self._heads: dict[tuple[int, str], tuple[LogSource, bytes, bytes]] = {}
+        # By container metadata object, host and stream (what a head is made of), not by LogSource (one per file):
+        # see ``_head``.
+        self._heads: dict[tuple[int, str, str], tuple[ContainerInfo, bytes, bytes]] = {}
         self.last_truncated = 0
 
     def _head(self, source: LogSource, stream: str) -> tuple[bytes, bytes]:
-        """(prefix up to TIMESTAMP, suffix from HOSTNAME through SD) for one source and stream."""
-        key = (id(source), stream)
+        """(prefix up to TIMESTAMP, suffix from HOSTNAME through SD) for one source and stream. Cached by the
+        container's metadata object, host and stream, which is all a head is made of: keyed by each file's
+        ``LogSource``, the cache grew with every rotation and kept the rotated files' sources until its cap."""
+        info = source.container
+        key = (id(info), source.host, stream)
         cached = self._heads.get(key)
-        if cached is not None and cached[0] is source:
+        if cached is not None and cached[0] is info:
             return cached[1], cached[2]
         if len(self._heads) > 8192:
             self._heads.clear()
@@ -171,7 +176,6 @@ class SyslogEncoder:
         pri = fmt.facility * 8 + SEVERITY.get(stream, 5)
         host = printusascii(fmt.hostname or source.host, 255)
         tag = render_tag(fmt.tag, source, stream)
-        info = source.container
         if fmt.rfc == "rfc3164":
             tag = _NOT_TAG.sub("_", tag)[:32] or "lookout"
             pid = f"[{info.pid}]" if info.pid else ""
@@ -189,7 +193,7 @@ class SyslogEncoder:
                 sd = sd.replace("\n", " ")  # as in messages: a newline would end the frame
             prefix = f"<{pri}>1 ".encode()
             suffix = f" {host} {printusascii(tag, 48)} - - [{SD_ID} {sd}] ".encode()
-        self._heads[key] = (source, prefix, suffix)
+        self._heads[key] = (info, prefix, suffix)
         return prefix, suffix
 
     def messages(self, segments: Sequence[Segment]) -> list[bytes]:

@@ -10,6 +10,8 @@ must refuse (partials, bad lines, truncation, odd times and streams).
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -19,8 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.logs.routes import parse_route
 from agent.model import ContainerInfo, LogRecord, LogSource, Segment
 from collectors.logs.decoders import _LINES, CriDecoder, JsonFileDecoder
+from exporters.http.elasticsearch import ElasticsearchSink
 from exporters.logs import ndjson
 from exporters.logs.ndjson import NdjsonEncoder
 from exporters.syslog.format import SyslogEncoder, SyslogFormat
@@ -354,3 +358,52 @@ def test_the_cri_fast_path_takes_full_lines_and_refuses_the_rest() -> None:
                 b"a b stdout F space in the time\n", b"2026-11-28T04:14:51Z stdout F no newline"):
         assert CriDecoder()._decode_fast(good + bad, 0) is None, bad
     assert CriDecoder(max_line_bytes=64)._decode_fast(good + b"t stdout F " + b"x" * 64 + b"\n", 0) is None
+
+
+# --- the encoders' per-source caches under rotation ------------------------------------------------------------
+
+
+def _live_sources(marker: str) -> int:
+    """LogSources still alive whose file key ends with ``marker`` (this test's own: other tests' do not count)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is LogSource and obj.file_key.endswith(marker))
+
+
+@pytest.mark.parametrize("kind", ["syslog", "ndjson", "elasticsearch"])
+def test_rotations_do_not_pile_up_in_the_encoders_caches(kind: str, tmp_path: Path) -> None:
+    """The follower makes a LogSource per file, so every rotation hands the encoders a new one for the same
+    container and file name. Their caches of pre-encoded parts are keyed by what those are made of: the files of a
+    finished rotation leave nothing behind (the soak's RSS grew ~2-3 KB per rotated file, for hours, when they were
+    keyed by the LogSource), and the bytes are the same as for the first file."""
+    encode: Any
+    if kind == "syslog":
+        encode = SyslogEncoder(SyslogFormat(framing="lf")).encode
+    elif kind == "ndjson":
+        encode = NdjsonEncoder().encode
+    else:
+        uri = "elasticsearch+http://127.0.0.1:9/logs-%Y.%m.%d"
+        sink = ElasticsearchSink(uri, "http", tmp_path, parse_route(uri).id)
+
+        def encode(segments: list[Segment]) -> bytes:  # the documents, not their action lines (whose _id is per file)
+            return b"".join(item.split(b"\n", 1)[1] for item in sink.encode(segments).data)
+    first = source()
+    info, path = first.container, first.path
+    record = ("2026-11-28T04:14:51.685761325Z", "stdout", "hello", 0, False)
+    expected = encode([Segment(first, [record])])
+    marker = f":rotated-{kind}"
+    for n in range(200):  # 200 rotations: a new file (key) under the live file's name each time
+        rotated = LogSource(path, f"8:{n + 2}{marker}", info, first.host)
+        assert encode([Segment(rotated, [record])]) == expected
+        del rotated
+    assert _live_sources(marker) == 0  # no finished file's source is kept by the encoder
+
+    # A container whose metadata changed (a new ContainerInfo) gets parts made from the new metadata.
+    renamed = ContainerInfo(cgroup="", container_id=info.container_id, name="web-2", image=info.image,
+                            labels=info.labels)
+    out = encode([Segment(LogSource(path, "8:999:ab", renamed, first.host), [record])])
+    assert b"web-2" in out and b"web-1" not in out
+    # ... and another host or file name its own (the records' host and log.file.path).
+    other = encode([Segment(LogSource(path + ".1", "8:1000:ab", info, "node-8"), [record])])
+    assert b"node-8" in other
+    if kind != "syslog":
+        assert orjson.dumps(path + ".1") in other
