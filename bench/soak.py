@@ -452,10 +452,44 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def report_rows(result: dict[str, Any]) -> str:
+    """The run as the markdown rows BENCHMARKS.md shows (``--summarize FILE``)."""
+    samples = result["samples"]
+    es, sl = result["elasticsearch"], result["syslog"]
+    fit, tree = result["rss_slope"], result["tree_rss_slope"]
+    minute = [s for s in samples if s["t"] <= 60]
+    rows = [
+        ("window", f"{result['started']}, {result['duration_s'] / 60:.0f} min, {result['containers']} containers, "
+                   f"{result['lines_per_s']:,.0f} lines/s"),
+        ("lines written", f"{result['lines_written']:,}"),
+        ("rsyslog (syslog TCP)", f"{sl['received']:,} received, {sl['missing']} missing, "
+                                 f"{sl['duplicates']} duplicates"),
+        ("Elasticsearch stand-in", f"{es['indexed']:,} indexed, {es['missing']} missing, {es['duplicates']} "
+                                   f"duplicates; requests {es['statuses']}, items {es['items']}"),
+        ("drained after the stop", f"{result['drain_s']} s"),
+        ("agent RSS", f"{minute[-1]['rss_mb'] if minute else samples[0]['rss_mb']} MiB at 1 min, "
+                      f"{result['rss_mb']['max']} max, {result['rss_mb']['last']} at the end"),
+        ("RSS slope, last 40 min", f"{fit['per_hour']:+.2f} ± {1.96 * fit['se_per_hour']:.2f} MiB/h (fitted change "
+                                   f"{fit['fitted_change']:+.2f} MiB, residual sd {fit['residual_sd']:.2f} MiB): "
+                                   f"{'flat' if fit['flat'] else 'not flat'} by the 2-sd rule"),
+        ("with chunk workers", f"{tree['per_hour']:+.2f} MiB/h (fitted change {tree['fitted_change']:+.2f} MiB, "
+                               f"residual sd {tree['residual_sd']:.2f})"),
+        ("fds", f"{result['fds']['min']}-{result['fds']['max']}"),
+        ("CPU (agent + workers)", f"{result['cpu_pct']['mean']} % of one core on average, "
+                                  f"{result['cpu_pct']['max']} % max"),
+        ("Prometheus", f"{result['prometheus']['scrapes']:.0f} scrapes, up min {result['prometheus']['up_min']}, "
+                       f"longest {result['prometheus']['scrape_duration_max_s'] * 1000:.0f} ms"),
+    ]
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--standin"]:
         standin_main(argv[1], float(argv[2]), float(argv[3]))
+        return 0
+    if argv[:1] == ["--summarize"]:
+        print(report_rows(json.loads(Path(argv[1]).read_text())))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3600)
