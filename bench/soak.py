@@ -116,13 +116,7 @@ def standin_main(port_file: str, request_429: float, item_429: float) -> None:
                 self.foreign += 1
                 return
             container, seq = int(match[1]), int(match[2])
-            bits = self.seen.setdefault(container, bytearray())
-            byte, bit = divmod(seq, 8)
-            if byte >= len(bits):
-                bits.extend(bytes(byte - len(bits) + 1 + 4096))
-            if bits[byte] & (1 << bit):
-                self.duplicates += 1
-            bits[byte] |= 1 << bit
+            self.duplicates += mark_seen(self.seen, container, seq)
 
         async def report(self, request: web.Request) -> web.Response:
             with self.lock:
@@ -137,6 +131,17 @@ def standin_main(port_file: str, request_429: float, item_429: float) -> None:
     Path(port_file).write_text(str(server.port))
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     server.stop()
+
+
+def mark_seen(seen: dict[int, bytearray], container: int, seq: int) -> bool:
+    """Set line ``seq`` of ``container`` in its bitmap; True if it was set already (a duplicate)."""
+    bits = seen.setdefault(container, bytearray())
+    byte, bit = divmod(seq, 8)
+    if byte >= len(bits):
+        bits.extend(bytes(byte - len(bits) + 1 + 4096))
+    dup = bool(bits[byte] & (1 << bit))
+    bits[byte] |= 1 << bit
+    return dup
 
 
 def summarize(bits: bytearray, last: int | None) -> dict[str, Any]:
@@ -208,13 +213,7 @@ class SyslogCount:
         self.offset += end
         for match in re.finditer(rb'"msg":"soak (\d+) (\d+) ', data[:end]):
             container, seq = int(match[1]), int(match[2])
-            bits = self.seen.setdefault(container, bytearray())
-            byte, bit = divmod(seq, 8)
-            if byte >= len(bits):
-                bits.extend(bytes(byte - len(bits) + 1 + 4096))
-            if bits[byte] & (1 << bit):
-                self.duplicates += 1
-            bits[byte] |= 1 << bit
+            self.duplicates += mark_seen(self.seen, container, seq)
             self.records += 1
         return self.records
 
