@@ -26,7 +26,8 @@ from agent.logs.batch import Batch, EncodedSegment
 from agent.logs.metrics import LogMetrics
 from agent.model import LogRecord, Segment
 from collectors.logs.files import Tail
-from collectors.logs.follower import Follower, SourceState
+from collectors.logs.follower import Follower
+from collectors.logs.source_files import SourceState
 
 if TYPE_CHECKING:
     from agent.logs.delivery import Sink

@@ -25,7 +25,7 @@ from agent.telemetry import Telemetry
 from agent.wiring import make_logs
 from collectors.docker import DockerMetadata
 from collectors.logs.files import Tail
-from collectors.logs.follower import SourceState
+from collectors.logs.source_files import SourceState
 from tests.fixtures import trees
 from tests.helpers.es_standin import EsStandin
 

@@ -12,7 +12,8 @@ import pytest
 
 from agent.model import ContainerInfo
 from collectors.logs.checkpoints import CheckpointStore
-from collectors.logs.follower import Follower, SourceState
+from collectors.logs.follower import Follower
+from collectors.logs.source_files import SourceState
 from collectors.logs.sources import SourceSpec
 from collectors.logs.watch import Births, LogWatch
 
