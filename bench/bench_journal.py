@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collectors.logs.journal import FIELDS, JournalSpool, journal_present, matches  # noqa: E402
+from collectors.logs.journal import FIELDS, JournalSpool, journal_present  # noqa: E402
+from collectors.logs.journal_entries import matches  # noqa: E402
 
 
 def spool_cost(rounds: int) -> None:

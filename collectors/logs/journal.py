@@ -19,21 +19,19 @@ entry (``--cursor``), which the reader drops, rather than after it (``--after-cu
 ``journalctl`` rather than the ``systemd`` Python binding: its JSON output is a documented, stable interface
 (systemd's JSON export format), it needs no compiler or libsystemd headers to install, and it reads a host's journal
 under ``--host-root`` with ``--root``. When it exits it is started again from the saved cursor after a backoff.
+Which source an entry belongs to and its json-file line are collectors.logs.journal_entries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ import orjson
 import structlog
 
 from collectors.logs.checkpoints import write_atomic
+from collectors.logs.journal_entries import classify, matches, to_line, unit_identifier, unit_name
 
 log = structlog.get_logger("lookout.logs.journal")
 
@@ -60,100 +59,6 @@ KINDS = ("docker", "podman", "units")
 # The fields the reader asks journalctl for (besides __CURSOR and __REALTIME_TIMESTAMP, always printed).
 FIELDS = ("MESSAGE", "PRIORITY", "CONTAINER_ID_FULL", "CONTAINER_PARTIAL_MESSAGE", "_COMM", "_SYSTEMD_UNIT",
           "SYSLOG_IDENTIFIER")
-RUNTIME_COMMS = {"dockerd": "docker", "conmon": "podman"}
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_ERROR_PRIORITIES = frozenset({"0", "1", "2", "3"})
-
-
-def unit_name(unit: str) -> str:
-    """A --journal-units name as systemd writes it in ``_SYSTEMD_UNIT``: ``nginx`` is ``nginx.service``."""
-    return unit if "." in unit else f"{unit}.service"
-
-
-def unit_identifier(unit: str) -> str:
-    """The ``SYSLOG_IDENTIFIER`` an entry of ``unit`` written without systemd carries: its name without the type."""
-    return unit_name(unit).rsplit(".", 1)[0]
-
-
-def matches(units: Iterable[str]) -> list[str]:
-    """journalctl's match arguments: Docker's and conmon's entries, or a unit's (by ``_SYSTEMD_UNIT``, or by
-    ``SYSLOG_IDENTIFIER`` for entries with no unit). Same field ORed, groups joined by ``+``."""
-    names = sorted({unit_name(u) for u in units})
-    out = [f"_COMM={comm}" for comm in RUNTIME_COMMS]
-    if names:
-        out += ["+", *(f"_SYSTEMD_UNIT={n}" for n in names)]
-        out += ["+", *sorted({f"SYSLOG_IDENTIFIER={unit_identifier(n)}" for n in names})]
-    return out
-
-
-def field_bytes(value: Any) -> bytes | None:
-    """A field's value as journalctl's JSON prints it: a string, an array of byte values (not UTF-8 text), an array
-    of those (a field given more than once: the last one), or null (too large to print); None when unusable."""
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, list) and value:
-        if all(isinstance(b, int) for b in value):
-            try:
-                return bytes(value)
-            except ValueError:
-                return None
-        return field_bytes(value[-1])
-    return None
-
-
-def _text(value: Any) -> str:
-    if type(value) is str:  # nearly always: no round trip through bytes
-        return value
-    raw = field_bytes(value)
-    return raw.decode("utf-8", "replace") if raw is not None else ""
-
-
-@lru_cache(maxsize=64)
-def _second(seconds: int) -> str:
-    """RFC 3339 UTC to the second (cached: a burst of entries shares its seconds)."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def classify(entry: dict[str, Any], units: dict[str, str]) -> tuple[str, str] | None:
-    """(kind, key) of the source an entry belongs to: ("docker"|"podman", container id) or ("units", unit); None for
-    another entry (a runtime's own messages, another unit). ``units`` maps each configured unit name and its
-    identifier to the unit name."""
-    comm = _text(entry.get("_COMM"))
-    runtime = RUNTIME_COMMS.get(comm)
-    if runtime is not None:
-        cid = _text(entry.get("CONTAINER_ID_FULL"))
-        if _HEX64.match(cid):
-            return runtime, cid
-    unit = _text(entry.get("_SYSTEMD_UNIT"))
-    if unit:  # written under systemd: only the unit it ran in counts, whatever it calls itself
-        return ("units", unit) if unit in units else None
-    ident = _text(entry.get("SYSLOG_IDENTIFIER"))
-    return ("units", units[ident]) if ident in units else None
-
-
-def to_line(entry: dict[str, Any]) -> bytes | None:
-    """The Docker json-file line for an entry; None when it has no message or no time. A part of a line split at
-    16 KiB (``CONTAINER_PARTIAL_MESSAGE=true``, by Docker or conmon) has no trailing newline, as in a json-file; a
-    complete line gets one (Docker's messages have none, conmon's keep theirs). A message that is not UTF-8 has its
-    bad bytes replaced by U+FFFD, as Docker's json-file does. Priority 0-3 (error and worse; Docker and conmon write
-    stderr as 3) is ``stderr``, anything else ``stdout``."""
-    message = entry.get("MESSAGE")
-    try:
-        micros = int(entry["__REALTIME_TIMESTAMP"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if type(message) is str:
-        text = message
-    else:
-        raw = field_bytes(message)
-        if raw is None:
-            return None
-        text = raw.decode("utf-8", "replace")
-    stream = "stderr" if _text(entry.get("PRIORITY")) in _ERROR_PRIORITIES else "stdout"
-    if _text(entry.get("CONTAINER_PARTIAL_MESSAGE")) != "true" and not text.endswith("\n"):
-        text += "\n"  # Docker's messages have no newline; conmon's keep theirs
-    seconds, fraction = divmod(micros, 1_000_000)
-    return orjson.dumps({"log": text, "stream": stream, "time": f"{_second(seconds)}.{fraction:06d}Z"}) + b"\n"
 
 
 class _Stopped(Exception):

@@ -18,19 +18,8 @@ import orjson
 import pytest
 
 from collectors.logs.decoders import JsonFileDecoder
-from collectors.logs.journal import (
-    JournalSpool,
-    SpoolFile,
-    _Stopped,
-    classify,
-    field_bytes,
-    journal_present,
-    matches,
-    read_by_routes,
-    to_line,
-    unit_identifier,
-    unit_name,
-)
+from collectors.logs.journal import JournalSpool, SpoolFile, _Stopped, journal_present, read_by_routes
+from collectors.logs.journal_entries import classify, field_bytes, matches, to_line, unit_identifier, unit_name
 from collectors.logs.sources import SourceSpec, scan
 from tests.helpers.wait import wait_for
 
