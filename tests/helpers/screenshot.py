@@ -2,8 +2,8 @@
 
 Standard library only: the PNG is decoded with ``zlib`` and ``struct`` (8-bit RGB/RGBA, not interlaced: what
 Chromium writes). The measure finds the containers table by its header colour and its bottom rule's
-(``exporters.web.status.TABLE_MARK`` and ``TABLE_RULE``, which nothing else on the page uses) and counts the lines of
-text between the two: a table that rendered no rows measures 0 whatever the DOM says.
+(``exporters.web.status_assets.TABLE_MARK`` and ``TABLE_RULE``, which nothing else on the page uses) and counts the
+lines of text between the two: a table that rendered no rows measures 0 whatever the DOM says.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.web.status import TABLE_MARK, TABLE_RULE
+from exporters.web.status_assets import TABLE_MARK, TABLE_RULE
 
 WINDOW = (1400, 900)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")

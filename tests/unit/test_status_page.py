@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.model import ContainerInfo, ContainerSample, ContainerStats, LiveSurface, MachineInfo, Runtime, Snapshot
 from exporters.prometheus.exposition import Exposition
-from exporters.web import status
+from exporters.web import status, status_assets
 from exporters.web.app import make_app
 from tests.fixtures import trees
 from tests.helpers.status_page import Page, read_page
@@ -104,7 +104,7 @@ async def test_a_container_named_script_cannot_inject(site: Site) -> None:
     assert EVIL in page.names  # shown as text, exactly as the container is named
     worker = page.containers[page.names.index("worker")]
     assert worker[2] == EVIL_IMAGE
-    assert len(page.scripts) == 1 and page.scripts[0] == status.SCRIPT  # only the page's own script
+    assert len(page.scripts) == 1 and page.scripts[0] == status_assets.SCRIPT  # only the page's own script
     # Defence in depth: only the page's own inline script and style may run, by their hashes.
     csp = resp.headers["Content-Security-Policy"]
     digest = base64.b64encode(hashlib.sha256(page.scripts[0].encode()).digest()).decode()
