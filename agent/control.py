@@ -1,21 +1,19 @@
-"""The running agent's routes, as the API and a reload change them, and the rates the API and the status page show.
+"""The running agent's routes, as the API and a reload change them.
 
 ``RouteTable`` owns every route: those of the configuration (``--route``, the TOML file, ``LOOKOUT_ROUTE``) and those
-added over the API, which are kept in ``<state-dir>/routes.json`` and come back after a restart. The log pipeline
-(agent.logs.pipeline) and its shared parts are built on first use: an agent without routes and without live-stream
-clients never loads them. A route added at run time is checked exactly as ``--route`` is; a route replaced by a
-reload (same id, new URI) goes on from its checkpoints; a route removed forgets them.
+added over the API, which are kept in ``<state-dir>/routes.json`` (agent.saved_routes) and come back after a restart.
+The log pipeline (agent.logs.pipeline) and its shared parts are built on first use: an agent without routes and
+without live-stream clients never loads them. A route added at run time is checked exactly as ``--route`` is; a route
+replaced by a reload (same id, new URI) goes on from its checkpoints; a route removed forgets them.
 
-``ContainerRates`` turns two successive collections into per-second rates (docs/API.md).
+The rates the API and the status page show are agent.rates (``ContainerRates``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import dataclasses
-import os
 import re
 import secrets
 import time
@@ -24,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 
 from agent.config import Config
 from agent.logs.routes import LogOptions, Route, check_route, make_sink, parse_route, route_options
-from agent.model import ApiError, ContainerSample, Snapshot
+from agent.model import ApiError
 from agent.params import redact_uri
+from agent.saved_routes import ROUTES_FILE, read_saved, write_saved
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lookout.control")
 
-ROUTES_FILE = "routes.json"
 ROUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/=-]{0,127}\Z")
 TAP_LABEL = "lookout:/logs"  # the live stream's route, in the self-metrics
 
@@ -218,7 +215,7 @@ class RouteTable:
         for uri in self.config.routes:
             route = parse_route(uri)
             self._start(RouteEntry(route.id, uri, "config", None), route)
-        for item in self._read_saved():
+        for item in read_saved(self.routes_file):
             route_id, uri = item["id"], item["uri"]
             if route_id in self.entries:
                 log.error("api_route_shadowed", route=route_id, why="a configured route has the same id; kept in "
@@ -396,37 +393,10 @@ class RouteTable:
     def routes_file(self) -> Path:
         return self.config.state_dir / ROUTES_FILE
 
-    def _read_saved(self) -> list[dict[str, str]]:
-        try:
-            data = orjson.loads(self.routes_file.read_bytes())
-        except FileNotFoundError:
-            return []
-        except (OSError, orjson.JSONDecodeError) as exc:
-            broken = self.routes_file.with_suffix(f".broken-{int(time.time())}")
-            log.error("api_routes_unreadable", path=str(self.routes_file), error=str(exc), moved_to=str(broken))
-            with contextlib.suppress(OSError):
-                os.replace(self.routes_file, broken)
-            return []
-        items = data.get("routes") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            log.error("api_routes_unreadable", path=str(self.routes_file), error="no routes list")
-            return []
-        out = []
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("uri"), str):
-                out.append({"id": item["id"], "uri": item["uri"]})
-            else:
-                log.error("api_route_unreadable", path=str(self.routes_file), entry=str(item)[:200])
-        return out
-
     def _save(self) -> None:
-        """routes.json: written whole to a temporary file, fsynced and renamed; 0600 (URIs may hold passwords)."""
-        items = [{"id": e.route_id, "uri": e.uri} for e in self.entries.values() if e.origin == "api"]
-        body = orjson.dumps({"version": 1, "routes": items}, option=orjson.OPT_INDENT_2)
-        from collectors.logs.checkpoints import write_atomic
-
-        self.routes_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.routes_file, body)
+        """routes.json (agent.saved_routes): the routes added over the API."""
+        write_saved(self.routes_file, [{"id": e.route_id, "uri": e.uri} for e in self.entries.values()
+                                       if e.origin == "api"])
 
     # --- what other parts read ---
 
@@ -460,52 +430,3 @@ def record_time(text: str) -> float:
         return 0.0
     frac = text[19:].rstrip("Z")
     return whole + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
-
-
-class ContainerRates:
-    """Per-second rates between the last two collections, by cgroup name (docs/API.md)."""
-
-    def __init__(self) -> None:
-        self.rates: dict[str, dict[str, float | None]] = {}
-        self._last: dict[str, tuple[float, int | None, int | None, int | None, int | None]] = {}
-
-    def update(self, snapshot: Snapshot, lines: dict[str, int]) -> None:
-        rates: dict[str, dict[str, float | None]] = {}
-        last: dict[str, tuple[float, int | None, int | None, int | None, int | None]] = {}
-        for sample in snapshot.containers:
-            now = self._totals(sample, lines)
-            before = self._last.get(sample.info.cgroup)
-            last[sample.info.cgroup] = now
-            rates[sample.info.cgroup] = self._rates(sample, now, before)
-        self.rates, self._last = rates, last
-
-    @staticmethod
-    def _totals(sample: ContainerSample,
-                lines: dict[str, int]) -> tuple[float, int | None, int | None, int | None, int | None]:
-        stats = sample.stats
-        cpu = stats.cpu.usage_ns if stats.cpu is not None else None
-        rx = tx = None
-        if stats.network is not None and sample.info.owns_network:
-            rx = sum(i.rx_bytes for i in stats.network)
-            tx = sum(i.tx_bytes for i in stats.network)
-        return stats.timestamp, cpu, rx, tx, lines.get(sample.info.container_id) if sample.info.container_id else None
-
-    @staticmethod
-    def _rates(sample: ContainerSample, now: tuple[float, int | None, int | None, int | None, int | None],
-               before: tuple[float, int | None, int | None, int | None, int | None] | None) -> dict[str, float | None]:
-        memory = sample.stats.memory
-        spec = sample.stats.spec
-        out: dict[str, float | None] = {
-            "cpu_cores": None, "memory_bytes": float(memory.working_set) if memory is not None else None,
-            "memory_limit_bytes": float(spec.memory_limit) if spec.has_memory and spec.memory_limit else None,
-            "network_rx_bytes_per_second": None, "network_tx_bytes_per_second": None, "log_lines_per_second": None}
-        if before is None or now[0] <= before[0]:
-            return out
-        span = now[0] - before[0]
-        for key, i, scale in (("cpu_cores", 1, 1e9), ("network_rx_bytes_per_second", 2, 1.0),
-                              ("network_tx_bytes_per_second", 3, 1.0), ("log_lines_per_second", 4, 1.0)):
-            a, b = before[i], now[i]
-            if a is not None and b is not None and b >= a:
-                out[key] = round((b - a) / scale / span, 6)
-        return out
-

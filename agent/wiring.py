@@ -13,9 +13,10 @@ import structlog
 
 from agent import __version__
 from agent.config import STORAGE_DURATION_NOTE, Config
-from agent.control import ContainerRates, RouteTable
+from agent.control import RouteTable
 from agent.logs.routes import check_route
 from agent.model import MachineInfo, Snapshot
+from agent.rates import ContainerRates
 from agent.telemetry import Telemetry
 from collectors.cgroups.mounts import CgroupLayout, NoCgroupsError, discover_layout
 from collectors.cgroups.reader import Wanted

@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from agent.control import ContainerRates
 from agent.model import LiveSurface, Snapshot
+from agent.rates import ContainerRates
 from exporters.prometheus.exposition import Exposition
 from exporters.web import cadvisor, cadvisor_json
 from exporters.web.app import make_app
