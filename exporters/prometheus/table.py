@@ -4,7 +4,7 @@ Each ``Family`` has cAdvisor's name, type, help and metric kind (the ``--disable
 vocabulary) and a getter from one container's ``(info, stats)`` to ``(extra_labels, value)``
 pairs; ``extra_labels`` is pre-rendered (``,cpu="total"``). A getter returns nothing when the
 host cannot feed the value, so no fake zeros and no empty series. Kernel units are converted
-to base units (ns -> s, µs -> s).
+to base units (ns -> s, µs -> s). The optional kinds' getters are ``optional_getters``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.model import ContainerInfo, ContainerStats
+from exporters.prometheus.optional_getters import advtcp, hugetlb, migrate, numa, referenced, resctrl, sched, tcp, udp
 
 Samples = Iterable[tuple[str, int | float]]
 Getter = Callable[[ContainerInfo, ContainerStats], Samples]
@@ -204,106 +205,6 @@ def _health(info: ContainerInfo, s: ContainerStats) -> Samples:
     return (("", info.health),)
 
 
-# --- the optional kinds: each getter returns nothing unless its part was read (kind on, file there).
-
-
-def _sched(attr: str, divisor: float | None = None) -> Getter:
-    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
-        sched = s.sched
-        if sched is None:
-            return ()
-        v = getattr(sched, attr)
-        return (("", v / divisor if divisor else v),)
-    return get
-
-
-def _hugetlb(attr: str) -> Getter:
-    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
-        pages = s.hugetlb
-        if not pages:
-            return ()
-        return [(f',pagesize="{size}"', v) for size, h in pages.items() if (v := getattr(h, attr)) is not None]
-    return get
-
-
-def _migrate(info: ContainerInfo, s: ContainerStats) -> Samples:
-    return () if s.memory_migrate is None else (("", s.memory_migrate),)
-
-
-def _numa(info: ContainerInfo, s: ContainerStats) -> Samples:
-    numa = s.numa
-    if numa is None:
-        return ()
-    out: list[tuple[str, int | float]] = []
-    for scope, table in (("container", numa.container), ("hierarchy", numa.hierarchy)):
-        for kind in ("file", "anon", "unevictable"):
-            nodes = (table or {}).get(kind)
-            if nodes:
-                out.extend((f',type="{kind}",scope="{scope}",node="{node}"', pages)
-                           for node, pages in sorted(nodes.items()))
-    return out
-
-
-def _tcp(attr: str) -> Getter:
-    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
-        table = getattr(s, attr)
-        return () if table is None else [(f',tcp_state="{state}"', n) for state, n in table.items()]
-    return get
-
-
-_UDP_STATES = (("listen", "listen"), ("dropped", "dropped"), ("rxqueued", "rx_queued"), ("txqueued", "tx_queued"))
-
-
-def _udp(attr: str) -> Getter:
-    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
-        udp = getattr(s, attr)
-        return () if udp is None else [(f',udp_state="{state}"', getattr(udp, field)) for state, field in _UDP_STATES]
-    return get
-
-
-# cAdvisor's TcpAdvancedStat fields in its order; the label is the lower-cased kernel name (net/snmp "Tcp:" and
-# net/netstat "TcpExt:"). A counter this kernel does not print has no series (cAdvisor serves it as 0).
-_ADVANCED_TCP_NAMES = (
-    "RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs "
-    "RetransSegs InErrs OutRsts InCsumErrors EmbryonicRsts SyncookiesSent SyncookiesRecv SyncookiesFailed "
-    "PruneCalled RcvPruned OfoPruned OutOfWindowIcmps LockDroppedIcmps TW TWRecycled TWKilled TCPTimeWaitOverflow "
-    "TCPTimeouts TCPSpuriousRTOs TCPLossProbes TCPLossProbeRecovery TCPRenoRecoveryFail TCPSackRecoveryFail "
-    "TCPRenoFailures TCPSackFailures TCPLossFailures DelayedACKs DelayedACKLocked DelayedACKLost ListenOverflows "
-    "ListenDrops TCPHPHits TCPPureAcks TCPHPAcks TCPRenoRecovery TCPSackRecovery TCPSACKReneging TCPFACKReorder "
-    "TCPSACKReorder TCPRenoReorder TCPTSReorder TCPFullUndo TCPPartialUndo TCPDSACKUndo TCPLossUndo TCPFastRetrans "
-    "TCPSlowStartRetrans TCPLostRetransmit TCPRetransFail TCPRcvCollapsed TCPDSACKOldSent TCPDSACKOfoSent "
-    "TCPDSACKRecv TCPDSACKOfoRecv TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory TCPAbortOnTimeout "
-    "TCPAbortOnLinger TCPAbortFailed TCPMemoryPressures TCPMemoryPressuresChrono TCPSACKDiscard TCPDSACKIgnoredOld "
-    "TCPDSACKIgnoredNoUndo TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure TCPSackShifted TCPSackMerged "
-    "TCPSackShiftFallback TCPBacklogDrop PFMemallocDrop TCPMinTTLDrop TCPDeferAcceptDrop IPReversePathFilter "
-    "TCPReqQFullDoCookies TCPReqQFullDrop TCPFastOpenActive TCPFastOpenActiveFail TCPFastOpenPassive "
-    "TCPFastOpenPassiveFail TCPFastOpenListenOverflow TCPFastOpenCookieReqd TCPSynRetrans TCPOrigDataSent "
-    "PAWSActive PAWSEstab"
-)
-ADVANCED_TCP = tuple(name.lower() for name in _ADVANCED_TCP_NAMES.split())
-
-
-def _advtcp(info: ContainerInfo, s: ContainerStats) -> Samples:
-    counters = s.tcp_advanced
-    if counters is None:
-        return ()
-    return [(f',tcp_state="{name}"', counters[name]) for name in ADVANCED_TCP if name in counters]
-
-
-def _referenced(info: ContainerInfo, s: ContainerStats) -> Samples:
-    return () if s.referenced_bytes is None else (("", s.referenced_bytes),)
-
-
-def _resctrl(part: str, index: int | None = None) -> Getter:
-    def get(info: ContainerInfo, s: ContainerStats) -> Samples:
-        r = s.resctrl
-        if r is None:
-            return ()
-        values = getattr(r, part)
-        return [(f',node_id="{i}"', v if index is None else v[index]) for i, v in enumerate(values)]
-    return get
-
-
 C, G = "counter", "gauge"
 
 FAMILIES: tuple[Family, ...] = (
@@ -469,36 +370,36 @@ FAMILIES: tuple[Family, ...] = (
            "except priority and nice", "process", _ulimit),
     # sched: /proc/<pid>/schedstat summed over the container's processes
     Family("container_cpu_schedstat_run_seconds_total", C, "Time duration the processes of the container have run "
-           "on the CPU.", "sched", _sched("run_ns", NS)),
+           "on the CPU.", "sched", sched("run_ns", NS)),
     Family("container_cpu_schedstat_runqueue_seconds_total", C, "Time duration processes of the container have been "
-           "waiting on a runqueue.", "sched", _sched("runqueue_ns", NS)),
+           "waiting on a runqueue.", "sched", sched("runqueue_ns", NS)),
     Family("container_cpu_schedstat_run_periods_total", C, "Number of times processes of the cgroup have run on the "
-           "cpu", "sched", _sched("run_periods")),
+           "cpu", "sched", sched("run_periods")),
     # hugetlb, cpuset, memory_numa: cgroup files
-    Family("container_hugetlb_failcnt", C, "Number of hugepage usage hits limits", "hugetlb", _hugetlb("failcnt")),
-    Family("container_hugetlb_usage_bytes", G, "Current hugepage usage in bytes", "hugetlb", _hugetlb("usage")),
+    Family("container_hugetlb_failcnt", C, "Number of hugepage usage hits limits", "hugetlb", hugetlb("failcnt")),
+    Family("container_hugetlb_usage_bytes", G, "Current hugepage usage in bytes", "hugetlb", hugetlb("usage")),
     Family("container_hugetlb_max_usage_bytes", G, "Maximum hugepage usage recorded in bytes", "hugetlb",
-           _hugetlb("max_usage")),
-    Family("container_memory_migrate", G, "Memory migrate status.", "cpuset", _migrate),
-    Family("container_memory_numa_pages", G, "Number of used pages per NUMA node", "memory_numa", _numa),
+           hugetlb("max_usage")),
+    Family("container_memory_migrate", G, "Memory migrate status.", "cpuset", migrate),
+    Family("container_memory_numa_pages", G, "Number of used pages per NUMA node", "memory_numa", numa),
     # tcp, udp, advtcp: the container's network namespace (gauges despite the _total, as cAdvisor)
     Family("container_network_tcp_usage_total", G, "tcp connection usage statistic for container", "tcp",
-           _tcp("tcp")),
+           tcp("tcp")),
     Family("container_network_tcp6_usage_total", G, "tcp6 connection usage statistic for container", "tcp",
-           _tcp("tcp6")),
+           tcp("tcp6")),
     Family("container_network_udp_usage_total", G, "udp connection usage statistic for container", "udp",
-           _udp("udp")),
+           udp("udp")),
     Family("container_network_udp6_usage_total", G, "udp6 connection usage statistic for container", "udp",
-           _udp("udp6")),
+           udp("udp6")),
     Family("container_network_advance_tcp_stats_total", G, "advance tcp connections statistic for container",
-           "advtcp", _advtcp),
+           "advtcp", advtcp),
     # referenced_memory, resctrl
     Family("container_referenced_bytes", G, "Container referenced bytes during last measurements cycle",
-           "referenced_memory", _referenced),
+           "referenced_memory", referenced),
     Family("container_memory_bandwidth_bytes", G, "Total memory bandwidth usage statistics for container counted "
-           "with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("memory_bandwidth", 0)),
+           "with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", resctrl("memory_bandwidth", 0)),
     Family("container_memory_bandwidth_local_bytes", G, "Local memory bandwidth usage statistics for container "
-           "counted with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("memory_bandwidth", 1)),
+           "counted with RDT Memory Bandwidth Monitoring (MBM).", "resctrl", resctrl("memory_bandwidth", 1)),
     Family("container_llc_occupancy_bytes", G, "Last level cache usage statistics for container counted with RDT "
-           "Memory Bandwidth Monitoring (MBM).", "resctrl", _resctrl("llc_occupancy")),
+           "Memory Bandwidth Monitoring (MBM).", "resctrl", resctrl("llc_occupancy")),
 )

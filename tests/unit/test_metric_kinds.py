@@ -17,7 +17,7 @@ from agent.options import DEFAULT_DISABLED_METRICS, UNSERVED_METRICS
 from collectors.cgroups import parsers as p
 from collectors.hostkinds import unfed_kinds
 from collectors.procstats import ProcKinds, ProcKindsWanted
-from exporters.prometheus.table import ADVANCED_TCP
+from exporters.prometheus.optional_getters import ADVANCED_TCP
 from tests.fixtures.trees import Tree
 from tests.unit.support import Run, config_from, parse, run_tree
 
