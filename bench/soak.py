@@ -13,7 +13,8 @@ What runs, all on this host:
   (an hour's documents would not fit);
 - a real Prometheus scraping ``/metrics`` every ``--scrape-interval`` (5 s).
 
-Every ``--sample`` seconds (10 s) the bench records the agent's RSS (its own and with its chunk workers),
+Every ``--sample`` seconds (10 s) the bench records the agent's RSS (its own, split into glibc's heap, anonymous
+maps such as pymalloc's arenas, and files, from /proc/PID/smaps; and with its chunk workers),
 open file descriptors, threads, CPU (% of one core over the interval, the process tree), and what each
 receiver holds so far. After ``--duration`` the containers are stopped, the last line number each one wrote is
 read from its own log file, and the bench waits until both receivers hold every line (``--drain`` seconds at
@@ -267,6 +268,29 @@ def threads(pid: int) -> int:
     return 0
 
 
+_MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+\s*(.*)$")
+
+
+def memory_parts(pid: int) -> dict[str, float]:
+    """The agent's RSS by kind of mapping (MiB), from /proc/PID/smaps: ``heap`` (glibc's main arena: blocks over
+    512 bytes, trimmed once a minute), ``anon`` (anonymous maps: CPython's 1 MiB pymalloc arenas of small objects,
+    and any other glibc arena), ``files`` (the interpreter, libraries, mapped files)."""
+    parts = {"heap": 0, "anon": 0, "files": 0}
+    kind = ""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        m = _MAP.match(line)
+        if m:
+            name = m.group(4).strip()
+            kind = "heap" if name == "[heap]" else "anon" if not name else "files" if name.startswith("/") else ""
+        elif kind and line.startswith("Rss:"):
+            parts[kind] += int(line.split()[1])
+    return {k: round(v / 1024, 2) for k, v in parts.items()}
+
+
 def slope(points: list[tuple[float, float]]) -> dict[str, float]:
     """Least squares y = a + b t: b per hour, its standard error, the residual sd, the fitted change."""
     n = len(points)
@@ -386,7 +410,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       "syslog_per_s": round((syslog_total - prev_syslog) / dt, 1),
                       "written_per_s": round((written - prev_written) / dt, 1),
                       "up": prom_value(prom_port, 'up{job="lookout"}'),
-                      "lag_bytes": prom_value(prom_port, 'max(lookout_log_lag_bytes{job="lookout"})')}
+                      "lag_bytes": prom_value(prom_port, 'max(lookout_log_lag_bytes{job="lookout"})'),
+                      **{f"{k}_mb": v for k, v in memory_parts(pid).items()}}
             samples.append(sample)
             prev_t, prev_cpu, prev_es, prev_syslog, prev_written = now, cpu, es_total, syslog_total, written
             if len(samples) % 6 == 0:
@@ -447,6 +472,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                          "max": max(s["cpu_pct"] for s in samples)}
     result["rss_mb"] = {"first": samples[0]["rss_mb"], "max": max(s["rss_mb"] for s in samples),
                         "last": samples[-1]["rss_mb"]}
+    for part in ("heap", "anon"):  # which part of RSS moves
+        points = [(s["t"], s[f"{part}_mb"]) for s in samples
+                  if f"{part}_mb" in s and s["t"] >= samples[-1]["t"] - args.slope_window]
+        if len(points) > 2:
+            result[f"{part}_slope"] = slope(points)
     result["samples"] = samples
     return result
 
@@ -471,6 +501,9 @@ def report_rows(result: dict[str, Any]) -> str:
         ("RSS slope, last 40 min", f"{fit['per_hour']:+.2f} ± {1.96 * fit['se_per_hour']:.2f} MiB/h (fitted change "
                                    f"{fit['fitted_change']:+.2f} MiB, residual sd {fit['residual_sd']:.2f} MiB): "
                                    f"{'flat' if fit['flat'] else 'not flat'} by the 2-sd rule"),
+        *((f"of which {part}", f"{result[f'{part}_slope']['per_hour']:+.2f} MiB/h (fitted change "
+                               f"{result[f'{part}_slope']['fitted_change']:+.2f} MiB)")
+          for part in ("heap", "anon") if f"{part}_slope" in result),
         ("with chunk workers", f"{tree['per_hour']:+.2f} MiB/h (fitted change {tree['fitted_change']:+.2f} MiB, "
                                f"residual sd {tree['residual_sd']:.2f})"),
         ("fds", f"{result['fds']['min']}-{result['fds']['max']}"),

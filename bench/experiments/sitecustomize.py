@@ -309,33 +309,50 @@ def _install_count():
         return await _orig_to_thread(func, *args, **kwargs)
     asyncio.to_thread = to_thread
 
-    import agent.pipeline as _pl
+    import importlib
 
-    import collectors.logs.checkpoints as _ck
-    import collectors.logs.files as _files
-    import collectors.logs.sources as _src
-    import exporters.syslog.sink as _ssink
-    import exporters.syslog.transport as _tr
+    def _wrap_all(module, owner, names):
+        """Wrap the names that exist (the pipeline's layout differs between trees)."""
+        try:
+            target = importlib.import_module(module)
+        except ImportError:
+            return
+        if owner:
+            target = getattr(target, owner, None)
+            if target is None:
+                return
+        import inspect
+        for _n in names:
+            if hasattr(target, _n):
+                static = isinstance(inspect.getattr_static(target, _n), staticmethod)
+                _wrap(target, _n, f"{owner or module}.{_n}")
+                if static:
+                    setattr(target, _n, staticmethod(getattr(target, _n)))
 
-    for _n in ("read_batch", "fill", "_read_source", "_resolve", "_refresh_files", "_open_new_files",
-               "update_gauges", "_unopened_lag", "encode", "_decode", "_prefetch", "_collect_garbage",
-               "update_sources", "pin_new_files"):
-        _wrap(_pl.RouteRunner, _n, f"RouteRunner.{_n}")
-    for _n in ("flush", "ack", "offset", "retain_sources"):
-        _wrap(_ck.CheckpointStore, _n, f"CheckpointStore.{_n}")
-    for _n in ("read", "replaced", "peek"):
-        _wrap(_files.Tail, _n, f"Tail.{_n}")
-    _wrap(_src.DirectoryWatch, "_changed", "DirectoryWatch._changed")
-    _wrap(_src.DirectoryWatch, "sync", "DirectoryWatch.sync")
-    _wrap(_src, "scan", "sources.scan")
-    _wrap(_src.SourceSpec, "files", "SourceSpec.files")
-    _wrap(_ssink.SyslogSink, "encode", "SyslogSink.encode")
-    _wrap(_tr.StreamTransport, "send", "StreamTransport.send")
-    _wrap(_tr, "unacked_bytes", "transport.unacked_bytes")
+    _wrap_all("agent.pipeline", "RouteRunner", (
+        "read_batch", "fill", "_read_source", "_resolve", "_refresh_files", "_open_new_files", "update_gauges",
+        "_unopened_lag", "encode", "_decode", "_prefetch", "_collect_garbage", "update_sources", "pin_new_files"))
+    # the staged layout (agent/logs/, collectors/logs/follower.py)
+    _wrap_all("agent.logs.runner", "RouteRunner", ("read_batch", "encode", "update_gauges", "_count_lines"))
+    _wrap_all("collectors.logs.follower", "Follower", (
+        "read", "resolve", "take_offers", "next_state", "_refresh_files", "_update_sources", "lag", "_watched",
+        "_name_due", "ack"))
+    _wrap_all("agent.logs.codec", "InlineCodec", ("chunk", "expire"))
+    _wrap_all("agent.logs.process", "Processing", ("flush_due",))
+    _wrap_all("collectors.logs.checkpoints", "CheckpointStore", ("flush", "_flush", "ack", "offset",
+                                                                  "retain_sources"))
+    _wrap_all("collectors.logs.files", "Tail", ("read", "replaced", "peek"))
+    _wrap_all("collectors.logs.sources", "DirectoryWatch", ("_changed", "sync"))
+    _wrap_all("collectors.logs.sources", "", ("scan",))
+    _wrap_all("collectors.logs.sources", "SourceSpec", ("files",))
+    _wrap_all("exporters.syslog.sink", "SyslogSink", ("encode",))
+    _wrap_all("exporters.syslog.transport", "StreamTransport", ("send",))
+    _wrap_all("exporters.syslog.transport", "", ("unacked_bytes",))
 
-    import agent.wiring as _wiring
-    _wrap(_wiring.Agent, "cycle", "Agent.cycle (housekeeping)")
-    _wrap(_wiring.LogMetadata, "__call__", "LogMetadata.__call__")
+    _wrap_all("agent.wiring", "Agent", ("cycle",))
+    _wrap_all("agent.wiring", "LogMetadata", ("__call__",))
+    _wrap_all("collectors.logs.metadata", "LogMetadata", ("__call__",))
+    _wrap_all("collectors.manager", "FsUsage", ("measure",))
 
     _count_file = os.environ.pop("LK_COUNT_FILE")  # not for the chunk workers this process may start
 
