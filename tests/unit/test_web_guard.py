@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
@@ -37,6 +38,19 @@ async def closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:
         return True
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for the server to have done what the test needs (accepted, read a request head)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the server did not get there in time"
+        await asyncio.sleep(0.01)
+
+
+def server(runner: guard.GuardedRunner) -> guard.GuardedServer:
+    assert isinstance(runner.server, guard.GuardedServer)
+    return runner.server
+
+
 async def get(port: int, head: bytes = b"") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head + b"\r\n")
@@ -50,12 +64,12 @@ async def test_over_the_cap_the_oldest_silent_connection_makes_room() -> None:
     try:
         silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
         silent[1][1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head begun, never finished
-        await asyncio.sleep(0.1)
+        await until(lambda: len(server(runner)._open) == 3)
         answer = await get(port)  # the fourth: the oldest silent one goes
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
         assert await closed(silent[0][0])
         silent.append(await asyncio.open_connection("127.0.0.1", port))  # at the cap again
-        await asyncio.sleep(0.1)
+        await until(lambda: len(server(runner)._open) == 3)
         answer = await get(port)
         assert answer.startswith(b"HTTP/1.1 200")
         assert await closed(silent[1][0]), "a head never finished is silent too"
@@ -83,7 +97,7 @@ async def test_when_every_connection_is_busy_the_newcomer_is_closed(monkeypatch:
     port = runner.addresses[0][1]
     try:
         busy = [asyncio.create_task(get(port)) for _ in range(2)]
-        await asyncio.sleep(0.2)
+        await until(lambda: len(server(runner)._spoke) == 2)  # both requests in progress
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await closed(reader), "no room: the newcomer is closed, the requests in progress are kept"
         writer.close()
