@@ -319,6 +319,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax = axes[0]
     ax.plot(t, [s["rss_mb"] for s in samples], label="agent RSS")
     ax.plot(t, [s["tree_rss_mb"] for s in samples], label="with chunk workers", alpha=0.7)
+    for part, label in (("heap", "of which glibc heap"), ("anon", "of which anonymous maps (pymalloc)")):
+        if all(f"{part}_mb" in s for s in samples):
+            ax.plot(t, [s[f"{part}_mb"] for s in samples], label=label, alpha=0.8)
     fit = result["rss_slope"]
     t0 = samples[-1]["t"] - fit["span_s"]
     window = [s for s in samples if s["t"] >= t0]
@@ -522,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[:1] == ["--summarize"]:
         print(report_rows(json.loads(Path(argv[1]).read_text())))
+        return 0
+    if argv[:1] == ["--plot"]:  # draw a run's PNG again from its JSON: --plot FILE.json OUT.png
+        plot(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3600)

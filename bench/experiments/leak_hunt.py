@@ -41,6 +41,16 @@ Measured 2026-12-04 19:51-20:28, beside the running soak (everything here under 
   73.14 at 16; ``malloc_trim(0)``: 73.2 -> 64.8 MiB (8.4 MiB free heap). 0.06 MiB/min from 5 to 16 min against
   0.15 before, but in 16 minutes the fix's ~0.6 MB is within the allocator's steps; after the trim both are at
   64.4-64.8 MiB.
+
+Measured again 2026-12-04 22:26-22:56, e50852c + the module splits, after the second soak still sloped +3.4 MiB/h:
+
+- traced (``--rate 600 --max-size 300000 --duration 2400 --snapshots 300,1200,2340``, stopped after 29 min): the traced
+  total 26.7-29.2 MiB (27.2 at 1 min, 29.1 at 29); 5 -> 20 min nothing grows with the rotations (the largest
+  differences are in-flight batches and the /metrics decompression of a scrape in progress).
+- untraced at the soak's load (``--rate 2000 --frames 0``), /proc/PID/smaps every 2 min (minutes 16-30): pymalloc's
+  arenas 28.1 -> 28.3 MiB, the glibc heap 17.3-18.6 MiB, RSS 72.2 -> 72.8 MiB: flat. (Here a second glibc arena
+  appears, 7-8 MiB: the hook's thread starts before ``limit_malloc_arenas``; the agent alone has one arena.)
+  The third soak (BENCHMARKS 18) then put its whole slope in the glibc heap, which this synthetic run does not show.
 """
 
 from __future__ import annotations
