@@ -1,14 +1,19 @@
 """EXPERIMENT ONLY (bench/experiments/leak_hunt.py): tracemalloc inside the agent process it starts.
 
 With ``LK_TM_DIR`` set, the process starts ``tracemalloc`` (``LK_TM_FRAMES`` frames, default 25; 0: not
-traced) at interpreter start-up and a thread that every 60 s appends {t, rss, traced, peak} to
+traced) at interpreter start-up and a thread that every 60 s (``LK_TM_EVERY``) appends {t, rss, traced, peak,
+malloc: glibc's ``mallinfo2`` (obtained, in use, free)} to
 ``$LK_TM_DIR/samples.ndjson`` and, at each of the seconds in ``LK_TM_AT`` (comma list), dumps
 ``$LK_TM_DIR/snap-<t>.pickle``. ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
 variables are popped, so the agent's chunk workers (child processes) are not traced.
 """
 import os
+import sys
 
-_dir = os.environ.pop("LK_TM_DIR", "")
+# ``LK_TM_ONLY``: hook only a process whose command line holds this string (e.g. "agent run"), so that a bench
+# that starts the agent (bench/soak.py) can carry the variables down to it instead of taking them itself.
+_only = os.environ.get("LK_TM_ONLY", "")
+_dir = os.environ.pop("LK_TM_DIR", "") if not _only or _only in " ".join(sys.orig_argv) else ""
 if _dir:
     import ctypes
     import json
@@ -27,22 +32,38 @@ if _dir:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.mallinfo2.restype = _MallInfo2
+    _libc.mallopt(-8, 1)  # M_ARENA_MAX before this thread allocates: the agent's own limit_malloc_arenas comes later
+
+    def _malloc() -> dict:
+        """glibc's view of its heap: bytes obtained from the system (arena), in use (uordblks), free (fordblks),
+        free at the top (keepcost), in mmapped blocks (hblkhd)."""
+        mi = _libc.mallinfo2()
+        return {"arena": mi.arena, "inuse": mi.uordblks, "free": mi.fordblks, "keepcost": mi.keepcost,
+                "mmapped": mi.hblkhd, "free_chunks": mi.ordblks}
+
     def _sample(kind: str, **extra) -> None:
         traced, peak = tracemalloc.get_traced_memory()
         doc = {"kind": kind, "t": round(time.monotonic() - _t0, 1), "rss": _rss(), "traced": traced, "peak": peak,
-               "overhead": tracemalloc.get_tracemalloc_memory(), **extra}
+               "overhead": tracemalloc.get_tracemalloc_memory(), "malloc": _malloc(), **extra}
         with open(os.path.join(_dir, "samples.ndjson"), "a") as fh:
             fh.write(json.dumps(doc) + "\n")
 
     def _loop() -> None:
         pending = list(_at)
-        next_sample = 60.0
+        every = float(os.environ.get("LK_TM_EVERY", "60"))
+        next_sample = every
         while True:
             time.sleep(1.0)
             t = time.monotonic() - _t0
             if t >= next_sample:
                 _sample("minute")
-                next_sample += 60.0
+                next_sample += every
             while pending and t >= pending[0]:
                 at = pending.pop(0)
                 if tracemalloc.is_tracing():
