@@ -5,7 +5,8 @@ traced) at interpreter start-up and a thread that every 60 s (``LK_TM_EVERY``) a
 malloc: glibc's ``mallinfo2`` (obtained, in use, free)} to
 ``$LK_TM_DIR/samples.ndjson`` and, at each of the seconds in ``LK_TM_AT`` (comma list), dumps
 ``$LK_TM_DIR/snap-<t>.pickle``. ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
-variables are popped, so the agent's chunk workers (child processes) are not traced.
+variables are popped, so the agent's chunk workers (child processes) are not traced. ``LK_MMAP_THRESHOLD`` (bytes)
+replaces ``agent.runtime.MMAP_THRESHOLD`` for an A/B of glibc's mmap threshold.
 """
 import os
 import sys
@@ -39,6 +40,11 @@ if _dir:
     _libc = ctypes.CDLL("libc.so.6")
     _libc.mallinfo2.restype = _MallInfo2
     _libc.mallopt(-8, 1)  # M_ARENA_MAX before this thread allocates: the agent's own limit_malloc_arenas comes later
+    _mmap = os.environ.pop("LK_MMAP_THRESHOLD", "")
+    if _mmap:  # an A/B of agent.runtime.MMAP_THRESHOLD (blocks at least this big are mmap'ed, not heap)
+        import agent.runtime
+
+        agent.runtime.MMAP_THRESHOLD = int(_mmap)
 
     def _malloc() -> dict:
         """glibc's view of its heap: bytes obtained from the system (arena), in use (uordblks), free (fordblks),
