@@ -1,7 +1,8 @@
-"""``wait_for``: poll a predicate instead of sleeping a fixed time."""
+"""``wait_for`` (and ``until`` inside an event loop): poll a predicate instead of sleeping a fixed time."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,3 +49,13 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, interval: float 
         except Exception as exc:
             lines.append(f"(describe() failed: {exc!r})")
     raise AssertionError("\n".join(lines))
+
+
+async def until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+                message: str = "") -> None:
+    """``wait_for`` for a test running in the event loop: await ``interval`` between calls, so the loop serves the
+    server or client the test waits on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for: {message or 'condition'}"
+        await asyncio.sleep(interval)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,6 +19,7 @@ from structlog.testing import capture_logs
 
 from collectors import docker as docker_module
 from collectors.docker import DockerMetadata
+from tests.helpers.wait import until
 
 CID = "ab" * 32
 INSPECT = {"Id": CID, "Name": "/web", "Created": "2026-11-28T00:00:00Z", "LogPath": "",
@@ -72,13 +72,6 @@ class Engine:
             return resp
         await self.closing.wait()
         return resp
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_an_event_stream_that_ends_is_an_outage_logged_then_listed_and_resubscribed(

@@ -10,7 +10,6 @@ import asyncio
 import errno
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 import orjson
@@ -28,6 +27,7 @@ from collectors.logs.files import Tail
 from collectors.logs.source_files import SourceState
 from tests.fixtures import trees
 from tests.helpers.es_standin import EsStandin
+from tests.helpers.wait import until as wait_for
 
 
 class FakeContainer:
@@ -163,15 +163,6 @@ def records(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def messages(path: Path, name: str | None = None) -> list[str]:

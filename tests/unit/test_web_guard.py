@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 
 from exporters.web import guard
+from tests.helpers.wait import until
 
 
 async def serve(limit: int) -> tuple[guard.GuardedRunner, int]:
@@ -36,14 +36,6 @@ async def closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:
         return await asyncio.wait_for(reader.read(), timeout) == b""
     except ConnectionResetError:
         return True
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for the server to have done what the test needs (accepted, read a request head)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the server did not get there in time"
-        await asyncio.sleep(0.01)
 
 
 def server(runner: guard.GuardedRunner) -> guard.GuardedServer:
