@@ -9,6 +9,7 @@ byte.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -242,16 +243,22 @@ def big_log(n: int) -> bytes:
 async def ship(tmp: Path, log: bytes, workers: str, kill_workers: bool = False) -> tuple[bytes, dict[str, float]]:
     harness = Harness(tmp)
     c = harness.container("web", labels={"team": "api"})
-    c.write_raw(log)
+    c.write_raw(b"")
     expected = len(JsonFileDecoder(64 << 10).decode(log, 0).records)
     pipeline = harness.start(extra=("--log-workers", workers, "--max-line-bytes", "64KiB"))
     runner = pipeline.runners[0]
     try:
-        if kill_workers:
-            await wait_for(lambda: runner.offload is not None and len(runner.offload._workers) == 2, 20)
+        if workers != "0":
+            # Workers start in the background on the first chunk while the reader decodes by itself; with a cold
+            # forkserver the reader could finish the whole log first. Started here and the log written once they
+            # run, the test shows them used whatever ran before it.
             assert runner.offload is not None
-            for worker in list(runner.offload._workers):
+            await asyncio.to_thread(runner.offload.start, True)
+            assert len(runner.offload._workers) == int(workers)
+        if kill_workers:
+            for worker in list(runner.offload._workers):  # type: ignore[union-attr]
                 os.kill(worker.process.pid, signal.SIGKILL)
+        c.write_raw(log)
         await wait_for(lambda: runner.metrics.sent.labels(runner.label)._value.get() >= expected, 60)
         await wait_for(lambda: idle(harness))  # anything more would have been read and sent by now
         outcomes = {o: runner.metrics.worker_chunks.labels(runner.label, o)._value.get() for o in ("taken", "reread")}
