@@ -4,7 +4,9 @@ With ``LK_TM_DIR`` set, the process starts ``tracemalloc`` (``LK_TM_FRAMES`` fra
 traced) at interpreter start-up and a thread that every 60 s (``LK_TM_EVERY``) appends {t, rss, traced, peak,
 malloc: glibc's ``mallinfo2`` (obtained, in use, free)} to
 ``$LK_TM_DIR/samples.ndjson`` and, at each of the seconds in ``LK_TM_AT`` (comma list), dumps
-``$LK_TM_DIR/snap-<t>.pickle``. ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
+``$LK_TM_DIR/snap-<t>.pickle``; each sample also has ``sys.getallocatedblocks()`` and the collections per gc
+generation (and ``gc.get_count()``); at each of the seconds in ``LK_GC_AT`` a full collection counts the cyclic
+garbage it finds by type (kind "garbage"); every collection is a sample of its own (kind "gc": its generation, what it freed, how long). ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
 variables are popped, so the agent's chunk workers (child processes) are not traced. ``LK_MMAP_THRESHOLD`` (bytes)
 replaces ``agent.runtime.MMAP_THRESHOLD`` for an A/B of glibc's mmap threshold.
 """
@@ -17,6 +19,7 @@ _only = os.environ.get("LK_TM_ONLY", "")
 _dir = os.environ.pop("LK_TM_DIR", "") if not _only or _only in " ".join(sys.orig_argv) else ""
 if _dir:
     import ctypes
+    import gc
     import json
     import signal
     import threading
@@ -56,12 +59,14 @@ if _dir:
     def _sample(kind: str, **extra) -> None:
         traced, peak = tracemalloc.get_traced_memory()
         doc = {"kind": kind, "t": round(time.monotonic() - _t0, 1), "rss": _rss(), "traced": traced, "peak": peak,
-               "overhead": tracemalloc.get_tracemalloc_memory(), "malloc": _malloc(), **extra}
+               "overhead": tracemalloc.get_tracemalloc_memory(), "malloc": _malloc(),
+               "blocks": sys.getallocatedblocks(), "gc": [g["collections"] for g in gc.get_stats()], "gc_count": gc.get_count(), **extra}
         with open(os.path.join(_dir, "samples.ndjson"), "a") as fh:
             fh.write(json.dumps(doc) + "\n")
 
     def _loop() -> None:
         pending = list(_at)
+        gc_pending = sorted(int(x) for x in os.environ.pop("LK_GC_AT", "").split(",") if x)
         every = float(os.environ.get("LK_TM_EVERY", "60"))
         next_sample = every
         while True:
@@ -70,11 +75,28 @@ if _dir:
             if t >= next_sample:
                 _sample("minute")
                 next_sample += every
+            while gc_pending and t >= gc_pending[0]:
+                _garbage(gc_pending.pop(0))
             while pending and t >= pending[0]:
                 at = pending.pop(0)
                 if tracemalloc.is_tracing():
                     tracemalloc.take_snapshot().dump(os.path.join(_dir, f"snap-{at}.pickle"))
                 _sample("snapshot", at=at)
+
+    def _garbage(at: int) -> None:
+        """``LK_GC_AT``: a full collection that keeps what it finds (``DEBUG_SAVEALL``), sampled by type: the cyclic
+        garbage that waits for the next automatic collection (kind "garbage")."""
+        import collections
+
+        before = gc.get_count()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            found = gc.collect()
+            types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        _sample("garbage", at=at, count_before=before, found=found, types=types.most_common(40))
 
     def _trim(signum, frame) -> None:
         before = _rss()
@@ -82,5 +104,17 @@ if _dir:
         after = _rss()
         _sample("trim", before=before, after=after)
 
+    _gc_started = [0.0]
+
+    def _gc_callback(phase: str, info: dict) -> None:
+        """Every automatic collection (rare with the agent's threshold of 50,000): when, which generation, how long,
+        and what it freed (a step in RSS may be one)."""
+        if phase == "start":
+            _gc_started[0] = time.monotonic()
+        else:
+            _sample("gc", generation=info.get("generation"), collected=info.get("collected"),
+                    uncollectable=info.get("uncollectable"), took=round(time.monotonic() - _gc_started[0], 4))
+
+    gc.callbacks.append(_gc_callback)
     signal.signal(signal.SIGUSR2, _trim)
     threading.Thread(target=_loop, name="lk-tracemalloc", daemon=True).start()
