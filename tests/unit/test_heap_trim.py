@@ -51,7 +51,7 @@ def test_trimming_once_a_minute_leaves_no_garbage_for_the_collector() -> None:
 
     from agent.runtime import trim_heap
 
-    if not trim_heap() and not Path("/proc/self/maps").read_text().count("libc.so.6"):
+    if "libc.so.6" not in Path("/proc/self/maps").read_text():
         pytest.skip("not glibc")
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)

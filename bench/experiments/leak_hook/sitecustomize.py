@@ -6,7 +6,8 @@ malloc: glibc's ``mallinfo2`` (obtained, in use, free)} to
 ``$LK_TM_DIR/samples.ndjson`` and, at each of the seconds in ``LK_TM_AT`` (comma list), dumps
 ``$LK_TM_DIR/snap-<t>.pickle``; each sample also has ``sys.getallocatedblocks()`` and the collections per gc
 generation (and ``gc.get_count()``); at each of the seconds in ``LK_GC_AT`` a full collection counts the cyclic
-garbage it finds by type (kind "garbage"); every collection is a sample of its own (kind "gc": its generation, what it freed, how long). ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
+garbage it finds by type (kind "garbage"); every collection is a sample of its own (kind "gc": its generation,
+what it freed, how long). ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
 variables are popped, so the agent's chunk workers (child processes) are not traced. ``LK_MMAP_THRESHOLD`` (bytes)
 replaces ``agent.runtime.MMAP_THRESHOLD`` for an A/B of glibc's mmap threshold.
 """
@@ -60,7 +61,8 @@ if _dir:
         traced, peak = tracemalloc.get_traced_memory()
         doc = {"kind": kind, "t": round(time.monotonic() - _t0, 1), "rss": _rss(), "traced": traced, "peak": peak,
                "overhead": tracemalloc.get_tracemalloc_memory(), "malloc": _malloc(),
-               "blocks": sys.getallocatedblocks(), "gc": [g["collections"] for g in gc.get_stats()], "gc_count": gc.get_count(), **extra}
+               "blocks": sys.getallocatedblocks(), "gc": [g["collections"] for g in gc.get_stats()],
+               "gc_count": gc.get_count(), **extra}
         with open(os.path.join(_dir, "samples.ndjson"), "a") as fh:
             fh.write(json.dumps(doc) + "\n")
 
@@ -100,7 +102,7 @@ if _dir:
 
     def _trim(signum, frame) -> None:
         before = _rss()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        _libc.malloc_trim(0)  # the handle loaded above: a new CDLL per call is itself cyclic garbage
         after = _rss()
         _sample("trim", before=before, after=after)
 
