@@ -188,24 +188,29 @@ class HostFilesystems:
 
     def __init__(self, host_root: Path) -> None:
         self.host_root = host_root
+        # Strings, not Paths: mounts() runs every cycle, and a Path interns its parts (checkpoints.write_atomic).
+        self._root = str(host_root)
+        self._mounts_file = str(host_root / "proc/1/mounts")
+        self._diskstats = str(host_root / "proc/diskstats")
 
     def mounts(self) -> list[tuple[str, str]]:
         """(device, host-root-prefixed mount point), first mount of each device."""
-        data = read_file(str(self.host_root / "proc/1/mounts")) or read_file("/proc/self/mounts") or b""
+        data = read_file(self._mounts_file) or read_file("/proc/self/mounts") or b""
         seen: dict[str, str] = {}
         for line in data.decode(errors="replace").splitlines():
             fields = line.split()
             if len(fields) < 3 or fields[2] in _PSEUDO_FS or not fields[0].startswith("/dev/"):
                 continue
             mountpoint = fields[1].replace("\\040", " ")
-            seen.setdefault(fields[0], str(self.host_root / mountpoint.lstrip("/")))
+            relative = mountpoint.lstrip("/")
+            seen.setdefault(fields[0], os.path.join(self._root, relative) if relative else self._root)
         return list(seen.items())
 
     def stats(self) -> list[FilesystemStats]:
         """statvfs of each filesystem, with its device's /proc/diskstats counters (matched by the mount point's
         st_dev, so /dev/mapper names and renamed devices need no lookup)."""
         out = []
-        disks = parse_diskstats(read_file(str(self.host_root / "proc/diskstats")) or b"")
+        disks = parse_diskstats(read_file(self._diskstats) or b"")
         for device, path in self.mounts():
             try:
                 st = os.statvfs(path)
@@ -217,7 +222,7 @@ class HostFilesystems:
                                        disks.get((os.major(dev), os.minor(dev)))))
         return out
 
-    def device_of(self, path: Path) -> tuple[str, int]:
+    def device_of(self, path: Path | str) -> tuple[str, int]:
         """The device holding ``path`` and its capacity in bytes (longest matching mount point)."""
         best, best_len = "", -1
         target = str(path)

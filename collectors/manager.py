@@ -61,6 +61,7 @@ class FsUsage:
     def __init__(self, host_fs: HostFilesystems, docker_root: Path) -> None:
         self.host_fs = host_fs
         self.docker_root = docker_root
+        self._containers_dir = str(docker_root / "containers")  # a string: a Path per container interns its id
         # One dict, replaced whole by ``measure``: a reader sees the old or the new one, never a mix, and needs no
         # lock (``get`` runs for every container every cycle). id -> (bytes, inodes, device, device capacity).
         self._state: dict[str, tuple[int, int, str, int]] = {}
@@ -71,7 +72,7 @@ class FsUsage:
         fresh = {}
         for info in containers:
             if info.runtime is Runtime.DOCKER:
-                paths = [info.rw_layer, str(self.docker_root / "containers" / info.container_id)]
+                paths = [info.rw_layer, f"{self._containers_dir}/{info.container_id}"]
                 device = docker_device
             elif info.rw_layer:
                 # containers/storage: the layer and the container's own directory (cAdvisor's Podman handler).
@@ -81,7 +82,7 @@ class FsUsage:
                 except OSError:
                     continue  # removed since; measured again next time if it is back
                 if st_dev not in devices:
-                    devices[st_dev] = self.host_fs.device_of(Path(info.rw_layer))
+                    devices[st_dev] = self.host_fs.device_of(info.rw_layer)
                 device = devices[st_dev]
             else:
                 continue

@@ -73,6 +73,7 @@ class ContainerStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dir = str(root)  # the per-cycle paths are made as strings: a Path interns its parts (write_atomic)
         self.by_id: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {}
         self._stamps: dict[str, tuple[int, int, int] | None] = {}
 
@@ -82,14 +83,15 @@ class ContainerStorage:
             dirs = sorted(e.name for e in os.scandir(self.root) if e.name.endswith("-containers") and e.is_dir())
         except OSError:
             dirs = []
-        stamps = {d: _stamp(self.root / d / "containers.json") for d in dirs}
+        stamps = {d: _stamp(f"{self._dir}/{d}/containers.json") for d in dirs}
         if stamps == self._stamps:
             return
         fresh: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {}
         for d in dirs:
             driver = d[: -len("-containers")]
             try:
-                entries = orjson.loads((self.root / d / "containers.json").read_bytes())
+                with open(f"{self._dir}/{d}/containers.json", "rb") as fh:
+                    entries = orjson.loads(fh.read())
             except (OSError, orjson.JSONDecodeError):
                 continue
             for entry in entries if isinstance(entries, list) else ():
@@ -151,16 +153,16 @@ class PodmanMetadata:
         self.root = root if root is not None else graph_root(host_root)
         self.env_prefixes = tuple(env_prefixes)
         self.storage = ContainerStorage(self.root)
+        self._databases = tuple(str(self.root / name) for name in ("libpod/bolt_state.db", "db.sql"))
         self.containers: dict[str, ContainerInfo] = {}
         self._db_stamp: tuple[str, tuple[int, int, int] | None] | None = None
         self._warned = ""
 
     def database(self) -> str:
         """The libpod database in use: bbolt when it exists (as Podman decides), else SQLite; "" for none."""
-        for name in ("libpod/bolt_state.db", "db.sql"):
-            path = self.root / name
-            if path.is_file():
-                return str(path)
+        for path in self._databases:  # strings made once: asked every cycle (see ContainerStorage._dir)
+            if os.path.isfile(path):
+                return path
         return ""
 
     def get(self, container_id: str) -> ContainerInfo | None:

@@ -164,11 +164,14 @@ def _valid_routes(routes: object) -> dict[str, dict[str, dict[str, Any]]] | None
     return out
 
 
-def write_atomic(path: Path, body: bytes) -> None:
+def write_atomic(path: Path | str, body: bytes) -> None:
     """Write ``path`` whole or not at all: a 0600 temporary file beside it, fsynced, renamed over it, and the
     directory fsynced (also the API routes' routes.json, agent.control). On any error the temporary file is
-    removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    removed and ``path`` is left as it was. The names are strings: a ``Path`` made for each write (several a second
+    at a soak's pace) interns its parts, and the temporary file's name churns the interpreter's table of interned
+    strings, which grows in a step of ~1 MiB once its slots are used up (tests/test_interning.py)."""
+    directory, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(directory, f".{name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(body)
@@ -182,7 +185,7 @@ def write_atomic(path: Path, body: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    dfd = os.open(directory or ".", os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:

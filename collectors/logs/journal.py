@@ -417,12 +417,12 @@ class JournalSpool:
         now = time.time()
         for kind, idle in (("docker", GONE_IDLE), ("podman", PODMAN_IDLE)):
             try:
-                entries = list(os.scandir(self.root / kind))
+                entries = list(os.scandir(f"{self.root}/{kind}"))  # strings: a Path interns its parts
             except OSError:
                 continue
             for entry in entries:
                 if kind == "docker" and (self.docker_root is None
-                                         or (self.docker_root / "containers" / entry.name).exists()):
+                                         or os.path.exists(f"{self.docker_root}/containers/{entry.name}")):
                     continue
                 try:
                     mtime = max(os.stat(f.path).st_mtime for f in os.scandir(entry.path))

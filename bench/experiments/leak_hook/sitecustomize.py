@@ -62,13 +62,14 @@ if _dir:
         doc = {"kind": kind, "t": round(time.monotonic() - _t0, 1), "rss": _rss(), "traced": traced, "peak": peak,
                "overhead": tracemalloc.get_tracemalloc_memory(), "malloc": _malloc(),
                "blocks": sys.getallocatedblocks(), "gc": [g["collections"] for g in gc.get_stats()],
-               "gc_count": gc.get_count(), **extra}
+               "gc_count": gc.get_count(), **({"intern": dict(_interned)} if _interned else {}), **extra}
         with open(os.path.join(_dir, "samples.ndjson"), "a") as fh:
             fh.write(json.dumps(doc) + "\n")
 
     def _loop() -> None:
         pending = list(_at)
         gc_pending = sorted(int(x) for x in os.environ.pop("LK_GC_AT", "").split(",") if x)
+        types_pending = sorted(int(x) for x in os.environ.pop("LK_TYPES_AT", "").split(",") if x)
         every = float(os.environ.get("LK_TM_EVERY", "60"))
         next_sample = every
         while True:
@@ -79,6 +80,8 @@ if _dir:
                 next_sample += every
             while gc_pending and t >= gc_pending[0]:
                 _garbage(gc_pending.pop(0))
+            while types_pending and t >= types_pending[0]:
+                _types(types_pending.pop(0))
             while pending and t >= pending[0]:
                 at = pending.pop(0)
                 if tracemalloc.is_tracing():
@@ -100,6 +103,16 @@ if _dir:
             gc.garbage.clear()
         _sample("garbage", at=at, count_before=before, found=found, types=types.most_common(40))
 
+    def _types(at: int) -> None:
+        """``LK_TYPES_AT``: the objects the collector tracks, by type, without collecting (kind "types")."""
+        import collections
+
+        objects = gc.get_objects()
+        types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+        total = len(objects)
+        del objects
+        _sample("types", at=at, total=total, types=types.most_common(80))
+
     def _trim(signum, frame) -> None:
         before = _rss()
         _libc.malloc_trim(0)  # the handle loaded above: a new CDLL per call is itself cyclic garbage
@@ -116,6 +129,27 @@ if _dir:
         else:
             _sample("gc", generation=info.get("generation"), collected=info.get("collected"),
                     uncollectable=info.get("uncollectable"), took=round(time.monotonic() - _gc_started[0], 4))
+
+    _interned: dict[str, int] = {}
+
+    if os.environ.pop("LK_INTERN", ""):
+        _intern = sys.intern
+
+        def _state(text: str) -> int:  # PyASCIIObject.state's "interned" bits (CPython 3.11: offset 32)
+            return ctypes.c_uint32.from_address(id(text) + 32).value & 3
+
+        def _counting_intern(text: str) -> str:
+            fresh = type(text) is str and not _state(text)
+            result = _intern(text)
+            if fresh and result is text:  # no equal string was interned: a new entry in the table
+                frame = sys._getframe(1)
+                while frame is not None and frame.f_code.co_filename.endswith("pathlib.py"):
+                    frame = frame.f_back
+                where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+                _interned[where] = _interned.get(where, 0) + 1
+            return result
+
+        sys.intern = _counting_intern
 
     gc.callbacks.append(_gc_callback)
     signal.signal(signal.SIGUSR2, _trim)
