@@ -169,7 +169,7 @@ def write_atomic(path: Path | str, body: bytes) -> None:
     directory fsynced (also the API routes' routes.json, agent.control). On any error the temporary file is
     removed and ``path`` is left as it was. The names are strings: a ``Path`` made for each write (several a second
     at a soak's pace) interns its parts, and the temporary file's name churns the interpreter's table of interned
-    strings, which grows in a step of ~1 MiB once its slots are used up (tests/test_interning.py)."""
+    strings, which grows in a step of ~1 MiB once its slots are used up (tests/unit/test_interning.py)."""
     directory, name = os.path.split(os.fspath(path))
     tmp = os.path.join(directory, f".{name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
