@@ -7,7 +7,10 @@ malloc: glibc's ``mallinfo2`` (obtained, in use, free)} to
 ``$LK_TM_DIR/snap-<t>.pickle``; each sample also has ``sys.getallocatedblocks()`` and the collections per gc
 generation (and ``gc.get_count()``); at each of the seconds in ``LK_GC_AT`` a full collection counts the cyclic
 garbage it finds by type (kind "garbage"); every collection is a sample of its own (kind "gc": its generation,
-what it freed, how long). ``SIGUSR2`` appends RSS before and after ``malloc_trim(0)`` (kind "trim"). The
+what it freed, how long). With ``LK_INTERN`` set, ``sys.intern`` (which pathlib calls for every part of every
+path it parses) is wrapped: each string it newly adds to the interpreter's table of interned strings is counted by
+its caller outside pathlib, and every sample carries the counts so far (key "intern"). ``SIGUSR2`` appends
+RSS before and after ``malloc_trim(0)`` (kind "trim"). The
 variables are popped, so the agent's chunk workers (child processes) are not traced. ``LK_MMAP_THRESHOLD`` (bytes)
 replaces ``agent.runtime.MMAP_THRESHOLD`` for an A/B of glibc's mmap threshold.
 """
@@ -69,7 +72,6 @@ if _dir:
     def _loop() -> None:
         pending = list(_at)
         gc_pending = sorted(int(x) for x in os.environ.pop("LK_GC_AT", "").split(",") if x)
-        types_pending = sorted(int(x) for x in os.environ.pop("LK_TYPES_AT", "").split(",") if x)
         every = float(os.environ.get("LK_TM_EVERY", "60"))
         next_sample = every
         while True:
@@ -80,8 +82,6 @@ if _dir:
                 next_sample += every
             while gc_pending and t >= gc_pending[0]:
                 _garbage(gc_pending.pop(0))
-            while types_pending and t >= types_pending[0]:
-                _types(types_pending.pop(0))
             while pending and t >= pending[0]:
                 at = pending.pop(0)
                 if tracemalloc.is_tracing():
@@ -102,16 +102,6 @@ if _dir:
             gc.set_debug(0)
             gc.garbage.clear()
         _sample("garbage", at=at, count_before=before, found=found, types=types.most_common(40))
-
-    def _types(at: int) -> None:
-        """``LK_TYPES_AT``: the objects the collector tracks, by type, without collecting (kind "types")."""
-        import collections
-
-        objects = gc.get_objects()
-        types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
-        total = len(objects)
-        del objects
-        _sample("types", at=at, total=total, types=types.most_common(80))
 
     def _trim(signum, frame) -> None:
         before = _rss()
