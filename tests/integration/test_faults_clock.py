@@ -33,6 +33,11 @@ from tests.helpers.wait import wait_for
 pytestmark = pytest.mark.docker
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+# What a retry may be late by beyond the wait asked for: a stall of either process on a busy 2-core CI machine (seen
+# once: 2.7 s, the agent's start-up in that run took 11 s instead of 0.5). The faults this test is for stay far
+# outside it: a Retry-After date read by the agent's clock (an hour off) waits the 5-minute cap, one ignored retries
+# within 0.4 s, one read against a wall-clock deadline across the jump waits 0 or the cap.
+STALL = 8.0
 
 
 def log_lines(container: Container) -> list[tuple[str, str]]:
@@ -113,6 +118,14 @@ def test_clock_back_an_hour_and_forward_a_day_while_shipping(
             stamp = datetime.fromisoformat(orjson.loads(line)["timestamp"].replace("Z", "+00:00"))
             return stamp.timestamp() - time.time()
 
+        def timeline() -> str:
+            """Where a slow retry's time went: the receiver's requests around the 503s (seconds after the first
+            503) and the agent's own log of the failure and the recovery."""
+            first = next(r.at for r in ndjson.log() if r.status == 503)
+            seen = [(round(r.at - first, 3), r.status) for r in ndjson.log() if r.at >= first - 3]
+            events = [line for line in proc.log(20).splitlines() if "route_" in line]
+            return f"requests {seen}; agent {events}"
+
         wait_for(lambda: shipped(300) and sane(rates("before the jumps")), 30, message="rates before the jumps")
         offset_file.write_text("-1h\n")
         assert sane(after := rates("after the clock went back an hour")), after
@@ -127,7 +140,7 @@ def test_clock_back_an_hour_and_forward_a_day_while_shipping(
                  message="the retry after the 503")
         retried_at = next(r.at for r in ndjson.log() if r.at > failed_at and r.status == 200)
         asked = back_at - next(r.wall for r in ndjson.log() if r.status == 503)  # by the receiver's clock
-        assert asked - 1.0 <= retried_at - failed_at < asked + 2.0, (asked, retried_at - failed_at)
+        assert asked - 1.0 <= retried_at - failed_at < asked + STALL, (asked, retried_at - failed_at, timeline())
         assert abs(agent_clock_offset() + 3600) < 120  # the agent's clock was an hour behind (its log says so)
 
         offset_file.write_text("+1d\n")
@@ -138,7 +151,7 @@ def test_clock_back_an_hour_and_forward_a_day_while_shipping(
         wait_for(lambda: any(r.at > failed_at and r.status == 200 for r in ndjson.log()), 30,
                  message="the retry after the second 503")
         retried_at = next(r.at for r in ndjson.log() if r.at > failed_at and r.status == 200)
-        assert 2.0 <= retried_at - failed_at < 4.0, retried_at - failed_at
+        assert 2.0 <= retried_at - failed_at < 2.0 + STALL, (retried_at - failed_at, timeline())
         wait_for(lambda: "route_recovered" in proc.log(1), 10, message="the route recovered")
         wait_for(lambda: log_lines(c)[-1][1] == f"tick {total}", 60, message="the writer done")
         written = log_lines(c)
