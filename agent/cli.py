@@ -7,6 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
+import agent.structlog_import  # noqa: F401  # first: before any module of the agent imports structlog
+
+# isort: split
 from agent import __version__, tail, top
 from agent.client import base_url
 from agent.config import STORAGE_DURATION_NOTE, Config, ConfigError, load_config

@@ -43,6 +43,9 @@ SLOT_BYTES = 16 << 20  # input + payload; a larger payload comes back over the p
 MAX_WORKERS = 4
 STALE_JOB = 5.0  # a job not taken for this long gives its slot to another (its file's reader moved on)
 ANSWER_TIMEOUT = 10.0  # a worker alive but silent this long while the reader waits (stopped, starved) is given up
+# What the forkserver imports once for every worker: only what the workers run, never __main__ (the agent itself),
+# and no structlog (the workers log nothing; tests/unit/test_startup_imports.py).
+PRELOAD = ("agent.logs.offload", "collectors.logs.decoders", "exporters.logs.ndjson", "exporters.syslog.format")
 
 # The encoder a route's sink names with its ``offload_spec()``: ("ndjson", None) or ("syslog", SyslogFormat).
 EncoderSpec = tuple[str, Any]
@@ -222,8 +225,7 @@ class ChunkWorkers:
         try:
             context = multiprocessing.get_context("forkserver")
             # Only what the workers run, and never __main__ (the agent itself).
-            context.set_forkserver_preload(["agent.logs.offload", "collectors.logs.decoders", "exporters.logs.ndjson",
-                                            "exporters.syslog.format"])
+            context.set_forkserver_preload(list(PRELOAD))
             while len(self._workers) < self.size and not self.disabled:
                 worker = _Worker(context)
                 with self._lock:

@@ -1,6 +1,7 @@
-"""What the agent process loads at start: structlog imported without rich (agent/__init__.py), while ``lookout top`` and
-``lookout tail`` still draw with rich and the console log format still shows tracebacks. Each check runs in a fresh
-interpreter: this test process has imported everything already."""
+"""What the agent process loads at start: structlog imported without rich (agent/structlog_import.py, imported first by
+the command line), while the chunk workers import no structlog at all, ``lookout top`` and ``lookout tail`` still draw
+with rich and the console log format still shows tracebacks. Each check runs in a fresh interpreter: this test
+process has imported everything already."""
 
 from __future__ import annotations
 
@@ -16,10 +17,21 @@ def fresh(code: str) -> str:
     return done.stdout + done.stderr
 
 
-def test_the_agent_and_its_chunk_workers_start_without_rich_or_pygments() -> None:
+def test_the_agent_starts_without_rich_or_pygments() -> None:
     out = fresh("import sys, orjson\n"
                 "import agent.cli, agent.wiring, agent.runtime, agent.logs.pipeline, agent.logs.offload\n"
                 "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments'))\n"
+                "print(orjson.dumps(loaded).decode())")
+    assert orjson.loads(out) == []
+
+
+def test_a_chunk_worker_imports_neither_structlog_nor_rich() -> None:
+    """What the forkserver preloads for the workers (agent.logs.offload): the workers log nothing themselves."""
+    from agent.logs.offload import PRELOAD
+
+    out = fresh("import sys, orjson\n"
+                f"for name in {list(PRELOAD)!r}: __import__(name)\n"
+                "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('structlog', 'rich', 'pygments'))\n"
                 "print(orjson.dumps(loaded).decode())")
     assert orjson.loads(out) == []
 
