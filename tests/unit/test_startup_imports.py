@@ -48,7 +48,7 @@ def test_top_and_tail_still_draw_with_rich() -> None:
 
 
 def test_the_console_log_format_still_shows_a_traceback() -> None:
-    out = fresh("import agent\n"
+    out = fresh("import agent.cli  # structlog as the agent imports it: without rich\n"
                 "from agent.logconfig import configure_logging\n"
                 "import structlog\n"
                 "configure_logging('info', 'console')\n"
