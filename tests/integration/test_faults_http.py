@@ -108,7 +108,11 @@ def test_receivers_answering_200_after_60s_are_timed_out_and_retried(
         entry = route(proc, name)
         assert entry["retries_total"] >= slow and entry["state"] == "running", entry
         gaps = [at[i + 1] - at[i] for i in range(slow)]
-        assert all(2.0 <= gap < 10.0 for gap in gaps), (name, gaps)  # each after the 2 s timeout, long before 60 s
+        # Each after the 2 s timeout, long before 60 s. Measured where the receiver's handler starts: the agent's
+        # timeout runs from its send, and the handler of a request may start late (the receivers run in this test's
+        # process, beside its polling), which shortens the gap to the next request: 1.895 s was seen in CI. A route
+        # without the timeout waits the receiver's 60 s; a retry sent before the timeout ran out comes within a second.
+        assert all(1.5 <= gap < 10.0 for gap in gaps), (name, gaps)
     failures = [orjson.loads(line)["error"] for line in proc.log(500).splitlines() if "route_send_failed" in line]
     assert len(failures) == 2 and all("no answer within 2s (timeout=)" in e for e in failures), failures
 
