@@ -167,7 +167,9 @@ def test_container_to_http_ndjson_gzip_auth_and_batches_closed_by_count_and_time
     assert [len(r.records) for r in log] == [100, 100, 51, 3]
     # 100 and 100 closed by count at once; 51 by the 400 ms flush; the late 3 by the flush as well.
     assert log[1].at - log[0].at < 0.3
-    assert log[2].at - log[0].at >= 0.35
+    # The 400 ms flush runs from the batch's first record, the gap from where the receiver's handler started the first
+    # request, which can be late (test_faults_http saw 0.1 s in CI): a batch closed at once would be ~0.05 s after.
+    assert log[2].at - log[0].at >= 0.25
     late_written = datetime.fromisoformat(written[-1][0][:26].replace("Z", "") + "+00:00").timestamp()
     late_delay = log[3].wall - late_written
     assert 0.35 <= late_delay < 3.0, late_delay
