@@ -15,17 +15,15 @@ import sys
 def _import_structlog_without_rich() -> None:
     if "structlog" in sys.modules:
         return
-    hidden = {name: sys.modules.get(name) for name in ("rich", "better_exceptions")}
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # "import rich" now raises ImportError
+    rich = sys.modules.get("rich")
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" now raises ImportError
     try:
         import structlog  # noqa: F401
     finally:
-        for name, module in hidden.items():
-            if module is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = module
+        if rich is None:
+            del sys.modules["rich"]
+        else:
+            sys.modules["rich"] = rich
 
 
 _import_structlog_without_rich()

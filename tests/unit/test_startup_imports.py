@@ -17,23 +17,24 @@ def fresh(code: str) -> str:
     return done.stdout + done.stderr
 
 
-def test_the_agent_starts_without_rich_or_pygments() -> None:
+def loaded_packages(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    """The modules of ``packages`` a fresh interpreter holds after importing ``modules`` (in that order)."""
     out = fresh("import sys, orjson\n"
-                "import agent.cli, agent.wiring, agent.runtime, agent.logs.pipeline, agent.logs.offload\n"
-                "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments'))\n"
-                "print(orjson.dumps(loaded).decode())")
-    assert orjson.loads(out) == []
+                f"for name in {modules!r}: __import__(name)\n"
+                f"print(orjson.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})).decode())")
+    return list(orjson.loads(out))
+
+
+def test_the_agent_starts_without_rich_or_pygments() -> None:
+    modules = ["agent.cli", "agent.wiring", "agent.runtime", "agent.logs.pipeline", "agent.logs.offload"]
+    assert loaded_packages(modules, ("rich", "pygments")) == []
 
 
 def test_a_chunk_worker_imports_neither_structlog_nor_rich() -> None:
     """What the forkserver preloads for the workers (agent.logs.offload): the workers log nothing themselves."""
     from agent.logs.offload import PRELOAD
 
-    out = fresh("import sys, orjson\n"
-                f"for name in {list(PRELOAD)!r}: __import__(name)\n"
-                "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('structlog', 'rich', 'pygments'))\n"
-                "print(orjson.dumps(loaded).decode())")
-    assert orjson.loads(out) == []
+    assert loaded_packages(list(PRELOAD), ("structlog", "rich", "pygments")) == []
 
 
 def test_top_and_tail_still_draw_with_rich() -> None:
